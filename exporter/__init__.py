@@ -1,0 +1,1 @@
+"""judicator-exporter: Xen hypervisor counters and per-domain stats as Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""judicator-remediator: an Alertmanager webhook receiver that throttles the offending Xen guest."""
