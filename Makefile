@@ -49,8 +49,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-check-configs: debian-packages
-	@true
+check-configs: debian-packages $(VENV)/.installed
+	PATH=$(abspath $(BIN)):$$PATH tools/check-configs
+
+bench: deps
+	$(BIN)/python bench/exporter.py
 
 clean:
 	rm -rf build $(VENV) $(CACHE)
