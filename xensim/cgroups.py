@@ -11,6 +11,7 @@ mount namespace of init, where they are still mounted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -276,15 +277,11 @@ def kill_all(cgroup: str) -> None:
     """SIGKILL every process in the cgroup tree; frozen ones are thawed so they can die."""
     victims = pids(cgroup)
     for pid in victims:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     for directory in _tree(cgroup):
-        try:
+        with contextlib.suppress(OSError):
             _thaw_directory(directory)
-        except OSError:
-            pass
 
 
 def _thaw_directory(directory: Path) -> None:
