@@ -25,7 +25,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Controllers a guest needs. v1 mounts them separately or co-mounted (cpu,cpuacct).
-CONTROLLERS = ("cpu", "cpuacct", "freezer", "blkio")
+CONTROLLERS = ("cpu", "cpuacct", "freezer", "blkio", "memory")
 CFS_PERIOD_US = 100_000
 
 
@@ -122,7 +122,7 @@ def layout() -> Layout:
 def _enable_v2_controllers(root: Path, cgroup: str) -> None:
     """On v2 a child only gets cpu/io/freeze files if every ancestor delegates them."""
     current = root
-    wanted = {"cpu", "io"}
+    wanted = {"cpu", "io", "memory"}
     for part in _relative(cgroup).split("/")[:-1]:
         available = set((current / "cgroup.controllers").read_text().split())
         for controller in sorted(wanted & available):
@@ -271,6 +271,20 @@ def block_io(cgroup: str) -> BlockIO:
         )
     except (OSError, CgroupError):
         return BlockIO()
+
+
+def page_faults(cgroup: str) -> int:
+    """Page faults the cgroup's processes took (memory.stat `pgfault`), 0 when not accounted."""
+    found = layout()
+    try:
+        text = (found.path("memory", cgroup) / "memory.stat").read_text()
+    except (OSError, CgroupError):
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "pgfault":
+            return int(value)
+    return 0
 
 
 def kill_all(cgroup: str) -> None:

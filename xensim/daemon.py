@@ -1,0 +1,348 @@
+"""The simulated hypervisor's clock: measure what guests did, advance the counters, ~10 Hz.
+
+Started detached by `judicator-sim up` as `python -m xensim.daemon --state-dir DIR`. Each tick
+it measures every domain (packets on its vifs from Dom0's /proc/net/dev, CPU time and page
+faults of its cgroup), asks `xensim.model` what Xen would have counted, adds that to the
+counter file through `xensim.perfc`, moves the domains' CPU times forward in the state, and
+(once a second) rewrites the simulated blkback statistics. It writes its pid to
+`DIR/daemon.pid`, exits cleanly on SIGTERM, and keeps going when a guest vanishes under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xensim import cgroups, counters, model, perfc
+from xensim.state import Domain, HostState, StateError, StateStore, cpulist_set
+
+log = logging.getLogger(__name__)
+
+PIDFILE = "daemon.pid"
+CLONE_NEWNET = 0x40000000
+VBD_DEVICE = 51712  # xvda: major 202, minor 0, as blkback names it (vbd-<domid>-51712)
+SECTOR = 512
+VBD_EVERY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class InterfaceStats:
+    rx_bytes: int
+    rx_packets: int
+    tx_bytes: int
+    tx_packets: int
+
+
+def parse_net_dev(text: str) -> dict[str, InterfaceStats]:
+    """Parse /proc/net/dev (two header lines, then `name: rx... tx...`)."""
+    stats: dict[str, InterfaceStats] = {}
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or len(fields) < 16:
+            continue
+        stats[name.strip()] = InterfaceStats(
+            rx_bytes=int(fields[0]),
+            rx_packets=int(fields[1]),
+            tx_bytes=int(fields[8]),
+            tx_packets=int(fields[9]),
+        )
+    return stats
+
+
+def enter_netns(netns: str) -> None:
+    """Join a named network namespace, so /proc/net/dev shows Dom0's vifs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"setns({netns}): {os.strerror(error)}")
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Sample:
+    """Cumulative readings of one domain incarnation (name + domid), for deltas."""
+
+    cpu_ns: int = 0
+    page_faults: int = 0
+    sent_packets: int = 0
+    received_packets: int = 0
+
+
+@dataclass
+class _VbdBase:
+    """Block I/O of a guest's cgroup when its current domid started (blkback starts at 0)."""
+
+    domid: int
+    io: cgroups.BlockIO
+
+
+@dataclass
+class Daemon:
+    state_dir: Path
+    interval: float = 0.1
+    seed: int | None = None
+    samples: dict[tuple[str, int], _Sample] = field(default_factory=dict)
+    vbd_base: dict[str, _VbdBase] = field(default_factory=dict)
+    last_vbd: float = 0.0
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self.store = StateStore(self.state_dir)
+        self.rng = random.Random(self.seed)
+        self.last_tick = time.monotonic()
+
+    # -- measuring --
+
+    def _measure(self, domain: Domain, net: dict[str, InterfaceStats]) -> _Sample:
+        sample = _Sample()
+        if domain.cgroup:
+            with contextlib.suppress(OSError, ValueError, cgroups.CgroupError):
+                sample.cpu_ns = cgroups.cpu_usage_ns(domain.cgroup)
+            sample.page_faults = cgroups.page_faults(domain.cgroup)
+        for interface in _interfaces(domain):
+            stats = net.get(interface)
+            if stats is not None:
+                # Dom0's rx on a vif is what the guest sent; its tx is what the guest got.
+                sample.sent_packets += stats.rx_packets
+                sample.received_packets += stats.tx_packets
+        return sample
+
+    def _activity(
+        self, host: HostState, net: dict[str, InterfaceStats]
+    ) -> list[model.DomainActivity]:
+        activities = []
+        seen: set[tuple[str, int]] = set()
+        for domain in host.domains:
+            key = (domain.name, domain.domid)
+            seen.add(key)
+            now = self._measure(domain, net)
+            before = self.samples.get(key, now)
+            self.samples[key] = now
+            activities.append(
+                model.DomainActivity(
+                    name=domain.name,
+                    vcpu_cpus=tuple(v.cpu for v in domain.vcpus if v.online),
+                    is_dom0=domain.domid == 0,
+                    paused=domain.paused or domain.shutdown_reason is not None,
+                    cpu_ns=max(0, now.cpu_ns - before.cpu_ns),
+                    sent_packets=max(0, now.sent_packets - before.sent_packets),
+                    received_packets=max(0, now.received_packets - before.received_packets),
+                    page_faults=max(0, now.page_faults - before.page_faults),
+                )
+            )
+        for key in set(self.samples) - seen:
+            del self.samples[key]
+        return activities
+
+    # -- one tick --
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        seconds, self.last_tick = now - self.last_tick, now
+        host = self.store.read()
+        net = _read_net_dev()
+        activity = self._activity(host, net)
+        increments = model.step(
+            model.Tick(
+                seconds=seconds,
+                online_cpus=tuple(host.online_cpus),
+                domains=tuple(activity),
+                shadow=bool(host.extra.get("shadow", False)),
+            ),
+            self.rng,
+        )
+        _apply_counters(self.state_dir, host, increments)
+        self._advance_state(activity, increments, seconds)
+        if now - self.last_vbd >= VBD_EVERY_SECONDS:
+            self.last_vbd = now
+            self._write_vbds(host)
+
+    def _advance_state(
+        self,
+        activity: list[model.DomainActivity],
+        increments: model.Increments,
+        seconds: float,
+    ) -> None:
+        busy = {a.name: a for a in activity}
+        with self.store.transaction() as host:
+            online = set(host.online_cpus)
+            for domain in host.domains:
+                _keep_vcpus_placed(host, domain, online)
+                added = increments.cpu_time_ns.get(domain.name, 0)
+                online_vcpus = [v for v in domain.vcpus if v.online]
+                if not online_vcpus:
+                    continue
+                domain.cpu_time_ns += added
+                share = added // len(online_vcpus)
+                utilisation = share / (seconds * 1e9) if seconds > 0 else 0.0
+                for vcpu in online_vcpus:
+                    vcpu.time_ns += share
+                    if domain.domid == 0 and vcpu.id == 0:
+                        # The toolstack asking runs on Dom0's first vCPU.
+                        vcpu.running, vcpu.blocked = True, False
+                    elif domain.name in busy and not busy[domain.name].paused:
+                        vcpu.running = utilisation > 0.5
+                        vcpu.blocked = utilisation < 0.05
+                    else:
+                        vcpu.running, vcpu.blocked = False, True
+
+    def _write_vbds(self, host: HostState) -> None:
+        root = self.state_dir / "sysfs" / "bus" / "xen-backend" / "devices"
+        root.mkdir(parents=True, exist_ok=True)
+        wanted: set[str] = set()
+        for domain in host.domains:
+            if domain.domid == 0 or not domain.cgroup:
+                continue
+            io = cgroups.block_io(domain.cgroup)
+            base = self.vbd_base.get(domain.name)
+            if base is None or base.domid != domain.domid:
+                base = _VbdBase(domain.domid, io if base is not None else cgroups.BlockIO())
+                self.vbd_base[domain.name] = base
+            directory = root / f"vbd-{domain.domid}-{VBD_DEVICE}"
+            wanted.add(directory.name)
+            stats = directory / "statistics"
+            stats.mkdir(parents=True, exist_ok=True)
+            values = {
+                "rd_req": io.read_requests - base.io.read_requests,
+                "wr_req": io.write_requests - base.io.write_requests,
+                "rd_sect": (io.read_bytes - base.io.read_bytes) // SECTOR,
+                "wr_sect": (io.write_bytes - base.io.write_bytes) // SECTOR,
+                "oo_req": 0,
+                "f_req": 0,
+                "ds_req": 0,
+            }
+            for name, value in values.items():
+                _write_atomically(stats / name, f"{max(value, 0)}\n")
+        for stale in root.iterdir():
+            if stale.name.startswith("vbd-") and stale.name not in wanted:
+                _remove_tree(stale)
+
+    # -- loop --
+
+    def run(self) -> None:
+        next_tick = time.monotonic()
+        while not self.stopping:
+            if not self.store.exists():
+                log.info("state %s is gone; stopping", self.store.path)
+                return
+            try:
+                self.tick()
+            except StateError as error:
+                log.warning("tick skipped: %s", error)
+            except (OSError, KeyError, IndexError, ValueError) as error:
+                # A guest vanishing mid-tick (cgroup or netns removed) or a CPU going offline
+                # between measuring and counting must not stop the host: the next tick is fine.
+                log.warning("tick failed: %s", error)
+            next_tick += self.interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:
+                next_tick = time.monotonic()
+                continue
+            time.sleep(delay)
+
+
+def _interfaces(domain: Domain) -> list[str]:
+    names = [domain.interface_name(devid) for devid in domain.vifs]
+    if domain.emu_vif and domain.vifs:
+        names.append(f"{domain.interface_name(domain.vifs[0])}-emu")
+    return names
+
+
+def _keep_vcpus_placed(host: HostState, domain: Domain, online: set[int]) -> None:
+    """A vCPU only runs on an online CPU of its hard affinity and its pool, as Xen ensures."""
+    try:
+        pool_cpus = set(host.pool(domain.pool).cpus) or online
+    except StateError:
+        pool_cpus = online
+    for vcpu in domain.vcpus:
+        allowed = sorted(cpulist_set(vcpu.hard, host.nr_cpus) & online & pool_cpus)
+        if not allowed:
+            # Xen breaks the affinity rather than strand the vCPU.
+            allowed = sorted(online & pool_cpus) or sorted(online)
+        if vcpu.cpu not in allowed:
+            vcpu.cpu = allowed[vcpu.id % len(allowed)]
+
+
+def _read_net_dev() -> dict[str, InterfaceStats]:
+    return parse_net_dev(Path("/proc/net/dev").read_text())
+
+
+def _apply_counters(state_dir: Path, host: HostState, increments: model.Increments) -> None:
+    """Add the increments to the counter file, CPU ids mapped to online-CPU positions.
+
+    The model speaks of every counter it knows; a build without some (shadow paging, credit
+    schedulers) simply does not count them.
+    """
+    catalogue = counters.CATALOGUES.get(str(host.extra.get("catalogue", "")), counters.DEBIAN_12)
+    known = {c.name for c in catalogue.counters}
+    position = {cpu: index for index, cpu in enumerate(sorted(host.online_cpus))}
+    per_cpu = {
+        (name, position[cpu]): value
+        for (name, cpu), value in increments.per_cpu.items()
+        if cpu in position and name in known
+    }
+    arrays = {key: value for key, value in increments.arrays.items() if key[0] in known}
+    perfc.update(state_dir / perfc.STATE_FILE, per_cpu=per_cpu, arrays=arrays)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _remove_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() else path.unlink()
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m xensim.daemon", description=__doc__)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between ticks")
+    parser.add_argument("--dom0-netns", help="Dom0's network namespace, when it has its own")
+    parser.add_argument("--seed", type=int, help="seed of the model's noise (reproducible runs)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.dom0_netns:
+        enter_netns(args.dom0_netns)
+    daemon = Daemon(args.state_dir, interval=args.interval, seed=args.seed)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        daemon.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pidfile = args.state_dir / PIDFILE
+    _write_atomically(pidfile, f"{os.getpid()}\n")
+    log.info("ticking every %.3fs for %s", args.interval, args.state_dir)
+    try:
+        daemon.run()
+    finally:
+        with contextlib.suppress(OSError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The counter model: what Xen's performance counters would count, given what really happened.
+
+Pure: `step(tick, rng)` takes one tick's measured activity (packets on each domain's vifs, CPU
+time and page faults of each guest's cgroup, where its vCPUs are, whether it is paused) and
+returns counter increments per (counter, physical CPU) and per (array, index), plus the CPU
+time each domain used. No I/O, no clock: the daemon measures, this module decides.
+
+Why each counter responds as it does, with the Xen source that increments it
+(`reference/xen-tools.md` section 1.7), is in docs/simulator.md; the constants below are the
+numbers that page explains. Domains are paravirtualised guests (as in the published
+experiment): their page faults and hypercalls trap into Xen, so they show in `page faults`,
+`exceptions` and `hypercalls`; there are no vmexits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Hypercall numbers (xen/include/public/xen.h) the model touches.
+HYPERCALL_MMU_UPDATE = 1
+HYPERCALL_MULTICALL = 13
+HYPERCALL_UPDATE_VA_MAPPING = 14
+HYPERCALL_SET_TIMER_OP = 15
+HYPERCALL_GRANT_TABLE_OP = 20
+HYPERCALL_VCPU_OP = 24
+HYPERCALL_MMUEXT_OP = 26
+HYPERCALL_SCHED_OP = 29
+HYPERCALL_EVENT_CHANNEL_OP = 32
+HYPERCALL_PHYSDEV_OP = 33
+HYPERCALL_SYSCTL = 35
+HYPERCALL_DOMCTL = 36
+VECTOR_PAGE_FAULT = 14
+VECTOR_GENERAL_PROTECTION = 13
+
+# Every online physical CPU, per second, with nothing running on it: Xen's own timer and
+# scheduler housekeeping (an idle Xen CPU still takes its local APIC timer).
+CPU_BASELINE_PER_SECOND: Mapping[str, float] = {
+    "apic timer interrupts": 100.0,
+    "#interrupts": 105.0,
+    "#IPIs": 2.0,
+    "RCU: idle_timer": 20.0,
+    "sched: timer": 5.0,
+    "sched: runs through scheduler": 50.0,
+    "sched: specific scheduler": 50.0,
+    "sched: context switches": 20.0,
+    "csched2: burn_credits_t2c": 50.0,
+    "csched2: runtime_max_timer": 2.0,
+}
+
+# Every running (not paused) domain, per vCPU and second: an idle PV kernel's own life
+# (timer programming, blocking when idle, a little page-table work).
+DOMAIN_BASELINE_PER_SECOND: Mapping[str, float] = {
+    "sched: context switches": 60.0,
+    "sched: runs through scheduler": 60.0,
+    "sched: specific scheduler": 60.0,
+    "sched: unit_wake_not_runnable": 30.0,
+    "sched: unit_sleep": 30.0,
+    "#IPIs": 5.0,
+    "#interrupts": 5.0,
+    "page faults": 20.0,
+    "calls to mmu_update": 5.0,
+    "page updates": 10.0,
+    "calls to mmuext_op": 5.0,
+    "mmuext ops": 8.0,
+    "calls to update_va_map": 5.0,
+    "map_domain_page count": 40.0,
+    "domain page tlb flushes": 2.0,
+    "calls from multicall": 6.0,
+}
+DOMAIN_BASELINE_HYPERCALLS_PER_SECOND: Mapping[int, float] = {
+    HYPERCALL_SCHED_OP: 30.0,
+    HYPERCALL_SET_TIMER_OP: 30.0,
+    HYPERCALL_VCPU_OP: 10.0,
+    HYPERCALL_MMU_UPDATE: 5.0,
+    HYPERCALL_MMUEXT_OP: 5.0,
+    HYPERCALL_UPDATE_VA_MAPPING: 5.0,
+    HYPERCALL_MULTICALL: 2.0,
+    HYPERCALL_EVENT_CHANNEL_OP: 2.0,
+}
+# Dom0 also runs the toolstack (xl, xenperf, the exporter's scrapes).
+DOM0_EXTRA_HYPERCALLS_PER_SECOND: Mapping[int, float] = {
+    HYPERCALL_SYSCTL: 5.0,
+    HYPERCALL_DOMCTL: 10.0,
+    HYPERCALL_PHYSDEV_OP: 1.0,
+}
+
+# Per packet a guest sends or receives. The guest's side lands on its vCPUs' CPUs: each
+# received packet (and every other sent one, for tx completions) is an event-channel upcall
+# to the guest's vCPU, delivered as an event-check IPI on its CPU (counted in #IPIs and, since
+# do_IRQ counts every vector, in #interrupts); the vCPU wakes and blocks around it.
+GUEST_PER_RECEIVED_PACKET: Mapping[str, float] = {
+    "#interrupts": 1.0,
+    "#IPIs": 1.0,
+    "sched: context switches": 0.8,
+    "sched: runs through scheduler": 1.0,
+    "sched: specific scheduler": 1.0,
+    "sched: unit_wake_not_runnable": 0.4,
+    "sched: unit_sleep": 0.4,
+}
+GUEST_PER_SENT_PACKET: Mapping[str, float] = {
+    "#interrupts": 0.5,
+    "#IPIs": 0.5,
+    "sched: context switches": 0.8,
+    "sched: runs through scheduler": 1.0,
+    "sched: specific scheduler": 1.0,
+    "sched: unit_wake_not_runnable": 0.4,
+    "sched: unit_sleep": 0.4,
+}
+# The same packet's other half happens in Dom0's netback, on Dom0's CPU.
+DOM0_PER_GUEST_PACKET: Mapping[str, float] = {
+    "#interrupts": 0.75,
+    "#IPIs": 0.75,
+    "sched: context switches": 0.5,
+    "sched: runs through scheduler": 0.6,
+    "sched: specific scheduler": 0.6,
+}
+# Hypercalls per packet: the guest notifies netback for what it sends (EVTCHNOP_send), netback
+# notifies the guest for what it delivers and completes, and netback copies every packet
+# across with grant-table copies (GNTTABOP_copy).
+HYPERCALLS_PER_SENT_PACKET: Mapping[int, float] = {
+    HYPERCALL_EVENT_CHANNEL_OP: 1.5,
+    HYPERCALL_GRANT_TABLE_OP: 1.0,
+    HYPERCALL_SCHED_OP: 0.4,
+}
+HYPERCALLS_PER_RECEIVED_PACKET: Mapping[int, float] = {
+    HYPERCALL_EVENT_CHANNEL_OP: 1.0,
+    HYPERCALL_GRANT_TABLE_OP: 1.0,
+    HYPERCALL_SCHED_OP: 0.4,
+}
+
+# Per second of CPU a guest really burnt: a busy vCPU keeps its CPU's timer firing (the
+# guest's tick plus credit2's runtime timer) and goes through the scheduler at each expiry.
+PER_CPU_SECOND: Mapping[str, float] = {
+    "apic timer interrupts": 1000.0,
+    "#interrupts": 1000.0,
+    "sched: timer": 100.0,
+    "sched: runs through scheduler": 300.0,
+    "sched: specific scheduler": 300.0,
+    "sched: context switches": 150.0,
+    "csched2: burn_credits_t2c": 300.0,
+    "csched2: runtime_max_timer": 100.0,
+}
+
+# Per page fault the guest's kernel took (a PV guest's faults all trap into Xen first) and the
+# page-table updates that populate the pages.
+PER_PAGE_FAULT: Mapping[str, float] = {
+    "page faults": 1.0,
+    "calls to mmu_update": 0.5,
+    "page updates": 1.0,
+    "map_domain_page count": 1.0,
+}
+# With shadow paging (the `--shadow` build) the same faults go through the shadow code.
+PER_PAGE_FAULT_SHADOW: Mapping[str, float] = {
+    "calls to shadow_fault": 1.0,
+    "shadow_fault fixed fault": 0.8,
+    "shadow_fault really guest fault": 0.2,
+    "calls to shadow_validate_gl1e": 0.5,
+}
+
+# CPU time that is modeled rather than measured, in CPU-seconds per second or per packet:
+# Dom0 has no cgroup (its work is the machine's own), and an idle guest kernel still runs.
+DOM0_CPU_BASELINE = 0.01
+DOM0_CPU_PER_GUEST_PACKET = 3e-6
+GUEST_CPU_BASELINE = 0.002
+
+NOISE = 0.05
+
+
+@dataclass(frozen=True)
+class DomainActivity:
+    """What one domain really did during one tick."""
+
+    name: str
+    vcpu_cpus: tuple[int, ...]
+    is_dom0: bool = False
+    paused: bool = False
+    cpu_ns: int = 0
+    sent_packets: int = 0
+    received_packets: int = 0
+    page_faults: int = 0
+
+
+@dataclass(frozen=True)
+class Tick:
+    seconds: float
+    online_cpus: tuple[int, ...]
+    domains: tuple[DomainActivity, ...]
+    shadow: bool = False
+
+
+@dataclass
+class Increments:
+    """What to add: per-CPU counters by CPU id, array elements by index, CPU time by domain."""
+
+    per_cpu: dict[tuple[str, int], int] = field(default_factory=dict)
+    arrays: dict[tuple[str, int], int] = field(default_factory=dict)
+    cpu_time_ns: dict[str, int] = field(default_factory=dict)
+
+
+class _Accumulator:
+    """Collects fractional expectations and turns them into integers without bias."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.per_cpu: defaultdict[tuple[str, int], float] = defaultdict(float)
+        self.arrays: defaultdict[tuple[str, int], float] = defaultdict(float)
+
+    def noisy(self, value: float) -> float:
+        return max(0.0, value * (1.0 + self.rng.gauss(0.0, NOISE)))
+
+    def spread(self, rates: Mapping[str, float], amount: float, cpus: tuple[int, ...]) -> None:
+        if amount <= 0 or not cpus:
+            return
+        share = amount / len(cpus)
+        for name, rate in rates.items():
+            for cpu in cpus:
+                self.per_cpu[(name, cpu)] += self.noisy(rate * share)
+
+    def hypercalls(self, rates: Mapping[int, float], amount: float) -> None:
+        if amount <= 0:
+            return
+        for index, rate in rates.items():
+            self.arrays[("hypercalls", index)] += self.noisy(rate * amount)
+
+    def add_array(self, name: str, index: int, amount: float) -> None:
+        if amount > 0:
+            self.arrays[(name, index)] += self.noisy(amount)
+
+    def rounded(self, value: float) -> int:
+        whole = int(value)
+        return whole + (1 if self.rng.random() < value - whole else 0)
+
+
+def step(tick: Tick, rng: random.Random) -> Increments:
+    """Counter increments for one tick of measured activity."""
+    acc = _Accumulator(rng)
+    online = tuple(sorted(tick.online_cpus))
+    online_set = set(online)
+    seconds = max(tick.seconds, 0.0)
+    cpu_time: dict[str, int] = {}
+
+    for cpu in online:
+        acc.spread(CPU_BASELINE_PER_SECOND, seconds, (cpu,))
+
+    dom0_cpus: tuple[int, ...] = ()
+    guest_packets = 0
+    for domain in tick.domains:
+        cpus = tuple(cpu for cpu in domain.vcpu_cpus if cpu in online_set)
+        if domain.is_dom0:
+            dom0_cpus = cpus
+        if domain.paused or not cpus:
+            # A paused domain's vCPUs do not run: no activity, no CPU time.
+            cpu_time[domain.name] = 0
+            continue
+        vcpu_seconds = seconds * len(cpus)
+        acc.spread(DOMAIN_BASELINE_PER_SECOND, vcpu_seconds, cpus)
+        acc.hypercalls(DOMAIN_BASELINE_HYPERCALLS_PER_SECOND, vcpu_seconds)
+        if domain.is_dom0:
+            acc.hypercalls(DOM0_EXTRA_HYPERCALLS_PER_SECOND, seconds)
+            continue
+        sent, received = max(domain.sent_packets, 0), max(domain.received_packets, 0)
+        guest_packets += sent + received
+        acc.spread(GUEST_PER_SENT_PACKET, sent, cpus)
+        acc.spread(GUEST_PER_RECEIVED_PACKET, received, cpus)
+        acc.hypercalls(HYPERCALLS_PER_SENT_PACKET, sent)
+        acc.hypercalls(HYPERCALLS_PER_RECEIVED_PACKET, received)
+        burnt = max(domain.cpu_ns, 0) / 1e9
+        acc.spread(PER_CPU_SECOND, burnt, cpus)
+        faults = max(domain.page_faults, 0)
+        acc.spread(PER_PAGE_FAULT, faults, cpus)
+        if tick.shadow:
+            acc.spread(PER_PAGE_FAULT_SHADOW, faults, cpus)
+        cpu_time[domain.name] = max(domain.cpu_ns, 0) + round(
+            GUEST_CPU_BASELINE * vcpu_seconds * 1e9
+        )
+
+    for domain in tick.domains:
+        if domain.is_dom0 and not domain.paused and dom0_cpus:
+            acc.spread(DOM0_PER_GUEST_PACKET, guest_packets, dom0_cpus)
+            modeled = DOM0_CPU_BASELINE * seconds * len(dom0_cpus)
+            modeled += DOM0_CPU_PER_GUEST_PACKET * guest_packets
+            cpu_time[domain.name] = round(modeled * 1e9)
+
+    # Page faults taken in Xen are #PF exceptions; a few #GP come from PV guests' privileged
+    # instructions. Both are array elements, summed over CPUs.
+    faults_total = sum(v for (name, _cpu), v in acc.per_cpu.items() if name == "page faults")
+    acc.arrays[("exceptions", VECTOR_PAGE_FAULT)] += faults_total
+    acc.add_array("exceptions", VECTOR_GENERAL_PROTECTION, 1.0 * seconds * len(online))
+
+    return Increments(
+        per_cpu={k: n for k, v in acc.per_cpu.items() if (n := acc.rounded(v)) > 0},
+        arrays={k: n for k, v in acc.arrays.items() if (n := acc.rounded(v)) > 0},
+        cpu_time_ns=cpu_time,
+    )
