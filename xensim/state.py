@@ -47,12 +47,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
-import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+# The fake xl imports this module on every call: keep its imports cheap (no tempfile, pathlib,
+# uuid at import time).
 
 DEFAULT_STATE_DIR = "/run/judicator-sim/default"
 STATE_FILE = "state.json"
@@ -247,7 +247,7 @@ class HostState:
         domain = Domain(
             name=name,
             domid=self.next_domid,
-            uuid=uuid or str(uuidlib.uuid4()),
+            uuid=uuid or new_uuid(),
             memory_kib=memory_kib,
             max_memory_kib=max_memory_kib if max_memory_kib is not None else memory_kib,
             vcpus=[Vcpu(id=i, cpu=placement[i % len(placement)], hard=hard) for i in range(vcpus)],
@@ -305,6 +305,12 @@ class HostState:
             domains.append(Domain(**raw))
         data["domains"] = domains
         return cls(**data)
+
+
+def new_uuid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
 
 
 def new_host(
@@ -385,9 +391,9 @@ class StateStore:
     """The state file in ``state_dir``, read and written under its lock."""
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
-        self.dir = Path(state_dir)
-        self.path = self.dir / STATE_FILE
-        self.lock_path = self.dir / LOCK_FILE
+        self.dir = os.fspath(state_dir)
+        self.path = os.path.join(self.dir, STATE_FILE)
+        self.lock_path = os.path.join(self.dir, LOCK_FILE)
 
     @classmethod
     def from_environment(cls) -> StateStore:
@@ -407,7 +413,8 @@ class StateStore:
 
     def _load(self) -> HostState:
         try:
-            text = self.path.read_text()
+            with open(self.path) as f:
+                text = f.read()
         except FileNotFoundError:
             raise StateError(f"no simulated host state at {self.path}") from None
         try:
@@ -416,9 +423,10 @@ class StateStore:
             raise StateError(f"{self.path}: {e}") from e
 
     def _save(self, host: HostState) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state.", suffix=".tmp")
+        # Only the lock holder writes, so a per-process name cannot collide.
+        tmp = os.path.join(self.dir, f".state.{os.getpid()}.tmp")
         try:
-            with os.fdopen(fd, "w") as f:
+            with open(tmp, "w") as f:
                 f.write(host.to_json())
             os.replace(tmp, self.path)
         except BaseException:
@@ -427,11 +435,11 @@ class StateStore:
             raise
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.exists(self.path)
 
     def initialize(self, host: HostState) -> None:
         """Write ``host`` as the state, replacing any previous one."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self.dir, exist_ok=True)
         with self._locked(fcntl.LOCK_EX):
             self._save(host)
 
