@@ -341,3 +341,10 @@ def destroy(cgroup: str, timeout: float = 5.0) -> None:
 
 def exists(cgroup: str) -> bool:
     return any((root / _relative(cgroup)).is_dir() for root in layout().roots())
+
+
+def remove_if_empty(cgroup: str) -> None:
+    """Remove a cgroup that has no children and no processes left; otherwise leave it."""
+    for root in layout().roots():
+        with contextlib.suppress(OSError):
+            (root / _relative(cgroup)).rmdir()

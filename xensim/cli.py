@@ -32,6 +32,7 @@ from xensim import cgroups, counters, perfc, workloads
 from xensim.host import (
     HostError,
     Names,
+    alive,
     create_dom0_network,
     create_guest,
     daemon_pid,
@@ -519,7 +520,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     host = store.read()
     pid = daemon_pid(names.state_dir)
-    daemon_alive = pid is not None and Path(f"/proc/{pid}").exists()
+    daemon_alive = pid is not None and alive(pid)
     report: dict[str, Any] = {
         "name": host.name,
         "state_dir": str(names.state_dir),
@@ -565,7 +566,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _alive_pid(pid: object) -> bool:
-    return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
+    return isinstance(pid, int) and alive(pid)
 
 
 def cmd_down(args: argparse.Namespace) -> int:

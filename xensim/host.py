@@ -418,6 +418,7 @@ def sweep(host_name: str) -> list[str]:
     if cgroups.exists(cgroup_root):
         cgroups.destroy(cgroup_root)
         removed.append(f"cgroup {cgroup_root}")
+    cgroups.remove_if_empty(CGROUP_PREFIX)
     if state_dir.exists():
         shutil.rmtree(state_dir, ignore_errors=True)
         removed.append(f"state {state_dir}")
