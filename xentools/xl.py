@@ -1,0 +1,754 @@
+"""Run Xen's ``xl`` and parse what it prints: the one place Judicator talks to the toolstack.
+
+Two layers, as everywhere in Judicator:
+
+- Pure parsers, text in, dataclasses out, raising ``XlParseError`` (which quotes the offending
+  line) on anything they do not recognise: ``parse_list`` (``xl list``, also ``-c``),
+  ``parse_list_verbose`` (``-v``), ``parse_list_long`` (``-l``, JSON), ``parse_vcpu_list``,
+  ``parse_info``, ``parse_cpupool_list`` (with or without ``-c``), ``parse_sched``
+  (``xl sched-credit`` / ``sched-credit2`` output, with or without ``Cpupool`` lines),
+  ``parse_network_list``. CPU lists: ``xentools.cpulist``.
+- ``Xl``, which runs the binary with an argv list and a timeout and offers the few operations
+  the exporter and the remediator need.
+
+Formats are Xen 4.17's ``tools/xl/*.c`` (see ``reference/xen-tools.md`` section 3). Names are
+matched with regexes anchored on the numeric columns, never by fixed columns, since a name may
+be longer than its column.
+
+Quirks of xl that callers must know, handled here where it is possible:
+
+- ``xl pause`` / ``xl unpause`` exit 0 even when libxl failed (the toolstack pause count is
+  full at 255, or the domain was not paused); ``Xl.pause``/``Xl.unpause`` therefore also fail
+  when xl printed a libxl error. Pauses are reference-counted: one unpause per pause.
+- ``xl vcpu-pin DOM all ...`` exits 0 even when setting the affinity failed; ``Xl.vcpu_pin``
+  checks stderr for that too.
+- ``xl sched-credit`` and ``xl sched-credit2`` must match the scheduler of the domain's cpupool,
+  otherwise they fail (exit 1); ``Xl.set_cap`` picks the right one. A cap is a percentage of one
+  physical CPU, 0 = uncapped, at most 100 x vCPUs; xl reads numbers with ``strtol``, so garbage
+  silently becomes 0 (uncapped): validate before calling.
+- ``xl mem-set`` takes MiB for a bare number (the man page is wrong).
+- A domain argument made only of digits is taken as a domid without checking that it exists.
+- Domain ids change when a domain reboots: key state by name (or uuid), resolve ids each time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from xentools.cpulist import CpuListError, format_cpulist, parse_cpulist
+
+__all__ = [
+    "CpuListError",
+    "CpuPool",
+    "DomainInfo",
+    "DomainState",
+    "LongDomainInfo",
+    "NetworkInterface",
+    "SchedParams",
+    "VcpuInfo",
+    "VerboseDomainInfo",
+    "Xl",
+    "XlError",
+    "XlInfo",
+    "XlParseError",
+    "XlTimeout",
+    "format_cpulist",
+    "parse_cpulist",
+    "parse_cpupool_list",
+    "parse_info",
+    "parse_list",
+    "parse_list_long",
+    "parse_list_verbose",
+    "parse_network_list",
+    "parse_sched",
+    "parse_vcpu_list",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("credit", "credit2")
+
+
+class XlError(Exception):
+    """xl failed: it exited non-zero, could not be run, or reported a libxl error."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(argv, returncode, stderr)
+
+    def __str__(self) -> str:
+        detail = self.stderr.strip().replace("\n", " | ") or "no message"
+        status = "could not run" if self.returncode is None else f"exit {self.returncode}"
+        return f"{' '.join(self.argv)}: {status}: {detail}"
+
+
+class XlTimeout(XlError):
+    """xl did not finish within the timeout (it was killed)."""
+
+    def __init__(self, argv: Sequence[str], timeout: float) -> None:
+        super().__init__(argv, None, f"timed out after {timeout:g} s")
+        self.timeout = timeout
+
+
+class XlParseError(ValueError):
+    """xl printed something the parser does not recognise."""
+
+    def __init__(self, what: str, line: str | None = None) -> None:
+        self.what = what
+        self.line = line
+        super().__init__(what if line is None else f"{what}: {line!r}")
+
+
+# --- dataclasses -----------------------------------------------------------------------------
+
+SHUTDOWN_REASONS = {
+    "-": "poweroff",
+    "r": "reboot",
+    "s": "suspend",
+    "c": "crash",
+    "w": "watchdog",
+    "S": "soft_reset",
+    "?": "unknown",
+}
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """The six state characters of ``xl list`` (``r b p s <reason> d``)."""
+
+    running: bool
+    blocked: bool
+    paused: bool
+    shutdown: bool
+    shutdown_reason: str | None
+    dying: bool
+
+    @classmethod
+    def parse(cls, chars: str) -> DomainState:
+        if not re.fullmatch(r"[r-][b-][p-][s-][-rscwS?][d-]", chars):
+            raise XlParseError("invalid domain state", chars)
+        shutdown = chars[3] == "s"
+        return cls(
+            running=chars[0] == "r",
+            blocked=chars[1] == "b",
+            paused=chars[2] == "p",
+            shutdown=shutdown,
+            shutdown_reason=SHUTDOWN_REASONS[chars[4]] if shutdown else None,
+            dying=chars[5] == "d",
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """State names for ``xen_domain_state``: running, blocked, paused, shutdown, crashed,
+        dying (a crash is a shutdown whose reason is crash)."""
+        names = [
+            name
+            for name, on in (
+                ("running", self.running),
+                ("blocked", self.blocked),
+                ("paused", self.paused),
+                ("shutdown", self.shutdown),
+                ("crashed", self.shutdown_reason == "crash"),
+                ("dying", self.dying),
+            )
+            if on
+        ]
+        return names
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A row of ``xl list`` (``pool`` only with ``-c``)."""
+
+    name: str
+    domid: int
+    memory_mib: int
+    vcpus: int
+    state: DomainState
+    cpu_seconds: float
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class VerboseDomainInfo(DomainInfo):
+    """A row of ``xl list -v``: adds the uuid, the shutdown reason code and security label."""
+
+    uuid: str = ""
+    reason_code: int | None = None
+    security_label: str | None = None
+
+
+@dataclass(frozen=True)
+class Nic:
+    devid: int
+    mac: str | None
+    bridge: str | None = None
+    ifname: str | None = None
+    nictype: str | None = None
+
+
+@dataclass(frozen=True)
+class LongDomainInfo:
+    """What Judicator reads from ``xl list -l`` (libxl's domain configuration, as JSON)."""
+
+    name: str
+    domid: int
+    uuid: str | None
+    max_memory_kib: int | None
+    target_memory_kib: int | None
+    max_vcpus: int | None
+    online_vcpus: int | None
+    nics: tuple[Nic, ...] = ()
+    scheduler: str | None = None
+    weight: int | None = None
+    cap: int | None = None
+
+
+@dataclass(frozen=True)
+class VcpuInfo:
+    """A row of ``xl vcpu-list``; ``cpu`` is None for an offline vCPU."""
+
+    name: str
+    domid: int
+    vcpu: int
+    cpu: int | None
+    running: bool
+    blocked: bool
+    online: bool
+    time_seconds: float
+    hard_affinity: str
+    soft_affinity: str
+
+    def hard_cpus(self, nr_cpus: int) -> frozenset[int]:
+        return parse_cpulist(self.hard_affinity, nr_cpus)
+
+    def soft_cpus(self, nr_cpus: int) -> frozenset[int]:
+        return parse_cpulist(self.soft_affinity, nr_cpus)
+
+
+@dataclass(frozen=True)
+class XlInfo:
+    """``xl info``. ``nr_cpus`` counts online CPUs; CPU ids go up to ``max_cpu_id``."""
+
+    host: str
+    nr_cpus: int
+    max_cpu_id: int
+    nr_nodes: int
+    cores_per_socket: int
+    threads_per_core: int
+    cpu_mhz: float
+    total_memory_mib: int
+    free_memory_mib: int
+    free_cpus: int
+    xen_major: int
+    xen_minor: int
+    xen_extra: str
+    xen_version: str
+    xen_scheduler: str
+    raw: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CpuPool:
+    """A row of ``xl cpupool-list`` (``cpus`` with ``-c``; the counts without it)."""
+
+    name: str
+    n_cpus: int
+    scheduler: str | None = None
+    active: bool | None = None
+    domain_count: int | None = None
+    cpus: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SchedParams:
+    """A domain row of ``xl sched-credit`` / ``sched-credit2`` (pool from its ``Cpupool`` line)."""
+
+    name: str
+    domid: int
+    weight: int
+    cap: int
+    pool: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInterface:
+    """A row of ``xl network-list``; xenstore keys that are missing read as -1."""
+
+    devid: int
+    backend_domid: int
+    mac: str
+    handle: int
+    state: int
+    event_channel: int
+    tx_ring_ref: int
+    rx_ring_ref: int
+    backend_path: str
+
+
+# --- parsers ---------------------------------------------------------------------------------
+
+_LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+_LIST_ROW = re.compile(
+    r"(?P<name>\S.*?) +(?P<domid>\d+) +(?P<mem>\d+) +(?P<vcpus>\d+) +"
+    r"(?P<state>[r-][b-][p-][s-][-rscwS?][d-]) +(?P<time>\d+\.\d)(?P<rest>.*)"
+)
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_VERBOSE_REST = re.compile(
+    rf" (?P<uuid>{_UUID}) +(?P<reason>-|[0-9a-f]+) +(?P<label>\S+)(?P<rest>.*)"
+)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _header(lines: list[str], expected: str, what: str) -> list[str]:
+    if not lines:
+        raise XlParseError(f"{what}: empty output")
+    if not lines[0].startswith(expected):
+        raise XlParseError(f"{what}: unexpected header", lines[0])
+    return lines[1:]
+
+
+def _list_rows(text: str, verbose: bool) -> list[DomainInfo]:
+    lines = _lines(text)
+    header = lines[0] if lines else ""
+    with_pool = "Cpupool" in header
+    rows: list[DomainInfo] = []
+    for line in _header(lines, _LIST_HEADER, "xl list"):
+        match = _LIST_ROW.fullmatch(line)
+        if match is None:
+            raise XlParseError("xl list: unrecognised row", line)
+        rest = match["rest"]
+        extra: dict[str, object] = {}
+        if verbose:
+            verbose_match = _VERBOSE_REST.fullmatch(rest)
+            if verbose_match is None:
+                raise XlParseError("xl list -v: no uuid, reason code and label", line)
+            reason = verbose_match["reason"]
+            extra = {
+                "uuid": verbose_match["uuid"],
+                "reason_code": None if reason == "-" else int(reason, 16),
+                "security_label": None if verbose_match["label"] == "-" else verbose_match["label"],
+            }
+            rest = verbose_match["rest"]
+        pool = None
+        if with_pool:
+            pool = rest.strip() or None
+            if pool is None or " " in pool:
+                raise XlParseError("xl list -c: no cpupool", line)
+        elif rest.strip():
+            raise XlParseError("xl list: unexpected trailing text", line)
+        cls = VerboseDomainInfo if verbose else DomainInfo
+        rows.append(
+            cls(
+                name=match["name"],
+                domid=int(match["domid"]),
+                memory_mib=int(match["mem"]),
+                vcpus=int(match["vcpus"]),
+                state=DomainState.parse(match["state"]),
+                cpu_seconds=float(match["time"]),
+                pool=pool,
+                **extra,
+            )
+        )
+    return rows
+
+
+def parse_list(text: str) -> list[DomainInfo]:
+    """``xl list`` (or ``xl list -c``, then ``pool`` is set)."""
+    return _list_rows(text, verbose=False)
+
+
+def parse_list_verbose(text: str) -> list[VerboseDomainInfo]:
+    """``xl list -v``."""
+    rows = _list_rows(text, verbose=True)
+    return [row for row in rows if isinstance(row, VerboseDomainInfo)]
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_list_long(text: str) -> list[LongDomainInfo]:
+    """``xl list -l``: a JSON array of ``{"domid": N, "config": {libxl_domain_config}}``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        lines = text.splitlines()
+        line = lines[e.lineno - 1] if 0 < e.lineno <= len(lines) else None
+        raise XlParseError(f"xl list -l: invalid JSON ({e.msg})", line) from e
+    if not isinstance(data, list):
+        raise XlParseError("xl list -l: expected a JSON array", text.splitlines()[0])
+    domains = []
+    for entry in data:
+        config = entry.get("config") if isinstance(entry, dict) else None
+        domid = entry.get("domid") if isinstance(entry, dict) else None
+        if not isinstance(config, dict) or not isinstance(domid, int):
+            raise XlParseError("xl list -l: entry without domid and config", json.dumps(entry))
+        c_info = config.get("c_info") or {}
+        b_info = config.get("b_info") or {}
+        name = c_info.get("name")
+        if not isinstance(name, str):
+            raise XlParseError("xl list -l: domain without a name", json.dumps(c_info))
+        avail = b_info.get("avail_vcpus")
+        sched = b_info.get("sched_params") or {}
+        nics = tuple(
+            Nic(
+                devid=int(nic.get("devid", index)),
+                mac=nic.get("mac"),
+                bridge=nic.get("bridge"),
+                ifname=nic.get("ifname"),
+                nictype=nic.get("nictype"),
+            )
+            for index, nic in enumerate(config.get("nics") or [])
+        )
+        domains.append(
+            LongDomainInfo(
+                name=name,
+                domid=domid,
+                uuid=c_info.get("uuid"),
+                max_memory_kib=_int_or_none(b_info.get("max_memkb")),
+                target_memory_kib=_int_or_none(b_info.get("target_memkb")),
+                max_vcpus=_int_or_none(b_info.get("max_vcpus")),
+                online_vcpus=len(avail) if isinstance(avail, list) else None,
+                nics=nics,
+                scheduler=sched.get("sched"),
+                weight=_int_or_none(sched.get("weight")),
+                cap=_int_or_none(sched.get("cap")),
+            )
+        )
+    return domains
+
+
+_VCPU_HEADER = (
+    "Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)"
+)
+_VCPU_ROW = re.compile(
+    r"(?P<name>\S.*?) +(?P<domid>\d+) +(?P<vcpu>\d+) +(?P<cpu>\d+|-) +"
+    r"(?P<state>[r-][b-][p-]) +(?P<time>\d+\.\d) +(?P<hard>\S+) / (?P<soft>\S+)"
+)
+
+
+def parse_vcpu_list(text: str) -> list[VcpuInfo]:
+    """``xl vcpu-list``; the affinities stay xl CPU lists (see ``VcpuInfo.hard_cpus``)."""
+    rows = []
+    for line in _header(_lines(text), _VCPU_HEADER, "xl vcpu-list"):
+        match = _VCPU_ROW.fullmatch(line)
+        if match is None:
+            raise XlParseError("xl vcpu-list: unrecognised row", line)
+        state = match["state"]
+        online = state[2] != "p"
+        if online == (match["cpu"] == "-"):
+            raise XlParseError("xl vcpu-list: CPU column contradicts the state", line)
+        rows.append(
+            VcpuInfo(
+                name=match["name"],
+                domid=int(match["domid"]),
+                vcpu=int(match["vcpu"]),
+                cpu=int(match["cpu"]) if online else None,
+                running=state[0] == "r",
+                blocked=state[1] == "b",
+                online=online,
+                time_seconds=float(match["time"]),
+                hard_affinity=match["hard"],
+                soft_affinity=match["soft"],
+            )
+        )
+    return rows
+
+
+_INFO_LINE = re.compile(r"(?P<key>[a-z_][a-z0-9_]*) *: ?(?P<value>.*)")
+_INFO_REQUIRED = ("nr_cpus", "max_cpu_id", "xen_scheduler", "xen_version", "total_memory")
+
+
+def parse_info(text: str) -> XlInfo:
+    """``xl info`` (without ``-n``): ``key : value`` lines."""
+    raw: dict[str, str] = {}
+    for line in _lines(text):
+        match = _INFO_LINE.fullmatch(line)
+        if match is None:
+            raise XlParseError("xl info: not a 'key : value' line", line)
+        raw[match["key"]] = match["value"].strip()
+    missing = [key for key in _INFO_REQUIRED if key not in raw]
+    if missing:
+        raise XlParseError(f"xl info: missing {', '.join(missing)}")
+
+    def number(key: str, default: int = 0) -> int:
+        value = raw.get(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise XlParseError(f"xl info: {key} is not a number", value) from None
+
+    try:
+        cpu_mhz = float(raw.get("cpu_mhz", "0"))
+    except ValueError:
+        raise XlParseError("xl info: cpu_mhz is not a number", raw["cpu_mhz"]) from None
+    version_parts = raw["xen_version"].split(".")
+    return XlInfo(
+        host=raw.get("host", ""),
+        nr_cpus=number("nr_cpus"),
+        max_cpu_id=number("max_cpu_id"),
+        nr_nodes=number("nr_nodes", 1),
+        cores_per_socket=number("cores_per_socket"),
+        threads_per_core=number("threads_per_core", 1),
+        cpu_mhz=cpu_mhz,
+        total_memory_mib=number("total_memory"),
+        free_memory_mib=number("free_memory"),
+        free_cpus=number("free_cpus"),
+        xen_major=number("xen_major", int(version_parts[0]) if version_parts[0].isdigit() else 0),
+        xen_minor=number("xen_minor"),
+        xen_extra=raw.get("xen_extra", ""),
+        xen_version=raw["xen_version"],
+        xen_scheduler=raw["xen_scheduler"],
+        raw=raw,
+    )
+
+
+_POOL_ROW = re.compile(
+    r"(?P<name>\S.*?) *(?P<cpus>\d+) +(?P<sched>\S+) +(?P<active>[yn]) +(?P<domains>\d+)"
+)
+_POOL_CPUS_ROW = re.compile(r"(?P<name>\S*[^\d,\s]) *(?P<cpus>(?:\d+(?:,\d+)*)?)")
+
+
+def parse_cpupool_list(text: str) -> list[CpuPool]:
+    """``xl cpupool-list`` or ``xl cpupool-list -c`` (told apart by the header)."""
+    lines = _lines(text)
+    if lines and lines[0].startswith("Name") and lines[0].rstrip().endswith("CPU list"):
+        pools = []
+        for line in lines[1:]:
+            # "%-19s" then the list: a name of 19 characters or more runs straight into the
+            # first CPU id, and then only a name not ending in a digit can be told apart.
+            if len(line) > 19 and line[18] == " ":
+                name, cpu_text = line[:19].strip(), line[19:].strip()
+            else:
+                match = _POOL_CPUS_ROW.fullmatch(line.strip())
+                if match is None:
+                    raise XlParseError("xl cpupool-list -c: unrecognised row", line)
+                name, cpu_text = match["name"], match["cpus"]
+            if not name or not re.fullmatch(r"(?:\d+(?:,\d+)*)?", cpu_text):
+                raise XlParseError("xl cpupool-list -c: unrecognised row", line)
+            cpus = tuple(int(c) for c in cpu_text.split(",")) if cpu_text else ()
+            pools.append(CpuPool(name=name, n_cpus=len(cpus), cpus=cpus))
+        return pools
+    pools = []
+    for line in _header(lines, "Name               CPUs   Sched", "xl cpupool-list"):
+        match = _POOL_ROW.fullmatch(line)
+        if match is None:
+            raise XlParseError("xl cpupool-list: unrecognised row", line)
+        pools.append(
+            CpuPool(
+                name=match["name"],
+                n_cpus=int(match["cpus"]),
+                scheduler=match["sched"],
+                active=match["active"] == "y",
+                domain_count=int(match["domains"]),
+            )
+        )
+    return pools
+
+
+_SCHED_HEADER = re.compile(r"Name +ID +Weight +Cap")
+_SCHED_POOL = re.compile(r"Cpupool (?P<pool>.+?): (?P<params>.*)")
+_SCHED_ROW = re.compile(r"(?P<name>\S.*?) +(?P<domid>\d+) +(?P<weight>\d+) +(?P<cap>\d+)")
+
+
+def parse_sched(text: str) -> list[SchedParams]:
+    """``xl sched-credit`` / ``sched-credit2``: listing (with ``Cpupool`` lines) or ``-d``."""
+    rows: list[SchedParams] = []
+    pool: str | None = None
+    seen_header = False
+    for line in _lines(text):
+        pool_match = _SCHED_POOL.fullmatch(line)
+        if pool_match is not None:
+            pool, seen_header = pool_match["pool"], False
+            continue
+        if _SCHED_HEADER.fullmatch(line):
+            seen_header = True
+            continue
+        match = _SCHED_ROW.fullmatch(line)
+        if match is None or not seen_header:
+            raise XlParseError("xl sched-credit: unrecognised line", line)
+        rows.append(
+            SchedParams(
+                name=match["name"],
+                domid=int(match["domid"]),
+                weight=int(match["weight"]),
+                cap=int(match["cap"]),
+                pool=pool,
+            )
+        )
+    return rows
+
+
+_NETWORK_HEADER = "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path"
+_NETWORK_ROW = re.compile(
+    r"(?P<devid>-?\d+) +(?P<be>-?\d+) +(?P<mac>[0-9a-f]{2}(?::[0-9a-f]{2}){5}) *"
+    r"(?P<handle>-?\d+) +(?P<state>-?\d+) +(?P<evtch>-?\d+) +(?P<tx>-?\d+)/(?P<rx>-?\d+) +"
+    r"(?P<path>\S+) *"
+)
+
+
+def parse_network_list(text: str) -> list[NetworkInterface]:
+    """``xl network-list DOMAIN...`` (one header, rows of every domain named)."""
+    rows = []
+    for line in _header(_lines(text), _NETWORK_HEADER, "xl network-list"):
+        match = _NETWORK_ROW.fullmatch(line)
+        if match is None:
+            raise XlParseError("xl network-list: unrecognised row", line)
+        rows.append(
+            NetworkInterface(
+                devid=int(match["devid"]),
+                backend_domid=int(match["be"]),
+                mac=match["mac"],
+                handle=int(match["handle"]),
+                state=int(match["state"]),
+                event_channel=int(match["evtch"]),
+                tx_ring_ref=int(match["tx"]),
+                rx_ring_ref=int(match["rx"]),
+                backend_path=match["path"],
+            )
+        )
+    return rows
+
+
+# --- running xl ------------------------------------------------------------------------------
+
+
+class Xl:
+    """Runs ``xl`` (``path``) with argv lists; every call is bounded by ``timeout`` seconds."""
+
+    def __init__(self, path: str = "xl", timeout: float = 5.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``xl ARGS``; raise XlError on a non-zero exit or if it cannot run."""
+        argv = [self.path, *args]
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise XlTimeout(argv, self.timeout) from None
+        except OSError as e:
+            raise XlError(argv, None, str(e)) from e
+        if result.returncode != 0:
+            raise XlError(argv, result.returncode, result.stderr)
+        if result.stderr:
+            log.debug("%s printed on stderr: %s", argv, result.stderr.strip())
+        return result
+
+    def output(self, *args: str) -> str:
+        return self.run(*args).stdout
+
+    def _run_checked(self, *args: str, failure_marks: Sequence[str]) -> None:
+        """For commands that exit 0 on failure: a known failure message on stderr is an error."""
+        result = self.run(*args)
+        if any(mark in result.stderr for mark in failure_marks):
+            raise XlError(result.args, result.returncode, result.stderr)
+
+    def list_domains(self) -> list[DomainInfo]:
+        return parse_list(self.output("list"))
+
+    def list_domains_verbose(self) -> list[VerboseDomainInfo]:
+        return parse_list_verbose(self.output("list", "-v"))
+
+    def list_domains_long(self) -> list[LongDomainInfo]:
+        return parse_list_long(self.output("list", "-l"))
+
+    def vcpu_list(self, *domains: str) -> list[VcpuInfo]:
+        return parse_vcpu_list(self.output("vcpu-list", *domains))
+
+    def info(self) -> XlInfo:
+        return parse_info(self.output("info"))
+
+    def cpupools(self) -> list[CpuPool]:
+        return parse_cpupool_list(self.output("cpupool-list"))
+
+    def cpupool_cpus(self) -> dict[str, tuple[int, ...]]:
+        return {
+            pool.name: pool.cpus or ()
+            for pool in parse_cpupool_list(self.output("cpupool-list", "-c"))
+        }
+
+    def pool_of(self, domain: str) -> str:
+        rows = parse_list(self.output("list", "-c", domain))
+        if len(rows) != 1 or rows[0].pool is None:
+            raise XlParseError(f"xl list -c {domain}: expected one row with a cpupool")
+        return rows[0].pool
+
+    def scheduler_of(self, domain: str) -> str:
+        """The scheduler (``credit`` or ``credit2``) of the cpupool the domain runs in."""
+        pool = self.pool_of(domain)
+        for candidate in self.cpupools():
+            if candidate.name == pool:
+                if candidate.scheduler is None:
+                    break
+                return candidate.scheduler
+        raise XlParseError(f"cpupool {pool!r} of domain {domain!r} not in xl cpupool-list")
+
+    def sched_params(self, domain: str, scheduler: str | None = None) -> SchedParams:
+        """The domain's weight and cap (``xl sched-credit[2] -d DOMAIN``)."""
+        scheduler = scheduler or self.scheduler_of(domain)
+        rows = parse_sched(self.output(_sched_command(scheduler), "-d", domain))
+        if len(rows) != 1:
+            raise XlParseError(f"xl {_sched_command(scheduler)} -d {domain}: expected one row")
+        return rows[0]
+
+    def set_cap(self, domain: str, cap: int, scheduler: str | None = None) -> None:
+        """Cap the domain at ``cap`` percent of one physical CPU (0 = uncapped).
+
+        Picks ``sched-credit`` or ``sched-credit2`` by the domain's cpupool. xl itself refuses
+        caps above 100 x vCPUs (exit 1); negative caps are refused here, since xl would read
+        -1 as "leave unchanged".
+        """
+        if cap < 0:
+            raise ValueError(f"CPU cap must be >= 0, not {cap}")
+        scheduler = scheduler or self.scheduler_of(domain)
+        self.run(_sched_command(scheduler), "-d", domain, "-c", str(cap))
+
+    def pause(self, domain: str) -> None:
+        """``xl pause``; reference-counted by Xen, so pair every pause with one unpause.
+
+        xl exits 0 even when the pause failed; the libxl error it prints raises XlError here.
+        """
+        self._run_checked("pause", domain, failure_marks=("libxl: error:",))
+
+    def unpause(self, domain: str) -> None:
+        """``xl unpause``; fails (XlError) when libxl refused, e.g. the domain was not paused."""
+        self._run_checked("unpause", domain, failure_marks=("libxl: error:",))
+
+    def vcpu_pin(self, domain: str, vcpu: int | str, hard: str, soft: str = "-") -> None:
+        """``xl vcpu-pin DOMAIN VCPU HARD SOFT``; ``vcpu`` may be ``all``, ``-`` keeps one.
+
+        With ``all`` xl exits 0 even on failure; its "Could not set affinity." raises here.
+        """
+        self._run_checked(
+            "vcpu-pin",
+            domain,
+            str(vcpu),
+            hard,
+            soft,
+            failure_marks=("Could not set affinity", "libxl: error:"),
+        )
+
+    def network_list(self, domain: str) -> list[NetworkInterface]:
+        return parse_network_list(self.output("network-list", domain))
+
+
+def _sched_command(scheduler: str) -> str:
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"no xl command for scheduler {scheduler!r}")
+    return f"sched-{scheduler}"
