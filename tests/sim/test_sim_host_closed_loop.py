@@ -1,0 +1,223 @@
+"""The simulated host's closed loop, for real: workloads -> counters -> throttling -> counters.
+
+One host (own Dom0 namespace, name unique per test process) serves the module. Counters are read
+the way the product reads them: the real xenperf, through `judicator-sim env`'s environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import require, require_binary, require_root
+
+pytestmark = [pytest.mark.host, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+XENPERF = Path(
+    os.environ.get("XENSIM_XENPERF") or REPO / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
+)
+STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
+UINT32 = 1 << 32
+
+
+def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "xensim.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"judicator-sim {' '.join(args)}: {result.stderr}{result.stdout}")
+    return result
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def per_cpu_values(xenperf_output: str, name: str) -> list[int]:
+    """The per-CPU values of one counter in `xenperf -f` output (online-CPU order)."""
+    for line in xenperf_output.splitlines():
+        head, sep, tail = line.rpartition("T=")
+        if sep and head.rstrip() == name:
+            return [int(v) for v in tail.split()[1:]]
+    raise AssertionError(f"no counter {name!r} in xenperf output")
+
+
+@dataclass
+class SimHost:
+    name: str
+    env: dict[str, str]
+
+    @property
+    def dom0_netns(self) -> str:
+        return self.env["XENSIM_DOM0_NETNS"]
+
+    def tool(self, *argv: str) -> str:
+        result = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, **self.env},
+        )
+        assert result.returncode == 0, f"{argv}: {result.stderr}"
+        return result.stdout
+
+    def xenperf(self) -> str:
+        return self.tool(self.env["XENSIM_XENPERF_BIN"], "-f")
+
+    def in_dom0(self, *argv: str) -> None:
+        subprocess.run(
+            ["ip", "netns", "exec", self.dom0_netns, *argv],
+            check=True,
+            capture_output=True,
+            timeout=15,
+        )
+
+    def vif_rx_packets(self, vif: str) -> int:
+        out = subprocess.run(
+            ["ip", "-n", self.dom0_netns, "-j", "-s", "link", "show", "dev", vif],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=15,
+        ).stdout
+        return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+    def domain_seconds(self, guest: str) -> float:
+        lines = self.tool(self.env["XENSIM_XL"], "list", guest).splitlines()
+        return float(lines[1].split()[-1])
+
+    def rates(self, window: float, cpu: int, vif: str, guest: str) -> Rates:
+        """Per-second rates over `window`: #interrupts and apic timer on `cpu`, packets, CPU."""
+        before = self.xenperf(), self.vif_rx_packets(vif), self.domain_seconds(guest)
+        start = time.monotonic()
+        time.sleep(window)  # the measurement window itself, not a wait for a condition
+        after = self.xenperf(), self.vif_rx_packets(vif), self.domain_seconds(guest)
+        seconds = time.monotonic() - start
+
+        def delta(name: str) -> float:
+            old = per_cpu_values(before[0], name)[cpu]
+            new = per_cpu_values(after[0], name)[cpu]
+            return ((new - old) % UINT32) / seconds
+
+        return Rates(
+            interrupts=delta("#interrupts"),
+            apic_timer=delta("apic timer interrupts"),
+            packets=(after[1] - before[1]) / seconds,
+            cpu=(after[2] - before[2]) / seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Rates:
+    interrupts: float
+    apic_timer: float
+    packets: float
+    cpu: float
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[SimHost]:
+    require_root()
+    require_binary("ping")
+    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
+    require(STUB.exists(), f"needs the stub at {STUB} (make deps)")
+    name = f"tl{os.getpid() % 100_000_000}"
+    try:
+        sim("up", "--name", name, "--dom0-netns", "--cpus", "4", "--guests", "3", "--seed", "7")
+        env = json.loads(sim("env", "--name", name, "--json").stdout)
+        yield SimHost(name, env)
+    finally:
+        sim("down", "--name", name, check=False)
+
+
+def test_xenperf_sees_the_guests_pinned_one_per_cpu(host: SimHost) -> None:
+    vcpus = host.tool(host.env["XENSIM_XL"], "vcpu-list").splitlines()[1:]
+    placement = {line.split()[0]: int(line.split()[3]) for line in vcpus}
+    assert placement == {"Domain-0": 0, "guest1": 1, "guest2": 2, "guest3": 3}
+    wait_for(
+        lambda: sum(per_cpu_values(host.xenperf(), "apic timer interrupts")) > 0,
+        5,
+        "the daemon's first counts",
+    )
+    assert len(per_cpu_values(host.xenperf(), "#interrupts")) == 4
+
+
+def test_ping_flood_raises_interrupts_on_its_cpu_and_shaping_brings_them_down(
+    host: SimHost,
+) -> None:
+    idle1 = host.rates(1.0, cpu=1, vif="vif1.0", guest="guest1")
+    idle3 = host.rates(1.0, cpu=3, vif="vif3.0", guest="guest3")
+    sim("run", "--name", host.name, "guest1", "pingflood", "--target", "guest2", "--duration", "8")
+    ifb = "ifbsim"
+    try:
+        start = host.vif_rx_packets("vif1.0")
+        wait_for(lambda: host.vif_rx_packets("vif1.0") > start + 1000, 5, "the flood to start")
+        flood1 = host.rates(1.5, cpu=1, vif="vif1.0", guest="guest1")
+        flood3 = host.rates(1.5, cpu=3, vif="vif3.0", guest="guest3")
+        assert flood1.interrupts >= 10 * idle1.interrupts, (idle1, flood1)
+        assert flood3.interrupts <= 2 * idle3.interrupts, (idle3, flood3)
+
+        # What the remediator does: redirect the vif's ingress to an ifb and shape it there.
+        host.in_dom0("ip", "link", "add", ifb, "type", "ifb")
+        host.in_dom0("ip", "link", "set", ifb, "up")
+        host.in_dom0("tc", "qdisc", "add", "dev", "vif1.0", "handle", "ffff:", "ingress")
+        host.in_dom0(
+            "tc", "filter", "add", "dev", "vif1.0", "parent", "ffff:", "protocol", "all",
+            "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb,
+        )  # fmt: skip
+        host.in_dom0(
+            "tc", "qdisc", "add", "dev", ifb, "root", "tbf",
+            "rate", "256kbit", "burst", "4kb", "latency", "50ms",
+        )  # fmt: skip
+        shaped1 = host.rates(1.5, cpu=1, vif="vif1.0", guest="guest1")
+        assert shaped1.packets <= flood1.packets / 5, (flood1, shaped1)
+        assert shaped1.interrupts <= flood1.interrupts / 5, (flood1, shaped1)
+    finally:
+        sim("stop", "--name", host.name, "guest1", check=False)
+        subprocess.run(
+            ["ip", "-n", host.dom0_netns, "link", "del", ifb], capture_output=True, check=False
+        )
+        subprocess.run(
+            ["tc", "-n", host.dom0_netns, "qdisc", "del", "dev", "vif1.0", "ingress"],
+            capture_output=True,
+            check=False,
+        )
+
+
+def test_cpu_cap_through_fake_xl_lowers_a_hogs_cpu_time_and_counters(host: SimHost) -> None:
+    sim("run", "--name", host.name, "guest3", "cpuhog", "--duration", "8")
+    try:
+        start = host.domain_seconds("guest3")
+        wait_for(lambda: host.domain_seconds("guest3") > start + 0.2, 5, "the hog to burn CPU")
+        free = host.rates(1.5, cpu=3, vif="vif3.0", guest="guest3")
+        host.tool(host.env["XENSIM_XL"], "sched-credit2", "-d", "guest3", "-c", "20")
+        capped = host.rates(2.0, cpu=3, vif="vif3.0", guest="guest3")
+        # 20% of one CPU; xl list's 0.1 s resolution over the window allows some slack.
+        assert capped.cpu <= 0.35, (free, capped)
+        assert capped.cpu <= 0.6 * free.cpu, (free, capped)
+        assert capped.apic_timer < free.apic_timer, (free, capped)
+        cap_line = host.tool(host.env["XENSIM_XL"], "sched-credit2", "-d", "guest3")
+        assert cap_line.splitlines()[1].split()[-1] == "20"
+    finally:
+        sim("stop", "--name", host.name, "guest3", check=False)
+        host.tool(host.env["XENSIM_XL"], "sched-credit2", "-d", "guest3", "-c", "0")
