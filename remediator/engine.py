@@ -1,0 +1,564 @@
+"""The remediator's core: admit alerts fast, act off the request path, keep timers, reconcile.
+
+The request thread only validates and writes SQLite (`handle`); host work (observe, plan, run,
+verify) happens on a small worker pool, one action at a time per domain. A timer thread
+releases throttles whose hold or maximum duration ran out, and every `reconcile_interval` (and
+at start) compares the record with the host and finishes, repairs or rolls back what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from remediator.alerts import Intent, Notification, Refusal, interpret
+from remediator.config import Config
+from remediator.host import DomainState, HostState, ifb_name
+from remediator.metrics import Metrics
+from remediator.observe import HostReader, ObserveError
+from remediator.plan import (
+    Command,
+    PlanError,
+    Tools,
+    capture_prior,
+    is_applied,
+    is_released,
+    plan_apply,
+    plan_release,
+)
+from remediator.runner import Result, Runner
+from remediator.store import Store, Throttle
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("remediator.audit")
+
+# A test hook for the restart tests: with this set to "after_record" or "after_apply" the
+# process kills itself at that point of an apply, as a power cut would. Never set in production.
+CRASH_POINT_ENV = "JUDICATOR_REMEDIATOR_CRASH_AT"
+
+
+@dataclass(frozen=True)
+class Decision:
+    fingerprint: str
+    alertname: str
+    domain: str
+    status: str
+    decision: str  # accepted | attached | duplicate | already_handled | scheduled_release |
+    # not_throttled | refused | ignored
+    reason: str = ""
+    throttle_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+
+
+def tools_from(config: Config) -> Tools:
+    latency = config.actions.network_shape.latency_ms if config.actions.network_shape else 50
+    return Tools(
+        xl=config.xl_path,
+        tc=config.tc_path,
+        ip=config.ip_path,
+        timeout=config.command_timeout_seconds,
+        latency_ms=latency,
+        commands=config.actions.commands,
+    )
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        host: HostReader,
+        runner: Runner,
+        metrics: Metrics,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+        crash_at: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.host = host
+        self.runner = runner
+        self.metrics = metrics
+        self.dry_run = dry_run
+        self.tools = tools_from(config)
+        self._clock = clock
+        self._crash_at = crash_at
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="act")
+        self._domain_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._in_flight: set[int] = set()
+        self._wake = threading.Condition()
+        self._stopped = threading.Event()
+        self._timer: threading.Thread | None = None
+        self.ready = threading.Event()
+        self._last_reconcile = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Reconcile in the background, then keep the timers; `ready` is set after reconcile."""
+        self._timer = threading.Thread(target=self._timer_loop, name="timers", daemon=True)
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._timer is not None:
+            self._timer.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """True once no action is queued or running (for tests and the CLI)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._locks_lock:
+                if not self._in_flight:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    # -- request path: SQLite only ------------------------------------------------------------
+
+    def handle(self, notification: Notification) -> list[Decision]:
+        decisions = []
+        for alert in notification.alerts:
+            outcome = interpret(alert, self.config)
+            if isinstance(outcome, Refusal):
+                decision = Decision(
+                    alert.fingerprint,
+                    alert.name,
+                    alert.labels.get("domain", ""),
+                    alert.status,
+                    "ignored" if outcome.ignored else "refused",
+                    outcome.reason,
+                )
+                self._record(decision, outcome.detail)
+            elif alert.status == "firing":
+                decision = self._admit(outcome)
+            else:
+                decision = self._resolve(outcome)
+            decisions.append(decision)
+        if notification.truncated_alerts:
+            log.warning(
+                "Alertmanager truncated %d alerts of group %r; they arrive with later flushes",
+                notification.truncated_alerts,
+                notification.group_key,
+            )
+        return decisions
+
+    def _admit(self, intent: Intent) -> Decision:
+        assert intent.action is not None
+        now = self._clock()
+        admission = self.store.admit_firing(
+            intent, now, self.config.max_active_throttles, self.config.hold
+        )
+        decision = Decision(
+            intent.alert.fingerprint,
+            intent.alert.name,
+            intent.domain,
+            "firing",
+            admission.decision,
+            admission.reason,
+            admission.throttle_id,
+        )
+        self._record(decision, intent.action.to_json())
+        if admission.decision == "accepted" and admission.throttle_id is not None:
+            self._submit(admission.throttle_id, self._apply)
+        return decision
+
+    def _resolve(self, intent: Intent) -> Decision:
+        scheduled = self.store.resolve(intent, self._clock(), self.config.hold)
+        decision = Decision(
+            intent.alert.fingerprint,
+            intent.alert.name,
+            intent.domain,
+            "resolved",
+            "scheduled_release" if scheduled else "not_throttled",
+            throttle_id=scheduled[0] if scheduled else None,
+        )
+        self._record(decision, "")
+        with self._wake:
+            self._wake.notify_all()
+        return decision
+
+    def _record(self, decision: Decision, detail: str) -> None:
+        self.metrics.alerts.labels(decision.status, decision.decision).inc()
+        if decision.decision == "refused":
+            self.metrics.refusals.labels(decision.reason).inc()
+        self.store.record_decision(
+            self._clock(),
+            fingerprint=decision.fingerprint,
+            alertname=decision.alertname,
+            domain=decision.domain,
+            status=decision.status,
+            decision=decision.decision,
+            reason=decision.reason,
+            detail=detail,
+        )
+        self._audit("alert", **decision.as_dict(), detail=detail)
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        # JSON keeps hostile label values (newlines, control characters) on one escaped line.
+        audit.info("%s", json.dumps({"event": event, **fields}, sort_keys=True, default=str))
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _submit(self, throttle_id: int, job: Callable[[int], None]) -> None:
+        with self._locks_lock:
+            if throttle_id in self._in_flight or self._stopped.is_set():
+                return
+            self._in_flight.add(throttle_id)
+
+        def run() -> None:
+            try:
+                job(throttle_id)
+            except Exception:
+                log.exception("throttle %d: unexpected failure", throttle_id)
+            finally:
+                with self._locks_lock:
+                    self._in_flight.discard(throttle_id)
+
+        self._pool.submit(run)
+
+    def _domain_lock(self, domain: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._domain_locks.setdefault(domain, threading.Lock())
+
+    def _observe(self, throttle: Throttle) -> DomainState | None:
+        state = self.host.observe([throttle.domain], [throttle.kind])
+        return state.domains.get(throttle.domain)
+
+    def _run(self, throttle: Throttle, phase: str, commands: Iterable[Command]) -> Result | None:
+        """Run commands in order; the first failure is returned, None when all succeeded."""
+        for command in commands:
+            if self.dry_run:
+                self._audit("dry_run", throttle=throttle.id, phase=phase, argv=list(command.argv))
+                continue
+            log.info(
+                "%s %s on %s (throttle %d, %s): %s",
+                phase,
+                throttle.kind,
+                throttle.domain,
+                throttle.id,
+                throttle.reason,
+                list(command.argv),
+            )
+            result = self.runner.run(command)
+            self.metrics.command_seconds.labels(os.path.basename(command.argv[0])).observe(
+                result.seconds
+            )
+            if not result.ok:
+                return result
+        return None
+
+    def _crash(self, point: str) -> None:
+        if self._crash_at == point:
+            log.critical("crash point %s reached: killing myself", point)
+            os.kill(os.getpid(), 9)
+
+    def _end(self, throttle: Throttle, state: str, reason: str, error: str | None = None) -> None:
+        self.store.update(
+            throttle.id, state=state, ended_at=self._clock(), end_reason=reason, error=error
+        )
+        self._audit(
+            "ended",
+            throttle=throttle.id,
+            domain=throttle.domain,
+            kind=throttle.kind,
+            state=state,
+            reason=reason,
+            error=error,
+        )
+
+    def _apply(self, throttle_id: int) -> None:
+        throttle = self.store.get(throttle_id)
+        if throttle is None:
+            return
+        with self._domain_lock(throttle.domain):
+            throttle = self.store.get(throttle_id)
+            if throttle is None or throttle.state not in ("pending", "applying"):
+                return
+            kind = throttle.kind
+            if throttle.end_reason is not None and throttle.state == "pending":
+                self._end(throttle, "released", throttle.end_reason)
+                return
+            try:
+                dom = self._observe(throttle)
+            except ObserveError as error:
+                self.store.update(throttle.id, error=str(error))
+                self.metrics.actions.labels(kind, "apply", "host_unreadable").inc()
+                return
+            if dom is None:
+                self.metrics.refusals.labels("unknown_domain").inc()
+                self.metrics.actions.labels(kind, "apply", "unknown_domain").inc()
+                self._end(throttle, "failed", "unknown_domain", "no such domain on this host")
+                return
+            try:
+                prior = throttle.prior
+                if throttle.state == "pending" or throttle.domid != dom.domid:
+                    # First attempt, or the domain rebooted since: what to restore is what
+                    # this incarnation has now.
+                    prior = capture_prior(throttle.action, dom)
+                elif kind == "pause" and prior.get("pause_pending"):
+                    # Crashed around `xl pause`: its effect is visible in xl list, its exit
+                    # status never says anything.
+                    prior = {"pauses": 1 if dom.paused else 0}
+                commands = plan_apply(throttle.action, dom, prior, self.tools)
+            except PlanError as error:
+                self.metrics.refusals.labels(error.reason).inc()
+                self.metrics.actions.labels(kind, "apply", error.reason).inc()
+                self._end(throttle, "failed", error.reason, str(error))
+                return
+            if self.dry_run:
+                self._run(throttle, "apply", commands)
+                self.metrics.actions.labels(kind, "apply", "dry_run").inc()
+                self._end(throttle, "dry_run", "dry_run")
+                return
+            if kind == "pause" and commands:
+                prior = {"pauses": 0, "pause_pending": 1}
+            # Written before anything changes on the host.
+            self.store.update(throttle.id, state="applying", domid=dom.domid, prior=prior)
+            self._crash("after_record")
+            failure = self._run(throttle, "apply", commands)
+            self._crash("after_apply")
+            if failure is None:
+                verified = self._verify_applied(throttle, prior)
+                if verified is not None:
+                    prior = verified
+                    now = self._clock()
+                    # Written after the host changed and the change was seen.
+                    self.store.update(
+                        throttle.id,
+                        state="active",
+                        prior=prior,
+                        applied_at=now,
+                        expires_at=throttle.created_at + self.config.max_throttle_seconds,
+                        error=None,
+                    )
+                    self.metrics.actions.labels(kind, "apply", "ok").inc()
+                    self._audit(
+                        "applied",
+                        throttle=throttle.id,
+                        domain=throttle.domain,
+                        kind=kind,
+                        domid=dom.domid,
+                        argv=[list(c.argv) for c in commands],
+                    )
+                    return
+                problem = "the host does not show the throttle after applying it"
+            else:
+                problem = failure.describe()
+            self.metrics.actions.labels(kind, "apply", "failed").inc()
+            log.warning("throttle %d: apply failed (%s), rolling back", throttle.id, problem)
+            current = self.store.get(throttle.id)
+            assert current is not None
+            self._release_locked(current, "apply_failed", error=problem)
+
+    def _verify_applied(self, throttle: Throttle, prior: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            dom = self._observe(throttle)
+        except ObserveError:
+            return None
+        if dom is None:
+            return None
+        if throttle.kind == "pause":
+            return {"pauses": 1} if dom.paused else None
+        return prior if is_applied(throttle.action, dom, prior, self.tools) else None
+
+    def _release(self, throttle_id: int) -> None:
+        throttle = self.store.get(throttle_id)
+        if throttle is None:
+            return
+        with self._domain_lock(throttle.domain):
+            throttle = self.store.get(throttle_id)
+            if throttle is None or throttle.state not in ("pending", "applying", "active",
+                                                          "releasing"):  # fmt: skip
+                return
+            if throttle.state == "pending":
+                self._end(throttle, "released", throttle.end_reason or "resolved")
+                return
+            reason = throttle.end_reason or (
+                "resolved" if throttle.resolved_at is not None else "max_duration"
+            )
+            self._release_locked(throttle, reason)
+
+    def _release_locked(self, throttle: Throttle, reason: str, error: str | None = None) -> None:
+        kind = throttle.kind
+        self.store.update(throttle.id, state="releasing", end_reason=reason)
+        try:
+            dom = self._observe(throttle)
+        except ObserveError as failure:
+            self.store.update(throttle.id, error=str(failure))
+            self.metrics.actions.labels(kind, "release", "host_unreadable").inc()
+            return
+        if dom is None or dom.domid != throttle.domid:
+            # Gone or rebooted: the throttle went with that incarnation; only our ifbs may stay.
+            self._remove_stray_ifbs(keep=self._expected_ifbs(exclude=throttle.id))
+            self.metrics.actions.labels(kind, "release", "domain_gone").inc()
+            self._end(throttle, "released", "domain_gone" if dom is None else "domain_rebooted")
+            return
+        prior = dict(throttle.prior)
+        if kind == "pause" and not dom.paused:
+            prior["pauses"] = 0  # someone unpaused it already; an unpause now would be refused
+        try:
+            commands = plan_release(throttle.action, dom, prior, self.tools)
+        except PlanError as failure:
+            self.store.update(throttle.id, error=str(failure))
+            self.metrics.actions.labels(kind, "release", failure.reason).inc()
+            return
+        if kind == "pause":
+            for command in commands:
+                failure_result = self._run(throttle, "release", [command])
+                if failure_result is not None:
+                    break
+                prior["pauses"] = int(prior["pauses"]) - 1
+                self.store.update(throttle.id, prior=prior)
+            failure_result = None
+        else:
+            failure_result = self._run(throttle, "release", commands)
+        released = False
+        if failure_result is None:
+            try:
+                after = self._observe(throttle)
+            except ObserveError:
+                after = None
+            released = after is not None and is_released(throttle.action, after, prior, self.tools)
+        if released:
+            self.metrics.actions.labels(kind, "release", "ok").inc()
+            self._end(throttle, "failed" if error else "released", reason, error)
+            return
+        problem = failure_result.describe() if failure_result else "the host still shows it"
+        self.metrics.actions.labels(kind, "release", "failed").inc()
+        log.warning("throttle %d: release incomplete (%s); retrying later", throttle.id, problem)
+        self.store.update(throttle.id, error=problem)
+
+    # -- timers and reconciliation ------------------------------------------------------------
+
+    def _timer_loop(self) -> None:
+        try:
+            self.reconcile()
+        except Exception:
+            log.exception("reconciliation at start failed; retrying at the next interval")
+        self.ready.set()
+        while not self._stopped.is_set():
+            with self._wake:
+                self._wake.wait(timeout=self._next_wait())
+            if self._stopped.is_set():
+                return
+            try:
+                self.tick()
+            except Exception:
+                log.exception("timer tick failed")
+
+    def _next_wait(self) -> float:
+        now = self._clock()
+        deadlines = [t.until for t in self.store.live() if t.until is not None]
+        wait = min([*deadlines, now + 1.0]) - now
+        return max(0.05, min(wait, 1.0))
+
+    def tick(self) -> None:
+        """Release what is due; every reconcile interval, check everything against the host."""
+        now = self._clock()
+        for throttle in self.store.live():
+            due = throttle.until is not None and throttle.until <= now
+            if throttle.state == "active" and due:
+                if throttle.release_at is None or (
+                    throttle.expires_at is not None and throttle.expires_at <= now
+                ):
+                    self.store.request_release(throttle.id, now, "max_duration")
+                self._submit(throttle.id, self._release)
+            elif throttle.state == "pending" and due:
+                self._submit(throttle.id, self._release)
+        if now - self._last_reconcile >= self.config.reconcile_interval_seconds:
+            self.reconcile()
+
+    def reconcile(self) -> None:
+        """Make host and record agree: finish half-done work, repair drift, drop strays."""
+        self._last_reconcile = self._clock()
+        live = self.store.live()
+        for throttle in live:
+            if throttle.state in ("pending", "applying"):
+                self._submit(throttle.id, self._apply)
+            elif throttle.state == "releasing":
+                self._submit(throttle.id, self._release)
+        active = [t for t in live if t.state == "active"]
+        try:
+            host = self.host.observe(
+                {t.domain for t in live}, {t.kind for t in live} | {"network_shape"}
+            )
+        except ObserveError as error:
+            log.warning("reconcile: cannot read the host: %s", error)
+            return
+        for throttle in active:
+            self._check_active(throttle, host)
+        self._remove_stray_ifbs(keep=self._expected_ifbs(host=host), host=host)
+
+    def _check_active(self, throttle: Throttle, host: HostState) -> None:
+        dom = host.domains.get(throttle.domain)
+        if dom is None or dom.domid != throttle.domid:
+            if dom is not None and throttle.kind != "command":
+                # Rebooted while throttled (perhaps to escape it): throttle the new incarnation.
+                log.info("throttle %d: %s rebooted, re-applying", throttle.id, throttle.domain)
+                self.store.update(throttle.id, state="pending", domid=None, prior={})
+                self._submit(throttle.id, self._apply)
+            else:
+                self._submit(throttle.id, self._release)
+            return
+        if throttle.kind == "pause":
+            if not dom.paused:
+                self.store.request_release(throttle.id, self._clock(), "unpaused_elsewhere")
+                self._submit(throttle.id, self._release)
+            return
+        if not is_applied(throttle.action, dom, throttle.prior, self.tools):
+            log.warning("throttle %d: host lost it (drift), re-applying", throttle.id)
+            self.store.update(throttle.id, state="applying")
+            self._submit(throttle.id, self._apply)
+
+    def _expected_ifbs(self, host: HostState | None = None, exclude: int | None = None) -> set[str]:
+        keep = set()
+        for throttle in self.store.live():
+            if throttle.kind != "network_shape" or throttle.id == exclude:
+                continue
+            if throttle.state in ("pending", "applying", "releasing"):
+                # Work in progress owns every ifb of its domid; never race it.
+                keep.add(f"domid:{throttle.domid}")
+            dom = host.domains.get(throttle.domain) if host else None
+            if dom is not None and throttle.domid == dom.domid:
+                keep.update(ifb_name(dom.domid, v.devid, v.emulated) for v in dom.vifs)
+        return keep
+
+    def _remove_stray_ifbs(self, keep: set[str], host: HostState | None = None) -> None:
+        if self.dry_run:
+            return
+        if host is None:
+            try:
+                host = self.host.observe([], [])
+            except ObserveError:
+                return
+        busy_domids = {k.split(":", 1)[1] for k in keep if k.startswith("domid:")}
+        for name in host.our_ifbs:
+            domid = name[4:].split(".", 1)[0]
+            if name in keep or domid in busy_domids:
+                continue
+            log.info("removing stray ifb %s (no live throttle owns it)", name)
+            result = self.runner.run(self.tools.cmd(self.tools.ip, "link", "del", "dev", name))
+            self._audit("stray_ifb_removed", ifb=name, ok=result.ok)
+
+    # -- operator -----------------------------------------------------------------------------
+
+    def release_now(self, throttle_id: int, reason: str = "operator") -> bool:
+        if not self.store.request_release(throttle_id, self._clock(), reason):
+            return False
+        self._submit(throttle_id, self._release)
+        return True

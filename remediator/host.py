@@ -1,0 +1,142 @@
+"""What the host looks like right now, as far as a throttle is concerned.
+
+The dataclasses here are the planner's whole view of the world: plans are computed from them,
+so a test can describe any host without root. The tc/ip JSON parsers are pure; reading the host
+(running xl, tc and ip, listing vifs in sysfs) lives in `remediator.observe`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Our marks on the host, so that state can be recognised after a restart and never confused with
+# an operator's own tc setup: the root qdisc handle we use and the ingress filter priority.
+QDISC_HANDLE = "d1c:"
+INGRESS_HANDLE = "ffff:"
+FILTER_PREF = 49
+IFB_PREFIX = "jifb"
+
+
+def ifb_name(domid: int, devid: int, emulated: bool) -> str:
+    """The ifb that takes a vif's ingress: `jifb<domid>.<devid>`, `e` appended for -emu."""
+    return f"{IFB_PREFIX}{domid}.{devid}{'e' if emulated else ''}"
+
+
+@dataclass(frozen=True)
+class Qdisc:
+    kind: str
+    handle: str
+    root: bool
+    rate_bps: int | None = None  # tbf/htb rate in bits per second
+    burst_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Redirect:
+    pref: int
+    to_dev: str
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """One network device's tc state: its qdiscs and, on a vif, the ingress redirects."""
+
+    name: str
+    exists: bool = True
+    up: bool = True
+    qdiscs: tuple[Qdisc, ...] = ()
+    redirects: tuple[Redirect, ...] = ()
+
+    @property
+    def root(self) -> Qdisc | None:
+        return next((q for q in self.qdiscs if q.root), None)
+
+    @property
+    def has_ingress(self) -> bool:
+        return any(q.kind == "ingress" for q in self.qdiscs)
+
+
+@dataclass(frozen=True)
+class VifState:
+    name: str  # from sysfs, never from a label
+    devid: int
+    emulated: bool
+    link: LinkState
+    ifb: LinkState  # exists=False when there is none
+
+
+@dataclass(frozen=True)
+class DomainState:
+    name: str
+    domid: int
+    paused: bool
+    vcpus: int
+    scheduler: str | None = None  # "credit" or "credit2"; None when not read
+    cap: int | None = None
+    hard_affinity: tuple[str, ...] = ()  # per vCPU, as xl prints it ("all", "2-3")
+    vifs: tuple[VifState, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostState:
+    """The domains we were asked about (absent = not running) and stray ifbs of ours."""
+
+    domains: dict[str, DomainState] = field(default_factory=dict)
+    our_ifbs: tuple[str, ...] = ()
+
+
+def parse_qdiscs(text: str) -> tuple[Qdisc, ...]:
+    """Parse `tc -j qdisc show dev X` (rates in the JSON are bytes per second)."""
+    data = _json_list(text)
+    qdiscs = []
+    for entry in data:
+        options = entry.get("options") or {}
+        rate = options.get("rate")
+        burst = options.get("burst")
+        qdiscs.append(
+            Qdisc(
+                kind=str(entry.get("kind", "")),
+                handle=str(entry.get("handle", "")),
+                root=bool(entry.get("root", False)),
+                rate_bps=int(rate) * 8 if isinstance(rate, int) else None,
+                burst_bytes=int(burst) if isinstance(burst, int) else None,
+            )
+        )
+    return tuple(qdiscs)
+
+
+def parse_redirects(text: str) -> tuple[Redirect, ...]:
+    """Parse `tc -j filter show dev X parent ffff:` into its mirred egress redirects."""
+    redirects = []
+    for entry in _json_list(text):
+        options = entry.get("options") or {}
+        for action in options.get("actions") or []:
+            if (
+                action.get("kind") == "mirred"
+                and action.get("mirred_action") == "redirect"
+                and action.get("direction") == "egress"
+            ):
+                redirects.append(
+                    Redirect(pref=int(entry.get("pref", 0)), to_dev=str(action.get("to_dev")))
+                )
+    return tuple(redirects)
+
+
+def parse_links(text: str) -> dict[str, bool]:
+    """Parse `ip -j link show`: interface name -> administratively up."""
+    return {
+        str(entry["ifname"]): "UP" in (entry.get("flags") or [])
+        for entry in _json_list(text)
+        if "ifname" in entry
+    }
+
+
+def _json_list(text: str) -> list[dict[str, Any]]:
+    if not text.strip():
+        return []
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError("expected a JSON list")
+    return [entry for entry in data if isinstance(entry, dict)]

@@ -1,0 +1,75 @@
+"""The remediator's own metrics, in a registry per app (tests build as many apps as they like)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from remediator.store import Throttle
+
+
+class ActiveThrottles(Collector):
+    """Live throttles by action kind and state, read from the store on every scrape.
+
+    judicator_remediator_active_throttles{kind="network_shape",state="active"} 1.0
+    """
+
+    def __init__(self, live: Callable[[], list[Throttle]]) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "judicator_remediator_active_throttles",
+            "Throttles recorded as live (pending, applying, active, releasing).",
+            labels=["kind", "state"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for throttle in self._live():
+            key = (throttle.kind, throttle.state)
+            counts[key] = counts.get(key, 0) + 1
+        for (kind, state), count in sorted(counts.items()):
+            family.add_metric([kind, state], count)
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.alerts = Counter(
+            "judicator_remediator_alerts",
+            "Alerts received, by their status and what was decided.",
+            ["status", "decision"],
+            registry=self.registry,
+        )
+        self.payloads = Counter(
+            "judicator_remediator_payloads",
+            "Webhook requests, by result (accepted, or why they were rejected).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.actions = Counter(
+            "judicator_remediator_actions",
+            "Throttle applications and releases, by action kind, phase and result.",
+            ["kind", "phase", "result"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "judicator_remediator_refusals",
+            "Alerts or actions refused, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.command_seconds = Histogram(
+            "judicator_remediator_command_duration_seconds",
+            "Duration of host commands run by the remediator, by program.",
+            ["program"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        for reason in ("malformed", "version", "too_large", "unauthorized"):
+            self.payloads.labels(reason)

@@ -1,0 +1,330 @@
+"""Decide, then do: pure plans from (action, observed domain state) to argv lists.
+
+Every plan only emits the steps the observed state is missing, so applying twice, or finishing a
+half-done apply after a crash, is the same call. `is_applied` / `is_released` are the checks the
+engine runs on a fresh observation after executing a plan. Nothing here runs a command.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from remediator.alerts import Action
+from remediator.config import OperatorCommand
+from remediator.host import (
+    FILTER_PREF,
+    QDISC_HANDLE,
+    DomainState,
+    LinkState,
+    VifState,
+    ifb_name,
+)
+from remediator.units import format_cpu_list
+
+# Root qdiscs the kernel installs by itself; anything else on a vif is an operator's and we
+# refuse to replace it.
+DEFAULT_ROOT_KINDS = frozenset({"noqueue", "pfifo_fast", "mq", "fq_codel", "pfifo", "fq"})
+XL_CPU_LIST = re.compile(r"all|none|\d{1,4}(?:-\d{1,4})?(?:,\d{1,4}(?:-\d{1,4})?)*")
+
+
+class PlanError(Exception):
+    """The action cannot be planned safely on this host; `reason` is a metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    timeout: float
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tools:
+    xl: str = "xl"
+    tc: str = "tc"
+    ip: str = "ip"
+    timeout: float = 5.0
+    latency_ms: int = 50
+    commands: Mapping[str, OperatorCommand] = field(default_factory=dict)
+
+    def cmd(self, *argv: str) -> Command:
+        return Command(argv=argv, timeout=self.timeout)
+
+
+def capture_prior(action: Action, dom: DomainState) -> dict[str, Any]:
+    """What the release must restore, read before the first apply step runs."""
+    if action.kind == "cpu_cap":
+        if dom.cap is None or dom.scheduler is None:
+            raise PlanError("host_state", "the domain's current cap could not be read")
+        return {"cap": dom.cap, "scheduler": dom.scheduler}
+    if action.kind == "cpu_pin":
+        if not dom.hard_affinity or not all(XL_CPU_LIST.fullmatch(a) for a in dom.hard_affinity):
+            raise PlanError("host_state", "the domain's vCPU affinity could not be read")
+        return {"hard_affinity": list(dom.hard_affinity)}
+    if action.kind == "pause":
+        return {"pauses": 0}
+    return {}
+
+
+def plan_apply(
+    action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools
+) -> list[Command]:
+    """The commands that bring `dom` to the throttled state; [] when it already is."""
+    params = action.params
+    if action.kind == "network_shape":
+        return _plan_shape(params, dom, tools)
+    if action.kind == "cpu_cap":
+        scheduler = _scheduler(dom)
+        cap = int(params["cap"])
+        if cap > 100 * dom.vcpus:
+            raise PlanError("bad_parameter", f"cap {cap} above 100 x {dom.vcpus} vCPUs")
+        if dom.cap == cap:
+            return []
+        return [tools.cmd(tools.xl, f"sched-{scheduler}", "-d", str(dom.domid), "-c", str(cap))]
+    if action.kind == "cpu_pin":
+        target = format_cpu_list(frozenset(int(c) for c in params["cpus"]))
+        if dom.hard_affinity and all(a == target for a in dom.hard_affinity):
+            return []
+        return [tools.cmd(tools.xl, "vcpu-pin", str(dom.domid), "all", target, "-")]
+    if action.kind == "pause":
+        # xl refcounts pauses: we issue exactly one, whatever else paused the domain.
+        if int(prior.get("pauses", 0)) > 0:
+            return []
+        return [tools.cmd(tools.xl, "pause", str(dom.domid))]
+    if action.kind == "command":
+        command = _operator_command(params, tools)
+        return [_operator_run(command, command.apply, dom, "apply")]
+    raise PlanError("unknown_action", f"no plan for {action.kind!r}")
+
+
+def plan_release(
+    action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools
+) -> list[Command]:
+    """The commands that undo the throttle on `dom`; [] when nothing of it is left."""
+    if action.kind == "network_shape":
+        return _plan_unshape(dom, tools)
+    if action.kind == "cpu_cap":
+        scheduler = _scheduler(dom)
+        previous = int(prior["cap"])
+        if dom.cap == previous:
+            return []
+        return [
+            tools.cmd(tools.xl, f"sched-{scheduler}", "-d", str(dom.domid), "-c", str(previous))
+        ]
+    if action.kind == "cpu_pin":
+        affinity = [str(a) for a in prior["hard_affinity"]]
+        commands = []
+        for vcpu, now in enumerate(dom.hard_affinity):
+            if vcpu < len(affinity) and now != affinity[vcpu]:
+                if not XL_CPU_LIST.fullmatch(affinity[vcpu]):
+                    raise PlanError("host_state", f"recorded affinity {affinity[vcpu]!r}")
+                commands.append(
+                    tools.cmd(tools.xl, "vcpu-pin", str(dom.domid), str(vcpu), affinity[vcpu], "-")
+                )
+        return commands
+    if action.kind == "pause":
+        return [tools.cmd(tools.xl, "unpause", str(dom.domid))] * int(prior.get("pauses", 0))
+    if action.kind == "command":
+        command = _operator_command(action.params, tools)
+        if command.release is None:
+            return []
+        return [_operator_run(command, command.release, dom, "release")]
+    raise PlanError("unknown_action", f"no plan for {action.kind!r}")
+
+
+def is_applied(action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools) -> bool:
+    """Does the observed state carry the throttle? (Operator commands cannot be checked.)"""
+    if action.kind == "pause":
+        return dom.paused
+    if action.kind == "command":
+        return True
+    return not plan_apply(action, dom, prior, tools)
+
+
+def is_released(action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools) -> bool:
+    if action.kind == "pause":
+        return int(prior.get("pauses", 0)) == 0
+    if action.kind == "command":
+        return True
+    return not plan_release(action, dom, prior, tools)
+
+
+def _scheduler(dom: DomainState) -> str:
+    if dom.scheduler not in ("credit", "credit2"):
+        raise PlanError("unsupported_scheduler", f"scheduler {dom.scheduler!r} has no cap")
+    return dom.scheduler
+
+
+def _operator_command(params: Mapping[str, Any], tools: Tools) -> OperatorCommand:
+    name = str(params["command"])
+    if name not in tools.commands:
+        raise PlanError("unknown_command", f"command {name!r} is no longer configured")
+    return tools.commands[name]
+
+
+def _operator_run(
+    command: OperatorCommand, argv: tuple[str, ...], dom: DomainState, phase: str
+) -> Command:
+    # Validated values only, as environment: the domain name matched our pattern and exists
+    # now, the domid and interface names come from the host.
+    env = {
+        "JUDICATOR_PHASE": phase,
+        "JUDICATOR_COMMAND": command.name,
+        "JUDICATOR_DOMAIN": dom.name,
+        "JUDICATOR_DOMID": str(dom.domid),
+        "JUDICATOR_VIFS": " ".join(v.name for v in dom.vifs),
+    }
+    return Command(argv=argv, timeout=command.timeout_seconds, env=env)
+
+
+def _tbf(tools: Tools, dev: str, params: Mapping[str, Any]) -> Command:
+    return tools.cmd(
+        tools.tc,
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "handle",
+        QDISC_HANDLE,
+        "tbf",
+        "rate",
+        f"{int(params['rate_bps'])}bit",
+        "burst",
+        f"{int(params['burst_bytes'])}b",
+        "latency",
+        f"{tools.latency_ms}ms",
+    )
+
+
+def _tbf_matches(link: LinkState, params: Mapping[str, Any]) -> bool:
+    root = link.root
+    if root is None or root.kind != "tbf" or root.handle != QDISC_HANDLE:
+        return False
+    want_rate = int(params["rate_bps"])
+    want_burst = int(params["burst_bytes"])
+    # tc stores the rate in bytes/s and the burst as a time at that rate: allow its rounding.
+    return (
+        root.rate_bps is not None
+        and abs(root.rate_bps - want_rate) <= max(8, want_rate // 100)
+        and root.burst_bytes is not None
+        and abs(root.burst_bytes - want_burst) <= max(64, want_burst // 50)
+    )
+
+
+def _plan_shape(params: Mapping[str, Any], dom: DomainState, tools: Tools) -> list[Command]:
+    if not dom.vifs:
+        raise PlanError("no_interfaces", f"domain {dom.name} has no vif in this Dom0")
+    direction = params["direction"]
+    commands: list[Command] = []
+    for vif in dom.vifs:
+        if direction in ("send", "both"):
+            commands += _plan_shape_send(params, dom, vif, tools)
+        if direction in ("receive", "both"):
+            root = vif.link.root
+            if (
+                root is not None
+                and root.handle != QDISC_HANDLE
+                and root.kind not in DEFAULT_ROOT_KINDS
+            ):
+                raise PlanError("foreign_tc", f"{vif.name} has an operator's {root.kind}")
+            if not _tbf_matches(vif.link, params):
+                commands.append(_tbf(tools, vif.name, params))
+    return commands
+
+
+def _plan_shape_send(
+    params: Mapping[str, Any], dom: DomainState, vif: VifState, tools: Tools
+) -> list[Command]:
+    ifb = ifb_name(dom.domid, vif.devid, vif.emulated)
+    commands: list[Command] = []
+    if not vif.ifb.exists:
+        commands.append(tools.cmd(tools.ip, "link", "add", ifb, "type", "ifb"))
+    if not (vif.ifb.exists and vif.ifb.up):
+        commands.append(tools.cmd(tools.ip, "link", "set", "dev", ifb, "up"))
+    if not _tbf_matches(vif.ifb, params):
+        commands.append(_tbf(tools, ifb, params))
+    foreign = [r for r in vif.link.redirects if r.pref != FILTER_PREF]
+    if foreign:
+        raise PlanError("foreign_tc", f"{vif.name} has an operator's ingress redirect")
+    if not vif.link.has_ingress:
+        commands.append(tools.cmd(tools.tc, "qdisc", "add", "dev", vif.name, "ingress"))
+    ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
+    if [r.to_dev for r in ours] != [ifb]:
+        if ours:
+            commands.append(
+                tools.cmd(
+                    tools.tc,
+                    "filter",
+                    "del",
+                    "dev",
+                    vif.name,
+                    "parent",
+                    "ffff:",
+                    "prio",
+                    str(FILTER_PREF),
+                )
+            )
+        commands.append(
+            tools.cmd(
+                tools.tc,
+                "filter",
+                "add",
+                "dev",
+                vif.name,
+                "parent",
+                "ffff:",
+                "protocol",
+                "all",
+                "prio",
+                str(FILTER_PREF),
+                "u32",
+                "match",
+                "u32",
+                "0",
+                "0",
+                "action",
+                "mirred",
+                "egress",
+                "redirect",
+                "dev",
+                ifb,
+            )
+        )
+    return commands
+
+
+def _plan_unshape(dom: DomainState, tools: Tools) -> list[Command]:
+    commands: list[Command] = []
+    for vif in dom.vifs:
+        ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
+        others = [r for r in vif.link.redirects if r.pref != FILTER_PREF]
+        if ours and others:
+            commands.append(
+                tools.cmd(
+                    tools.tc,
+                    "filter",
+                    "del",
+                    "dev",
+                    vif.name,
+                    "parent",
+                    "ffff:",
+                    "prio",
+                    str(FILTER_PREF),
+                )
+            )
+        elif vif.link.has_ingress and not others:
+            commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "ingress"))
+        if vif.ifb.exists:
+            commands.append(tools.cmd(tools.ip, "link", "del", "dev", vif.ifb.name))
+        root = vif.link.root
+        if root is not None and root.handle == QDISC_HANDLE:
+            commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "root"))
+    return commands

@@ -1,0 +1,101 @@
+"""Pure parsers for the tc-style quantities that reach us from configs and alert labels.
+
+Values are parsed into plain integers and re-rendered in one canonical unit, so the text of a
+label never reaches an argv list: only the number we parsed from it does.
+"""
+
+from __future__ import annotations
+
+import re
+
+_RATE = re.compile(r"(?P<num>\d{1,12}(?:\.\d{1,6})?)(?P<unit>[a-z]*)")
+# tc(8) "RATES": bit units are decimal, bps units are bytes per second.
+_RATE_UNITS = {
+    "": 1,
+    "bit": 1,
+    "kbit": 1_000,
+    "mbit": 1_000_000,
+    "gbit": 1_000_000_000,
+    "bps": 8,
+    "kbps": 8_000,
+    "mbps": 8_000_000,
+    "gbps": 8_000_000_000,
+}
+# tc(8) "SIZES": b/k/m are bytes with binary multipliers.
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2}
+
+
+def parse_rate(text: str) -> int:
+    """Parse a tc rate (`1mbit`, `512kbit`, `100kbps`) into bits per second."""
+    match = _RATE.fullmatch(text.strip().lower())
+    if match is None or match["unit"] not in _RATE_UNITS:
+        raise ValueError(f"not a tc rate: {text!r}")
+    bits = float(match["num"]) * _RATE_UNITS[match["unit"]]
+    if bits < 1:
+        raise ValueError(f"rate below 1bit: {text!r}")
+    return int(bits)
+
+
+def parse_size(text: str) -> int:
+    """Parse a tc size (`32kb`, `1mb`, `1514b`) into bytes."""
+    match = _RATE.fullmatch(text.strip().lower())
+    if match is None or match["unit"] not in _SIZE_UNITS:
+        raise ValueError(f"not a tc size: {text!r}")
+    size = float(match["num"]) * _SIZE_UNITS[match["unit"]]
+    if size < 1:
+        raise ValueError(f"size below 1 byte: {text!r}")
+    return int(size)
+
+
+def parse_cpu_list(text: str, max_cpus: int = 4096) -> frozenset[int]:
+    """Parse a plain xl CPU list (`3`, `2-3`, `0,2-3`) into CPU ids.
+
+    Only the plain form is accepted: `all`, exclusions and NUMA node syntax are refused because a
+    penalty set must be explicit.
+    """
+    cpus: set[int] = set()
+    parts = text.strip().split(",")
+    if len(parts) > 64:
+        raise ValueError("too many CPU ranges")
+    for part in parts:
+        match = re.fullmatch(r"(\d{1,4})(?:-(\d{1,4}))?", part)
+        if match is None:
+            raise ValueError(f"not an xl CPU list: {text!r}")
+        first = int(match[1])
+        last = int(match[2]) if match[2] is not None else first
+        if last < first or last >= max_cpus:
+            raise ValueError(f"bad CPU range {part!r}")
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus)
+
+
+def format_cpu_list(cpus: frozenset[int]) -> str:
+    """Render CPU ids as an xl CPU list with ranges, in ascending order (`0,2-3`)."""
+    if not cpus:
+        raise ValueError("empty CPU set")
+    ordered = sorted(cpus)
+    ranges: list[str] = []
+    start = prev = ordered[0]
+    for cpu in ordered[1:]:
+        if cpu == prev + 1:
+            prev = cpu
+            continue
+        ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
+        start = prev = cpu
+    ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ",".join(ranges)
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse a config duration (`30s`, `5m`, `1h`, `250ms`, or a number of seconds)."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"negative duration: {text!r}")
+        return float(text)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(text).strip())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match[2]]
+    return float(match[1]) * factor

@@ -1,0 +1,172 @@
+"""Fixtures for the remediator: a config, a fake host, and an app wired to both."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from remediator.app import create_app
+from remediator.config import Config, load_config
+from remediator.engine import Engine
+from tests.remediator.fakehost import FakeDomain, FakeHost
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def base_config(state_path: Path, **overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "instances": ["dom0-a:10170"],
+        "state_path": str(state_path),
+        "protected_domains": ["infra"],
+        "auth": {"bearer_token_file": "/unused/by/create_app"},
+        "hold": {
+            "base": "1s",
+            "factor": 2,
+            "max": "3s",
+            "repeat_window": "1h",
+            "max_throttle": "1h",
+        },
+        "limits": {
+            "max_active_throttles": 3,
+            "max_request_bytes": 65536,
+            "command_timeout": "2s",
+            "reconcile_interval": "1h",
+            "workers": 2,
+        },
+        "paths": {"xl": "xl", "tc": "tc", "ip": "ip"},
+        "actions": {
+            "network_shape": {"rate_min": "64kbit", "rate_max": "1gbit"},
+            "cpu_cap": {"min": 1, "max": 400},
+            "cpu_pin": {"allowed_cpus": "2-3"},
+            "pause": {"enabled": True},
+            "command": {
+                "notify": {
+                    "apply": ["/usr/local/bin/notify", "--on"],
+                    "release": ["/usr/local/bin/notify", "--off"],
+                }
+            },
+        },
+    }
+    raw.update(overrides)
+    return raw
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def alert(
+    status: str = "firing",
+    domain: str = "web01",
+    fingerprint: str = "a1b2c3d4e5f60718",
+    starts_at: str = "2026-11-26T12:00:00Z",
+    **labels: str,
+) -> dict[str, Any]:
+    all_labels = {
+        "alertname": "VmNetworkFlood",
+        "severity": "remediate",
+        "instance": "dom0-a:10170",
+        "domain": domain,
+        "remediation": "network_shape",
+        "rate": "1mbit",
+    }
+    all_labels.update(labels)
+    return {
+        "status": status,
+        "labels": {k: v for k, v in all_labels.items() if v is not None},
+        "annotations": {},
+        "startsAt": starts_at,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint,
+    }
+
+
+def payload(*alerts: dict[str, Any], **fields: Any) -> bytes:
+    body = {
+        "version": "4",
+        "groupKey": '{}:{alertname="VmNetworkFlood"}',
+        "truncatedAlerts": 0,
+        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
+        "receiver": "judicator",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+def fake_host() -> FakeHost:
+    return FakeHost(
+        FakeDomain("web01", 7, vifs=[(0, False), (0, True)]),
+        FakeDomain("web02", 8),
+        FakeDomain("batch03", 9, scheduler="credit", vcpus=4, affinity=["all"] * 4),
+        FakeDomain("infra", 3),
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, fake_host: FakeHost, clock: Clock) -> Iterator[Callable[..., Flask]]:
+    engines: list[Engine] = []
+
+    def make(dry_run: bool = False, start: bool = True, **overrides: Any) -> Flask:
+        config: Config = load_config(base_config(tmp_path / "state.db", **overrides))
+        app = create_app(
+            config, fake_host, token=TOKEN, host=fake_host, dry_run=dry_run, clock=clock
+        )
+        engine: Engine = app.extensions["remediator"]
+        engines.append(engine)
+        if start:
+            engine.start()
+            assert engine.ready.wait(5)
+        return app
+
+    yield make
+    for engine in engines:
+        engine.stop()
+        engine.store.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def engine_of(app: Flask) -> Engine:
+    engine: Engine = app.extensions["remediator"]
+    return engine
+
+
+def settle(app: Flask, clock: Clock | None = None) -> None:
+    """Run due timers now and wait until no action is queued or running."""
+    engine = engine_of(app)
+    assert engine.wait_idle(10)
+    engine.tick()
+    assert engine.wait_idle(10)
