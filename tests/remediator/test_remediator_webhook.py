@@ -172,6 +172,7 @@ def test_max_duration_releases_without_resolution_and_a_resend_does_not_reapply(
     ended = engine_of(app).store.recent(1)[0]
     assert ended.end_reason == "max_duration"
     status, body = post(client, payload(alert(domain="web02")))  # repeat_interval re-send
+    assert status == 200
     assert body["alerts"][0]["decision"] == "already_handled"
     settle(app)
     assert fake_host.clean("web02")
