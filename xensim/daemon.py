@@ -271,7 +271,9 @@ def _keep_vcpus_placed(host: HostState, domain: Domain, online: set[int]) -> Non
     for vcpu in domain.vcpus:
         allowed = sorted(cpulist_set(vcpu.hard, host.nr_cpus) & online & pool_cpus)
         if not allowed:
-            # Xen breaks the affinity rather than strand the vCPU.
+            # Xen breaks the affinity rather than strand the vCPU ("Breaking affinity for
+            # %pv" in cpu_disable_scheduler): the hard affinity becomes all CPUs.
+            vcpu.hard = "all"
             allowed = sorted(online & pool_cpus) or sorted(online)
         if vcpu.cpu not in allowed:
             vcpu.cpu = allowed[vcpu.id % len(allowed)]

@@ -269,10 +269,7 @@ def step(tick: Tick, rng: random.Random) -> Increments:
         acc.hypercalls(HYPERCALLS_PER_RECEIVED_PACKET, received)
         burnt = max(domain.cpu_ns, 0) / 1e9
         acc.spread(PER_CPU_SECOND, burnt, cpus)
-        faults = max(domain.page_faults, 0)
-        acc.spread(PER_PAGE_FAULT, faults, cpus)
-        if tick.shadow:
-            acc.spread(PER_PAGE_FAULT_SHADOW, faults, cpus)
+        acc.spread(PER_PAGE_FAULT, max(domain.page_faults, 0), cpus)
         cpu_time[domain.name] = max(domain.cpu_ns, 0) + round(
             GUEST_CPU_BASELINE * vcpu_seconds * 1e9
         )
@@ -283,6 +280,13 @@ def step(tick: Tick, rng: random.Random) -> Increments:
             modeled = DOM0_CPU_BASELINE * seconds * len(dom0_cpus)
             modeled += DOM0_CPU_PER_GUEST_PACKET * guest_packets
             cpu_time[domain.name] = round(modeled * 1e9)
+
+    if tick.shadow:
+        # Under shadow paging every guest fault, baseline or measured, is a shadow fault.
+        faults_by_cpu = [(c, v) for (n, c), v in acc.per_cpu.items() if n == "page faults"]
+        for cpu, faults in faults_by_cpu:
+            for name, rate in PER_PAGE_FAULT_SHADOW.items():
+                acc.per_cpu[(name, cpu)] += faults * rate
 
     # Page faults taken in Xen are #PF exceptions; a few #GP come from PV guests' privileged
     # instructions. Both are array elements, summed over CPUs.
