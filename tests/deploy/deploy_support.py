@@ -184,21 +184,44 @@ def script_path(script: str) -> Path:
 
 
 @functools.cache
-def accepted_flags(script: str) -> frozenset[str]:
-    """Every `--flag` a console script's `--help` mentions."""
-    result = subprocess.run(
-        [str(script_path(script)), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"{script} --help failed:\n{result.stdout}{result.stderr}"
-    return frozenset(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9._-]*", result.stdout))
+def cli_help(script: str, subcommand: str | None = None) -> str:
+    """A console script's `--help` (or its subcommand's), run from this checkout's venv."""
+    argv = [str(script_path(script)), *([subcommand] if subcommand else []), "--help"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, f"{' '.join(argv[1:])} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
 
 
-def given_flags(argv: list[str]) -> list[str]:
-    return [arg.partition("=")[0] for arg in argv if arg.startswith("--")]
+def _flags_in(help_text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9._-]*", help_text))
+
+
+def _subcommands_in(help_text: str) -> set[str]:
+    choices = re.search(r"positional arguments:\s*\{([a-z0-9_,-]+)\}", help_text)
+    return set(choices[1].split(",")) if choices else set()
+
+
+def cli_problems(script: str, argv: list[str]) -> list[str]:
+    """What the CLI's own `--help` says is wrong with `argv` (the arguments after the program).
+
+    Flags must be written `--name=value` (or be bare switches); the first other word is a
+    subcommand, and the flags after it must be the subcommand's."""
+    problems = []
+    subcommand: str | None = None
+    for arg in argv:
+        if not arg.startswith("--"):
+            if subcommand is not None:
+                problems.append(f"unexpected word {arg!r} after subcommand {subcommand!r}")
+            elif arg not in _subcommands_in(cli_help(script)):
+                problems.append(f"{script} has no subcommand {arg!r}")
+            else:
+                subcommand = arg
+            continue
+        flag = arg.partition("=")[0]
+        if flag not in _flags_in(cli_help(script, subcommand)):
+            where = f"{script} {subcommand}" if subcommand else script
+            problems.append(f"{where} --help does not know {flag}")
+    return problems
 
 
 def dockerignore_patterns() -> list[str]:

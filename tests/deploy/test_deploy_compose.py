@@ -160,7 +160,7 @@ def test_mounted_repository_files_exist_and_host_paths_are_known() -> None:
                 assert REPO in (mount.repo_path, *mount.repo_path.parents), mount.source
                 assert mount.read_only, f"{name}: mount shipped configs read-only: {mount.source}"
             elif mount.source not in XEN_HOST_PATHS:
-                assert mount.source == "/etc/judicator/remediator-token", (
+                assert mount.source == "/etc/judicator/remediator.token", (
                     f"{name}: unexpected host path {mount.source}"
                 )
             else:
@@ -330,3 +330,31 @@ def test_grafana_dashboard_providers_find_the_shipped_dashboards() -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_restart_policy_survives_reboots(name: str) -> None:
     assert service(name)["restart"] in {"unless-stopped", "always"}
+
+
+def test_shipped_remediator_config_is_valid() -> None:
+    from remediator.config import load_config
+
+    config = load_config(load_yaml(REPO / "deploy" / "remediator.yml"))
+    assert config.bearer_token_file is not None, "the deployed remediator must check a token"
+    assert config.xl_path.startswith("/") and config.tc_path.startswith("/")
+
+
+def test_prometheus_can_scrape_the_remediator() -> None:
+    # The remediator answers 401 without its bearer token everywhere but OPEN_PATHS.
+    from remediator.app import OPEN_PATHS
+
+    config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    for job in config.get("scrape_configs") or []:
+        targets = [t for g in job.get("static_configs") or [] for t in g.get("targets") or []]
+        if not any(endpoint(t).port == _port("remediator") for t in targets):
+            continue
+        path = job.get("metrics_path", "/metrics")
+        if path in OPEN_PATHS:
+            continue
+        token_file = (job.get("authorization") or {}).get("credentials_file")
+        assert token_file, (
+            f"job {job['job_name']}: the remediator wants its bearer token on {path}; "
+            "give the job authorization.credentials_file"
+        )
+        assert is_mounted("prometheus", token_file), f"{token_file} is not mounted"
