@@ -146,8 +146,11 @@ class Domain:
         return bool(online) and all(v.blocked and not v.running for v in online)
 
     def mac(self, devid: int) -> str:
-        """The MAC address xl would show for vif ``devid``: Xen's OUI 00:16:3e."""
-        return f"00:16:3e:{(self.domid >> 8) & 0xFF:02x}:{self.domid & 0xFF:02x}:{devid & 0xFF:02x}"
+        """The MAC address of vif ``devid``: Xen's OUI 00:16:3e, the rest fixed by the uuid
+        (so that it survives a reboot, as a configured MAC does)."""
+        digits = self.uuid.replace("-", "")
+        first, second, third = (int(digits[i : i + 2], 16) for i in (0, 2, 4))
+        return f"00:16:3e:{first & 0x7F:02x}:{second:02x}:{(third + devid) & 0xFF:02x}"
 
     def interface_name(self, devid: int) -> str:
         """Dom0's name for the backend of vif ``devid`` (``vifname=`` wins, as in xl.cfg)."""
