@@ -9,8 +9,11 @@ Readers hold `flock(LOCK_SH)` for the whole read, writers `flock(LOCK_EX)`, so n
 
 Public API (everything else is private):
 
-- `create(path, catalogue, nr_online_cpus)`: write a zeroed file for a `counters.Catalogue`;
-  an existing file is rewritten in place under the lock (its errno fields are kept).
+- `create(path, catalogue, nr_online_cpus, open_errno=0, perfc_errno=0)`: write a zeroed
+  file for a `counters.Catalogue`. A new file appears atomically (temporary file + rename); an
+  existing one is rewritten in place under the lock, so that no writer's fd goes stale.
+- `STATE_FILE` (`"perfc"`), `Descriptor(name, nr_vals, status)`, `descriptors_for(catalogue,
+  nr_online_cpus)`, `PerfcState(descriptors, values, open_errno, perfc_errno, generation)`.
 - `read(path) -> PerfcState`: a consistent snapshot; `PerfcState.values_of(name)`.
 - `update(path, per_cpu={(name, cpu_index): delta}, arrays={(name, element): delta})`: add in
   place, modulo 2^32 (the silent uint32 wrap). `cpu_index` is the position in the online-CPU
@@ -130,23 +133,29 @@ def decode(data: bytes) -> PerfcState:
     )
 
 
-def create(path: str | os.PathLike[str], catalogue: Catalogue, nr_online_cpus: int) -> None:
+def create(
+    path: str | os.PathLike[str],
+    catalogue: Catalogue,
+    nr_online_cpus: int,
+    *,
+    open_errno: int = 0,
+    perfc_errno: int = 0,
+) -> None:
     descriptors = descriptors_for(catalogue, nr_online_cpus)
     zeros = (0,) * sum(d.nr_vals for d in descriptors)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         # Publish a complete file atomically: a reader must never see it half written.
-        _write_new(path, encode(PerfcState(descriptors, zeros)))
+        _write_new(path, encode(PerfcState(descriptors, zeros, open_errno, perfc_errno)))
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            old = _parse_header(os.pread(fd, _HEADER.size, 0), None)
-            kept = (old.open_errno, old.perfc_errno, old.generation + 1)
+            generation = _parse_header(os.pread(fd, _HEADER.size, 0), None).generation + 1
         except CorruptStateError:
-            kept = (0, 0, 0)  # left half written by a crash: start over
-        _rewrite(fd, encode(PerfcState(descriptors, zeros, *kept)))
+            generation = 0  # left half written by a crash: start over
+        _rewrite(fd, encode(PerfcState(descriptors, zeros, open_errno, perfc_errno, generation)))
     finally:
         os.close(fd)
 

@@ -157,16 +157,20 @@ def test_set_values_refuses_what_does_not_fit_a_uint32(tmp_path: Path) -> None:
         perfc.set_values(path, per_cpu={("#IPIs", 0): UINT32})
 
 
-def test_errno_fields_survive_a_rewrite(tmp_path: Path) -> None:
+def test_create_rewrites_an_existing_file_from_scratch(tmp_path: Path) -> None:
     path = tmp_path / "perfc"
     perfc.create(path, DEBIAN_12, 4)
     perfc.set_errno(path, perfc_errno=38)
     perfc.set_errno(path, open_errno=13)
-    perfc.create(path, SHADOW_PAGING, 8)
+    assert (perfc.read(path).open_errno, perfc.read(path).perfc_errno) == (13, 38)
+    inode = path.stat().st_ino
+    perfc.create(path, SHADOW_PAGING, 8, perfc_errno=38)
     state = perfc.read(path)
-    assert (state.open_errno, state.perfc_errno) == (13, 38)
+    assert path.stat().st_ino == inode  # in place: a writer holding the file still sees it
+    assert (state.open_errno, state.perfc_errno) == (0, 38)
     assert len(state.descriptors) == 156 and state.values_of("#IPIs") == (0,) * 8
     assert state.generation == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["perfc"]  # no temporary file left
 
 
 def test_online_cpus_change_keeps_values_by_cpu_id(tmp_path: Path) -> None:
