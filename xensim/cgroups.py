@@ -273,6 +273,24 @@ def block_io(cgroup: str) -> BlockIO:
         return BlockIO()
 
 
+def process_io(cgroup: str) -> dict[int, tuple[int, int]]:
+    """Storage-layer bytes (read, written) of each process in the cgroup, from /proc/<pid>/io.
+
+    Used where the blkio controller accounts nothing (as on this machine's kernel); the
+    caller accumulates, since a process's counts leave with it.
+    """
+    found: dict[int, tuple[int, int]] = {}
+    for pid in pids(cgroup):
+        try:
+            text = Path(f"/proc/{pid}/io").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+        with contextlib.suppress(KeyError, ValueError):
+            found[pid] = (int(fields["read_bytes"]), int(fields["write_bytes"]))
+    return found
+
+
 def page_faults(cgroup: str) -> int:
     """Page faults the cgroup's processes took (memory.stat `pgfault`), 0 when not accounted."""
     found = layout()
