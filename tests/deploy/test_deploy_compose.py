@@ -332,14 +332,6 @@ def test_restart_policy_survives_reboots(name: str) -> None:
     assert service(name)["restart"] in {"unless-stopped", "always"}
 
 
-def test_shipped_remediator_config_is_valid() -> None:
-    from remediator.config import load_config
-
-    config = load_config(load_yaml(REPO / "deploy" / "remediator.yml"))
-    assert config.bearer_token_file is not None, "the deployed remediator must check a token"
-    assert config.xl_path.startswith("/") and config.tc_path.startswith("/")
-
-
 def test_prometheus_can_scrape_the_remediator() -> None:
     # The remediator answers 401 without its bearer token everywhere but OPEN_PATHS.
     from remediator.app import OPEN_PATHS
