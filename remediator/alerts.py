@@ -221,7 +221,7 @@ def _bounded_params(kind: str, labels: Mapping[str, str], config: Config) -> dic
         cap_bounds = actions.cpu_cap
         assert cap_bounds is not None
         text = labels.get("cap", "")
-        if not re.fullmatch(r"\d{1,5}", text):
+        if not re.fullmatch(r"[0-9]{1,5}", text):
             raise ValueError(f"cap {text!r} is not a whole percentage")
         cap = int(text)
         if not cap_bounds.min_percent <= cap <= cap_bounds.max_percent:

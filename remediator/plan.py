@@ -27,7 +27,7 @@ from remediator.units import format_cpu_list
 # Root qdiscs the kernel installs by itself; anything else on a vif is an operator's and we
 # refuse to replace it.
 DEFAULT_ROOT_KINDS = frozenset({"noqueue", "pfifo_fast", "mq", "fq_codel", "pfifo", "fq"})
-XL_CPU_LIST = re.compile(r"all|none|\d{1,4}(?:-\d{1,4})?(?:,\d{1,4}(?:-\d{1,4})?)*")
+XL_CPU_LIST = re.compile(r"all|none|[0-9]{1,4}(?:-[0-9]{1,4})?(?:,[0-9]{1,4}(?:-[0-9]{1,4})?)*")
 
 
 class PlanError(Exception):

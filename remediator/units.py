@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-_RATE = re.compile(r"(?P<num>\d{1,12}(?:\.\d{1,6})?)(?P<unit>[a-z]*)")
+_RATE = re.compile(r"(?P<num>[0-9]{1,12}(?:\.[0-9]{1,6})?)(?P<unit>[a-z]*)")
 # tc(8) "RATES": bit units are decimal, bps units are bytes per second.
 _RATE_UNITS = {
     "": 1,
@@ -58,7 +58,7 @@ def parse_cpu_list(text: str, max_cpus: int = 4096) -> frozenset[int]:
     if len(parts) > 64:
         raise ValueError("too many CPU ranges")
     for part in parts:
-        match = re.fullmatch(r"(\d{1,4})(?:-(\d{1,4}))?", part)
+        match = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
         if match is None:
             raise ValueError(f"not an xl CPU list: {text!r}")
         first = int(match[1])
@@ -94,7 +94,7 @@ def parse_duration(text: str | int | float) -> float:
         if text < 0:
             raise ValueError(f"negative duration: {text!r}")
         return float(text)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(text).strip())
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", str(text).strip())
     if match is None:
         raise ValueError(f"not a duration: {text!r}")
     factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[match[2]]
