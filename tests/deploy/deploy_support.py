@@ -211,7 +211,8 @@ def cli_problems(script: str, argv: list[str]) -> list[str]:
     for arg in argv:
         if not arg.startswith("--"):
             if subcommand is not None:
-                problems.append(f"unexpected word {arg!r} after subcommand {subcommand!r}")
+                if "positional arguments:" not in cli_help(script, subcommand):
+                    problems.append(f"unexpected word {arg!r} after subcommand {subcommand!r}")
             elif arg not in _subcommands_in(cli_help(script)):
                 problems.append(f"{script} has no subcommand {arg!r}")
             else:
