@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -75,11 +75,22 @@ def _relative(cgroup: str) -> str:
     return relative
 
 
-def parse_mountinfo(text: str, prefix: str = "") -> Layout:
+def _read_controllers(mount_point: Path) -> list[str]:
+    try:
+        return (mount_point / "cgroup.controllers").read_text().split()
+    except OSError:
+        return []
+
+
+def parse_mountinfo(
+    text: str,
+    prefix: str = "",
+    controllers_of: Callable[[Path], list[str]] = _read_controllers,
+) -> Layout:
     """Find the cgroup hierarchies in a /proc/<pid>/mountinfo text.
 
-    >>> parse_mountinfo("30 25 0:26 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\\n").v1
-    {'cpu': PosixPath('/sys/fs/cgroup/cpu')}
+    A cgroup2 mount counts only when it offers the cpu controller (`controllers_of` reads its
+    cgroup.controllers); otherwise it is the empty unified tree of a hybrid (v1) host.
     """
     unified: Path | None = None
     v1: dict[str, Path] = {}
@@ -92,12 +103,7 @@ def parse_mountinfo(text: str, prefix: str = "") -> Layout:
         fstype = fields[separator + 1]
         super_options = fields[separator + 3].split(",") if len(fields) > separator + 3 else []
         if fstype == "cgroup2":
-            controllers = mount_point / "cgroup.controllers"
-            try:
-                available = controllers.read_text().split()
-            except OSError:
-                continue
-            if "cpu" in available:
+            if "cpu" in controllers_of(mount_point):
                 unified = mount_point
         elif fstype == "cgroup":
             for controller in CONTROLLERS:

@@ -1,0 +1,226 @@
+"""The counter model and the simulated host's pure parsers (no root needed)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from xensim import cgroups, model
+from xensim.daemon import InterfaceStats, parse_net_dev
+from xensim.host import HostError, Names
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+ONLINE = (0, 1, 2, 3)
+
+
+def domains(**changes: model.DomainActivity) -> tuple[model.DomainActivity, ...]:
+    """Domain-0 on CPU 0 and guest1..3 on CPUs 1..3, idle unless replaced."""
+    base = {
+        "Domain-0": model.DomainActivity("Domain-0", (0,), is_dom0=True),
+        "guest1": model.DomainActivity("guest1", (1,)),
+        "guest2": model.DomainActivity("guest2", (2,)),
+        "guest3": model.DomainActivity("guest3", (3,)),
+    }
+    base.update(changes)
+    return tuple(base.values())
+
+
+def run(
+    activity: tuple[model.DomainActivity, ...],
+    *,
+    seconds: float = 1.0,
+    online: tuple[int, ...] = ONLINE,
+    shadow: bool = False,
+    seed: int = 1,
+) -> model.Increments:
+    return model.step(model.Tick(seconds, online, activity, shadow), random.Random(seed))
+
+
+def on(increments: model.Increments, name: str, cpu: int) -> int:
+    return increments.per_cpu.get((name, cpu), 0)
+
+
+IDLE = run(domains())
+
+
+def test_idle_host_counts_the_documented_baseline_on_every_online_cpu() -> None:
+    for cpu in ONLINE:
+        assert 80 <= on(IDLE, "apic timer interrupts", cpu) <= 120
+        assert on(IDLE, "#interrupts", cpu) >= on(IDLE, "apic timer interrupts", cpu) * 0.8
+        assert on(IDLE, "page faults", cpu) > 0
+    assert all(value > 0 and isinstance(value, int) for value in IDLE.per_cpu.values())
+
+
+@pytest.mark.parametrize(
+    ("flood", "description"),
+    [
+        (
+            model.DomainActivity("guest1", (1,), sent_packets=50_000, received_packets=50_000),
+            "ping",
+        ),
+        (model.DomainActivity("guest1", (1,), sent_packets=80_000), "udp out only"),
+    ],
+)
+def test_packet_flood_shows_on_its_cpu_and_in_dom0_but_not_elsewhere(
+    flood: model.DomainActivity, description: str
+) -> None:
+    flooded = run(domains(guest1=flood))
+    assert on(flooded, "#interrupts", 1) >= 10 * on(IDLE, "#interrupts", 1), description
+    assert on(flooded, "sched: context switches", 1) >= 10 * on(IDLE, "sched: context switches", 1)
+    assert on(flooded, "#interrupts", 0) >= 10 * on(IDLE, "#interrupts", 0), "netback in Dom0"
+    # The published finding: page-table activity stays flat during a network flood.
+    assert on(flooded, "page faults", 1) <= 1.5 * on(IDLE, "page faults", 1)
+    assert on(flooded, "calls to mmu_update", 1) <= 2 * max(on(IDLE, "calls to mmu_update", 1), 5)
+    for other in (2, 3):
+        assert on(flooded, "#interrupts", other) <= 1.3 * on(IDLE, "#interrupts", other)
+    packets = flood.sent_packets + flood.received_packets
+    assert flooded.arrays[("hypercalls", model.HYPERCALL_GRANT_TABLE_OP)] >= 0.9 * packets
+    assert flooded.arrays[("hypercalls", model.HYPERCALL_EVENT_CHANNEL_OP)] >= packets
+    assert flooded.cpu_time_ns["Domain-0"] > IDLE.cpu_time_ns["Domain-0"]
+
+
+def test_cpu_time_drives_timer_and_scheduler_counters_in_proportion() -> None:
+    half = run(domains(guest3=model.DomainActivity("guest3", (3,), cpu_ns=500_000_000)))
+    full = run(domains(guest3=model.DomainActivity("guest3", (3,), cpu_ns=1_000_000_000)))
+    idle_timer = on(IDLE, "apic timer interrupts", 3)
+    assert on(full, "apic timer interrupts", 3) >= 8 * idle_timer
+    extra_half = on(half, "apic timer interrupts", 3) - idle_timer
+    extra_full = on(full, "apic timer interrupts", 3) - idle_timer
+    assert 1.6 <= extra_full / extra_half <= 2.4
+    assert full.cpu_time_ns["guest3"] >= 1_000_000_000
+    assert on(full, "apic timer interrupts", 1) <= 1.3 * on(IDLE, "apic timer interrupts", 1)
+
+
+def test_paused_domain_adds_nothing_but_its_cpu_keeps_xens_own_baseline() -> None:
+    busy = model.DomainActivity(
+        "guest1", (1,), paused=True, cpu_ns=10**9, sent_packets=10**5, page_faults=10**4
+    )
+    paused = run(domains(guest1=busy))
+    assert paused.cpu_time_ns["guest1"] == 0
+    assert on(paused, "#interrupts", 1) <= 1.3 * on(IDLE, "apic timer interrupts", 1)
+    assert on(paused, "page faults", 1) == 0
+    assert on(paused, "sched: context switches", 1) < on(IDLE, "sched: context switches", 1)
+
+
+def test_counts_land_where_the_vcpus_are_and_split_over_them() -> None:
+    two = model.DomainActivity("guest1", (1, 2), received_packets=40_000)
+    split = run(domains(guest1=two, guest2=model.DomainActivity("guest2", (3,))))
+    first, second = on(split, "#interrupts", 1), on(split, "#interrupts", 2)
+    assert 0.8 <= first / second <= 1.25
+    assert first >= 10 * on(IDLE, "#interrupts", 1)
+
+
+def test_offline_cpus_get_nothing_and_vcpus_claiming_them_count_nowhere() -> None:
+    stranded = model.DomainActivity("guest3", (3,), received_packets=50_000)
+    result = run(domains(guest3=stranded), online=(0, 1, 2))
+    assert not [key for key in result.per_cpu if key[1] == 3]
+    assert result.cpu_time_ns["guest3"] == 0
+
+
+def test_page_faults_feed_page_fault_exceptions_and_shadow_counters_only_with_shadow() -> None:
+    faulting = model.DomainActivity("guest2", (2,), page_faults=20_000)
+    plain = run(domains(guest2=faulting))
+    shadow = run(domains(guest2=faulting), shadow=True)
+    assert on(plain, "page faults", 2) >= 19_000
+    assert plain.arrays[("exceptions", model.VECTOR_PAGE_FAULT)] >= 19_000
+    assert on(plain, "calls to shadow_fault", 2) == 0
+    assert on(shadow, "calls to shadow_fault", 2) >= 19_000
+    assert on(shadow, "calls to shadow_fault", 1) > 0, "baseline faults are shadow faults too"
+
+
+def test_same_seed_same_counts_and_noise_stays_small() -> None:
+    assert run(domains(), seed=3) == run(domains(), seed=3)
+    values = [
+        on(run(domains(), seconds=10.0, seed=s), "apic timer interrupts", 2) for s in range(20)
+    ]
+    assert all(900 <= v <= 1100 for v in values)
+    assert len(set(values)) > 1
+
+
+def test_parse_net_dev_reads_dom0s_view_of_the_vifs() -> None:
+    stats = parse_net_dev((FIXTURES / "net-dev" / "dom0-after-pingflood.txt").read_text())
+    assert set(stats) == {"lo", "xenbr0", "vif1.0", "vif2.0"}
+    assert stats["vif1.0"] == InterfaceStats(
+        rx_bytes=8638768, rx_packets=88152, tx_bytes=8639644, tx_packets=88162
+    )
+
+
+@pytest.mark.parametrize(
+    ("fixture", "controllers", "unified", "v1"),
+    [
+        (
+            "cgroup-v1-debian-container.txt",
+            [],
+            None,
+            {c: f"/sys/fs/cgroup/{c}" for c in ("cpu", "cpuacct", "freezer", "blkio", "memory")},
+        ),
+        (
+            "cgroup-v1-comounted.txt",
+            [],
+            None,
+            {
+                "cpu": "/sys/fs/cgroup/cpu,cpuacct",
+                "cpuacct": "/sys/fs/cgroup/cpu,cpuacct",
+                "freezer": "/sys/fs/cgroup/freezer",
+                "blkio": "/sys/fs/cgroup/blkio",
+                "memory": "/sys/fs/cgroup/memory",
+            },
+        ),
+        ("cgroup-v2-unified.txt", ["cpuset", "cpu", "io", "memory"], "/sys/fs/cgroup", {}),
+    ],
+)
+def test_parse_mountinfo_finds_each_controllers_hierarchy(
+    fixture: str, controllers: list[str], unified: str | None, v1: dict[str, str]
+) -> None:
+    text = (FIXTURES / "mountinfo" / fixture).read_text()
+    layout = cgroups.parse_mountinfo(text, controllers_of=lambda _path: controllers)
+    assert layout.unified == (Path(unified) if unified else None)
+    assert {k: str(v) for k, v in layout.v1.items()} == v1
+    assert layout.roots(), "every layout has somewhere to create cgroups"
+
+
+def test_parse_mountinfo_through_init_prefixes_every_path() -> None:
+    text = (FIXTURES / "mountinfo" / "cgroup-v1-comounted.txt").read_text()
+    layout = cgroups.parse_mountinfo(text, prefix="/proc/1/root", controllers_of=lambda _p: [])
+    assert layout.path("freezer", "judicator-sim/h/g") == Path(
+        "/proc/1/root/sys/fs/cgroup/freezer/judicator-sim/h/g"
+    )
+
+
+def test_block_io_parsers_agree_on_v1_and_v2_formats() -> None:
+    directory = FIXTURES / "cgroup-io"
+    v1 = cgroups.parse_blkio_v1(
+        (directory / "blkio.throttle.io_serviced").read_text(),
+        (directory / "blkio.throttle.io_service_bytes").read_text(),
+    )
+    v2 = cgroups.parse_io_stat_v2((directory / "io.stat").read_text())
+    assert v1 == cgroups.BlockIO(192, 353, 1459200, 314773504)
+    assert v2 == cgroups.BlockIO(192 + 8950, 353 + 1252, 1459200 + 90430464, 314773504 + 299008000)
+
+
+@pytest.mark.parametrize("cgroup", ["", "/", "a/../b", "../etc"])
+def test_cgroup_names_cannot_escape_the_hierarchy(cgroup: str) -> None:
+    with pytest.raises(cgroups.CgroupError):
+        cgroups.Layout(unified=Path("/sys/fs/cgroup"), v1={}).path("cpu", cgroup)
+
+
+def test_names_derive_everything_from_the_host_name() -> None:
+    names = Names.for_host("lab1", dom0_netns=True)
+    assert names.dom0_netns == "jsim-lab1-dom0"
+    assert names.guest_netns("guest2") == "jsim-lab1-guest2"
+    assert names.guest_cgroup("guest2") == "judicator-sim/lab1/guest2"
+    assert names.bridge == "xenbr0"
+    assert Names.for_host("lab1", dom0_netns=False).bridge == "jsbr-lab1"
+    assert str(names.state_dir) == "/run/judicator-sim/lab1"
+    k = names.subnet_index
+    assert 1 <= k <= 250
+    assert names.guest_address(3) == f"198.18.{k}.13"
+    assert names.bridge_address == f"198.18.{k}.1"
+
+
+@pytest.mark.parametrize("bad", ["", "Lab", "1lab", "lab-1", "abcdefghijk", "a b"])
+def test_host_names_that_would_break_interface_names_are_refused(bad: str) -> None:
+    with pytest.raises(HostError):
+        Names.for_host(bad, dom0_netns=False)
