@@ -1,0 +1,174 @@
+"""judicator-exporter: flags, logging, and the embedded gunicorn serving the exporter.
+
+    judicator-exporter [--web.listen-address=:10170] [--no-collector.perfc] ...
+
+The only module that reads files named on the command line or sets up logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from exporter.collector import Exporter, SourceCollector, package_version
+from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
+from exporter.perfc import PerfcCollector
+from exporter.readers import READERS, open_reader
+from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.xl_toolstack import XlToolstack
+from xentools.libxenctrl import LibraryNotFound
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 10170
+COLLECTORS = {
+    "perfc": "hypervisor performance counters (xenperf / libxenctrl) and CPU -> domain shares",
+    "domain": "per-domain CPU time, memory, vCPUs, state and info (xl list)",
+    "network": "per-vif traffic counters (sysfs class/net)",
+    "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
+}
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
+LOG_LEVELS["error"] = logging.ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="judicator-exporter",
+        description="Prometheus exporter of Xen hypervisor performance counters, per CPU and "
+        "domain, and of per-domain statistics. Runs in Dom0.",
+    )
+    web = parser.add_argument_group("web")
+    web.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        help="address to listen on, [host]:port (default %(default)s)",
+    )
+    web.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics")
+    web.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="exporter-toolkit web config (TLS, basic auth)",
+    )
+    web.add_argument("--web.threads", dest="threads", type=int, default=4, help=argparse.SUPPRESS)
+    collectors = parser.add_argument_group("collectors")
+    for name, help_text in COLLECTORS.items():
+        collectors.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=help_text,
+        )
+    sources = parser.add_argument_group("sources")
+    sources.add_argument(
+        "--perfc.reader",
+        dest="perfc_reader",
+        choices=READERS,
+        default="auto",
+        help="how to read the counters: libxenctrl (ctypes) where it loads, else xenperf",
+    )
+    sources.add_argument("--xenperf.path", dest="xenperf_path", default="xenperf")
+    sources.add_argument("--xl.path", dest="xl_path", default="xl")
+    sources.add_argument("--path.sysfs", dest="sysfs", default="/sys")
+    sources.add_argument(
+        "--command.timeout",
+        dest="command_timeout",
+        type=float,
+        default=3.0,
+        help="seconds any one xl/xenperf run may take (default %(default)s)",
+    )
+    sources.add_argument(
+        "--scrape.timeout",
+        dest="scrape_timeout",
+        type=float,
+        default=9.0,
+        help="seconds a scrape may take when Prometheus does not say "
+        "(X-Prometheus-Scrape-Timeout-Seconds); default %(default)s",
+    )
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
+    parser.add_argument("--version", action="version", version=package_version())
+    return parser
+
+
+def bind_address(listen_address: str) -> str:
+    """`:10170` -> `0.0.0.0:10170`; `[::1]:10170` and `host:port` as given."""
+    host, separator, port = listen_address.rpartition(":")
+    if not separator or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--web.listen-address {listen_address!r}: expected [host]:port")
+    return f"{host or '0.0.0.0'}:{port}"
+
+
+def read_web_config(path: str | None) -> WebConfig:
+    if path is None:
+        return WebConfig()
+    try:
+        with open(path) as file:
+            data = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError) as error:
+        raise WebConfigError(f"--web.config.file {path}: {error}") from None
+    return load_web_config(data, os.path.dirname(os.path.abspath(path)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=LOG_LEVELS[args.log_level],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    problems = []
+    try:
+        bind = bind_address(args.listen_address)
+    except ValueError as error:
+        problems.append(str(error))
+    if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
+        problems.append(
+            f"--web.telemetry-path {args.telemetry_path!r}: must start with / and not be /"
+        )
+    if not 0 < args.command_timeout < args.scrape_timeout:
+        problems.append("--command.timeout must be positive and below --scrape.timeout")
+    try:
+        web_config = read_web_config(args.web_config_file)
+    except WebConfigError as error:
+        problems.append(str(error))
+    if problems:
+        parser.error("; ".join(problems))
+
+    collectors: list[SourceCollector] = []
+    if args.collector_perfc:
+        try:
+            reader = open_reader(args.perfc_reader, args.xenperf_path)
+        except LibraryNotFound as error:
+            parser.error(f"--perfc.reader=libxenctrl: {error}")
+        collectors.append(PerfcCollector(reader))
+    if args.collector_domain:
+        collectors.append(DomainCollector())
+    if args.collector_network:
+        collectors.append(NetworkCollector(args.sysfs))
+    if args.collector_block:
+        collectors.append(BlockCollector(args.sysfs))
+    exporter = Exporter(
+        collectors, XlToolstack(args.xl_path), args.command_timeout, args.scrape_timeout
+    )
+    app = create_app(exporter, args.telemetry_path, web_config, package_version())
+    log.info(
+        "judicator-exporter %s listening on %s%s, collectors: %s",
+        package_version(),
+        bind,
+        " (TLS)" if web_config.tls else "",
+        ", ".join(c.name for c in collectors) or "none",
+    )
+    gunicorn_level = "warning" if args.log_level == "warn" else args.log_level
+    EmbeddedGunicorn(app, gunicorn_options(bind, web_config, args.threads, gunicorn_level)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
