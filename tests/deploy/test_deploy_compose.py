@@ -350,3 +350,12 @@ def test_prometheus_can_scrape_the_remediator() -> None:
             "give the job authorization.credentials_file"
         )
         assert is_mounted("prometheus", token_file), f"{token_file} is not mounted"
+
+
+@pytest.mark.parametrize(("name", "path"), [("exporter", "/"), ("remediator", "/-/ready")])
+def test_healthchecks_probe_the_services_own_port(name: str, path: str) -> None:
+    probe = " ".join(service(name)["healthcheck"]["test"])
+    urls = re.findall(r"https?://[^'\"\s]+", probe)
+    assert len(urls) == 1, probe
+    url = endpoint(urls[0])
+    assert (url.host, url.port, url.path) == ("127.0.0.1", _port(name), path)
