@@ -31,7 +31,7 @@ def fixture(name: str) -> str:
 
 # --- xl list ---------------------------------------------------------------------------------
 
-LIST_CASES = {
+LIST_CASES: dict[str, list[tuple[str, int, int, int, str, float, str | None]]] = {
     # file: [(name, domid, MiB, vcpus, state chars, seconds, pool)]
     "ref-list.txt": [
         ("Domain-0", 0, 4096, 8, "r-----", 98765.4, None),
