@@ -79,3 +79,16 @@ def test_command_lines_use_flags_the_cli_accepts(script: str) -> None:
 def test_the_remediator_commands_are_shown() -> None:
     subcommands = {argv[1] for argv in _command_lines("judicator-remediator") if len(argv) > 1}
     assert {"check-config", "list", "release"} <= subcommands
+
+
+def test_every_recorded_series_named_is_recorded() -> None:
+    records = {
+        rule["record"]
+        for path in (REPO / "prometheus" / "rules").glob("*.yml")
+        for group in load_yaml(path).get("groups") or []
+        for rule in group.get("rules") or []
+        if "record" in rule
+    }
+    named = set(re.findall(r"\b([a-z_]+:[a-z_]+:[a-z0-9_]+)\b", _doc()))
+    assert named
+    assert named <= records, f"not recorded by prometheus/rules/: {sorted(named - records)}"
