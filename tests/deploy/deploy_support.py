@@ -34,7 +34,7 @@ XEN_HOST_PATHS = {
     "/dev/xen": "privcmd, hypercall and xenbus devices for xl and libxenctrl",
     "/run/xenstored": "xenstored's socket",
     "/var/lib/xen": "libxl's per-domain userdata and lock files",
-    "/run/xen": "QEMU's QMP sockets (pausing HVM guests)",
+    "/run/xen": "libxl's run directory with QEMU's QMP sockets",
     "/etc/xen": "the host's xl.conf",
 }
 
