@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -264,8 +265,9 @@ class Engine:
 
     def _crash(self, point: str) -> None:
         if self._crash_at == point:
-            log.critical("crash point %s reached: killing myself", point)
-            os.kill(os.getpid(), 9)
+            log.critical("crash point %s reached: killing the whole server", point)
+            # The process group: gunicorn's master would otherwise respawn the worker at once.
+            os.killpg(os.getpgid(0), signal.SIGKILL)
 
     def _end(self, throttle: Throttle, state: str, reason: str, error: str | None = None) -> None:
         self.store.update(
