@@ -1,0 +1,108 @@
+"""The real server process: gunicorn, TLS, bearer token, size limit, health without a token."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.remediator.conftest import TOKEN, alert, payload
+from tests.support import require_binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_tls_token_and_limits_on_the_real_server(tmp_path: Path) -> None:
+    openssl = require_binary("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (tmp_path / "token").write_text(TOKEN)
+    config = tmp_path / "remediator.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "instances": ["dom0-a:10170"],
+                "state_path": str(tmp_path / "state.db"),
+                "auth": {"bearer_token_file": str(tmp_path / "token")},
+                "tls": {"cert_file": str(cert), "key_file": str(key)},
+                "limits": {"max_request_bytes": 4096},
+                "paths": {"xl": str(tmp_path / "no-such-xl")},
+                "actions": {"pause": {}},
+            }
+        )
+    )
+    port = free_port()
+    base = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    process = subprocess.Popen(
+        [sys.executable, "-m", "remediator", "--config.file", str(config), "serve",
+         "--web.listen-address", f"127.0.0.1:{port}", "--dry-run"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+    def call(path: str, body: bytes | None = None, token: str | None = TOKEN) -> int:
+        request = urllib.request.Request(base + path, data=body, method="POST" if body else "GET")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if call("/-/ready", token=None) == 200:
+                    break
+            except (urllib.error.URLError, OSError):
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.1)
+        assert call("/-/healthy", token=None) == 200
+        assert call("/metrics", token=None) == 401
+        assert call("/metrics", token="wrong-token-0123456789") == 401
+        assert call("/metrics") == 200
+        assert call("/alerts", payload(alert(), version="3")) == 400
+        assert call("/alerts", payload(alert(), padding="x" * 10_000)) == 413
+        assert call("/alerts", payload(alert(remediation="pause"))) == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+            plain.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert not plain.recv(100).startswith(b"HTTP/1"), "served plain HTTP"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    listed = subprocess.run(
+        [sys.executable, "-m", "remediator", "--config.file", str(config), "list", "--json"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    (throttle,) = json.loads(listed.stdout)
+    # The host could not be read (no xl): the throttle waits, recorded with the reason, for
+    # the next reconcile; nothing was run.
+    assert throttle["state"] == "pending"
+    assert "no-such-xl" in throttle["error"]
