@@ -107,3 +107,17 @@ def test_systemd_accepts_the_units() -> None:
         )
     complaints = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and not complaints, complaints
+
+
+@pytest.mark.parametrize(("unit", "script"), UNITS.items())
+def test_a_configuration_error_is_not_restarted_in_a_loop(unit: str, script: str) -> None:
+    # Both CLIs exit 2 on a bad flag or config (argparse's convention, kept by the remediator).
+    result = subprocess.run(
+        [str(script_path(script)), "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert unit_file(unit)["Service"]["RestartPreventExitStatus"] == ["2"]
