@@ -121,3 +121,19 @@ def test_a_configuration_error_is_not_restarted_in_a_loop(unit: str, script: str
     )
     assert result.returncode == 2, result.stderr
     assert unit_file(unit)["Service"]["RestartPreventExitStatus"] == ["2"]
+
+
+def test_remediator_config_errors_exit_2() -> None:
+    with tempfile.TemporaryDirectory(prefix="judicator-deploy-config-") as scratch:
+        broken = Path(scratch) / "remediator.yml"
+        broken.write_text("instances: [127.0.0.1:10170]\nno_such_setting: 1\n", encoding="utf-8")
+        for subcommand in ("check-config", "serve"):
+            result = subprocess.run(
+                [str(script_path("judicator-remediator")), f"--config.file={broken}", subcommand],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 2, (subcommand, result.stderr)
+            assert "no_such_setting" in result.stderr
