@@ -23,6 +23,7 @@ from remediator.host import (
     ifb_name,
 )
 from remediator.units import format_cpu_list
+from xentools.xl import pause_argv, set_cap_argv, unpause_argv, vcpu_pin_argv
 
 # Root qdiscs the kernel installs by itself; anything else on a vif is an operator's and we
 # refuse to replace it.
@@ -57,6 +58,9 @@ class Tools:
     def cmd(self, *argv: str) -> Command:
         return Command(argv=argv, timeout=self.timeout)
 
+    def argv(self, argv: tuple[str, ...]) -> Command:
+        return Command(argv=argv, timeout=self.timeout)
+
 
 def capture_prior(action: Action, dom: DomainState) -> dict[str, Any]:
     """What the release must restore, read before the first apply step runs."""
@@ -87,17 +91,17 @@ def plan_apply(
             raise PlanError("bad_parameter", f"cap {cap} above 100 x {dom.vcpus} vCPUs")
         if dom.cap == cap:
             return []
-        return [tools.cmd(tools.xl, f"sched-{scheduler}", "-d", str(dom.domid), "-c", str(cap))]
+        return [tools.argv(set_cap_argv(tools.xl, scheduler, str(dom.domid), cap))]
     if action.kind == "cpu_pin":
         target = format_cpu_list(frozenset(int(c) for c in params["cpus"]))
         if dom.hard_affinity and all(a == target for a in dom.hard_affinity):
             return []
-        return [tools.cmd(tools.xl, "vcpu-pin", str(dom.domid), "all", target, "-")]
+        return [tools.argv(vcpu_pin_argv(tools.xl, str(dom.domid), "all", target))]
     if action.kind == "pause":
         # xl refcounts pauses: we issue exactly one, whatever else paused the domain.
         if int(prior.get("pauses", 0)) > 0:
             return []
-        return [tools.cmd(tools.xl, "pause", str(dom.domid))]
+        return [tools.argv(pause_argv(tools.xl, str(dom.domid)))]
     if action.kind == "command":
         command = _operator_command(params, tools)
         return [_operator_run(command, command.apply, dom, "apply")]
@@ -115,9 +119,7 @@ def plan_release(
         previous = int(prior["cap"])
         if dom.cap == previous:
             return []
-        return [
-            tools.cmd(tools.xl, f"sched-{scheduler}", "-d", str(dom.domid), "-c", str(previous))
-        ]
+        return [tools.argv(set_cap_argv(tools.xl, scheduler, str(dom.domid), previous))]
     if action.kind == "cpu_pin":
         affinity = [str(a) for a in prior["hard_affinity"]]
         commands = []
@@ -126,11 +128,12 @@ def plan_release(
                 if not XL_CPU_LIST.fullmatch(affinity[vcpu]):
                     raise PlanError("host_state", f"recorded affinity {affinity[vcpu]!r}")
                 commands.append(
-                    tools.cmd(tools.xl, "vcpu-pin", str(dom.domid), str(vcpu), affinity[vcpu], "-")
+                    tools.argv(vcpu_pin_argv(tools.xl, str(dom.domid), vcpu, affinity[vcpu]))
                 )
         return commands
     if action.kind == "pause":
-        return [tools.cmd(tools.xl, "unpause", str(dom.domid))] * int(prior.get("pauses", 0))
+        unpause = tools.argv(unpause_argv(tools.xl, str(dom.domid)))
+        return [unpause] * int(prior.get("pauses", 0))
     if action.kind == "command":
         command = _operator_command(action.params, tools)
         if command.release is None:

@@ -10,6 +10,9 @@ Two layers, as everywhere in Judicator:
   ``parse_network_list``. CPU lists: ``xentools.cpulist``.
 - ``Xl``, which runs the binary with an argv list and a timeout and offers the few operations
   the exporter and the remediator need.
+- Argv builders for the commands that change a domain (``set_cap_argv``, ``pause_argv``,
+  ``unpause_argv``, ``vcpu_pin_argv``): ``Xl`` runs them and the remediator plans with them, so
+  the argv of each such command is written once.
 
 Formats are Xen 4.17's ``tools/xl/*.c`` (see ``reference/xen-tools.md`` section 3). Names are
 matched with regexes anchored on the numeric columns, never by fixed columns, since a name may
@@ -67,6 +70,10 @@ __all__ = [
     "parse_network_list",
     "parse_sched",
     "parse_vcpu_list",
+    "pause_argv",
+    "set_cap_argv",
+    "unpause_argv",
+    "vcpu_pin_argv",
 ]
 
 log = logging.getLogger(__name__)
@@ -623,6 +630,36 @@ def parse_network_list(text: str) -> list[NetworkInterface]:
     return rows
 
 
+# --- argv builders for the commands that change a domain -------------------------------------
+
+
+def set_cap_argv(xl_path: str, scheduler: str, domain: str, cap: int) -> tuple[str, ...]:
+    """``xl sched-credit[2] -d DOMAIN -c CAP``: the command must match the cpupool's scheduler.
+
+    A negative cap is refused: xl would read -1 as "leave unchanged".
+    """
+    if cap < 0:
+        raise ValueError(f"CPU cap must be >= 0, not {cap}")
+    return (xl_path, _sched_command(scheduler), "-d", domain, "-c", str(cap))
+
+
+def pause_argv(xl_path: str, domain: str) -> tuple[str, ...]:
+    """``xl pause DOMAIN`` (exits 0 even when libxl refused: check stderr or the state)."""
+    return (xl_path, "pause", domain)
+
+
+def unpause_argv(xl_path: str, domain: str) -> tuple[str, ...]:
+    """``xl unpause DOMAIN`` (one per pause: Xen counts them)."""
+    return (xl_path, "unpause", domain)
+
+
+def vcpu_pin_argv(
+    xl_path: str, domain: str, vcpu: int | str, hard: str, soft: str = "-"
+) -> tuple[str, ...]:
+    """``xl vcpu-pin DOMAIN VCPU HARD SOFT``; ``vcpu`` may be ``all``, ``-`` keeps an affinity."""
+    return (xl_path, "vcpu-pin", domain, str(vcpu), hard, soft)
+
+
 # --- running xl ------------------------------------------------------------------------------
 
 
@@ -635,7 +672,10 @@ class Xl:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``xl ARGS``; raise XlError on a non-zero exit or if it cannot run."""
-        argv = [self.path, *args]
+        return self._execute((self.path, *args))
+
+    def _execute(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
         try:
             result = subprocess.run(
                 argv, capture_output=True, text=True, timeout=self.timeout, check=False
@@ -653,9 +693,9 @@ class Xl:
     def output(self, *args: str) -> str:
         return self.run(*args).stdout
 
-    def _run_checked(self, *args: str, failure_marks: Sequence[str]) -> None:
+    def _run_checked(self, argv: Sequence[str], failure_marks: Sequence[str]) -> None:
         """For commands that exit 0 on failure: a known failure message on stderr is an error."""
-        result = self.run(*args)
+        result = self._execute(argv)
         if any(mark in result.stderr for mark in failure_marks):
             raise XlError(result.args, result.returncode, result.stderr)
 
@@ -717,18 +757,18 @@ class Xl:
         if cap < 0:
             raise ValueError(f"CPU cap must be >= 0, not {cap}")
         scheduler = scheduler or self.scheduler_of(domain)
-        self.run(_sched_command(scheduler), "-d", domain, "-c", str(cap))
+        self._execute(set_cap_argv(self.path, scheduler, domain, cap))
 
     def pause(self, domain: str) -> None:
         """``xl pause``; reference-counted by Xen, so pair every pause with one unpause.
 
         xl exits 0 even when the pause failed; the libxl error it prints raises XlError here.
         """
-        self._run_checked("pause", domain, failure_marks=("libxl: error:",))
+        self._run_checked(pause_argv(self.path, domain), failure_marks=("libxl: error:",))
 
     def unpause(self, domain: str) -> None:
         """``xl unpause``; fails (XlError) when libxl refused, e.g. the domain was not paused."""
-        self._run_checked("unpause", domain, failure_marks=("libxl: error:",))
+        self._run_checked(unpause_argv(self.path, domain), failure_marks=("libxl: error:",))
 
     def vcpu_pin(self, domain: str, vcpu: int | str, hard: str, soft: str = "-") -> None:
         """``xl vcpu-pin DOMAIN VCPU HARD SOFT``; ``vcpu`` may be ``all``, ``-`` keeps one.
@@ -736,11 +776,7 @@ class Xl:
         With ``all`` xl exits 0 even on failure; its "Could not set affinity." raises here.
         """
         self._run_checked(
-            "vcpu-pin",
-            domain,
-            str(vcpu),
-            hard,
-            soft,
+            vcpu_pin_argv(self.path, domain, vcpu, hard, soft),
             failure_marks=("Could not set affinity", "libxl: error:"),
         )
 
