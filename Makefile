@@ -23,6 +23,15 @@ test: deps lint typecheck check-configs
 
 deps: debian-packages $(VENV)/.installed $(XENPERF) $(STUB)
 
+# The published experiment end to end (docs/demo.md); SCENARIO=udp-flood|cpu-hog|memory|disk
+# for the other abuse classes. Report, PNG and logs go to demo-output/.
+demo: deps $(VENV)/.demo-installed
+	$(BIN)/python -m xensim.demo $(if $(SCENARIO),--scenario $(SCENARIO))
+
+$(VENV)/.demo-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[demo]'
+	touch $@
+
 .PHONY: debian-packages
 debian-packages:
 	@tools/ensure-debian-packages $(DEBIAN_PACKAGES)
