@@ -186,53 +186,27 @@ class Daemon:
     def tick(self) -> None:
         now = time.monotonic()
         seconds, self.last_tick = now - self.last_tick, now
-        host = self.store.read()
         net = _read_net_dev()
-        activity = self._activity(host, net)
-        increments = model.step(
-            model.Tick(
-                seconds=seconds,
-                online_cpus=tuple(host.online_cpus),
-                domains=tuple(activity),
-                shadow=bool(host.extra.get("shadow", False)),
-            ),
-            self.rng,
-        )
-        _apply_counters(self.state_dir, host, increments)
-        self._advance_state(activity, increments, seconds)
+        # One transaction for the whole tick: the CPU positions used for the counters and the
+        # state they come from cannot change under it (`offline-cpu` takes the same lock
+        # before the counter file's, as this does).
+        with self.store.transaction() as host:
+            activity = self._activity(host, net)
+            increments = model.step(
+                model.Tick(
+                    seconds=seconds,
+                    online_cpus=tuple(host.online_cpus),
+                    domains=tuple(activity),
+                    shadow=bool(host.extra.get("shadow", False)),
+                ),
+                self.rng,
+            )
+            _apply_counters(self.state_dir, host, increments)
+            _advance_state(host, activity, increments, seconds)
         disks = self._account_disks(host)
         if now - self.last_vbd >= VBD_EVERY_SECONDS:
             self.last_vbd = now
             self._write_vbds(disks)
-
-    def _advance_state(
-        self,
-        activity: list[model.DomainActivity],
-        increments: model.Increments,
-        seconds: float,
-    ) -> None:
-        busy = {a.name: a for a in activity}
-        with self.store.transaction() as host:
-            online = set(host.online_cpus)
-            for domain in host.domains:
-                _keep_vcpus_placed(host, domain, online)
-                added = increments.cpu_time_ns.get(domain.name, 0)
-                online_vcpus = [v for v in domain.vcpus if v.online]
-                if not online_vcpus:
-                    continue
-                domain.cpu_time_ns += added
-                share = added // len(online_vcpus)
-                utilisation = share / (seconds * 1e9) if seconds > 0 else 0.0
-                for vcpu in online_vcpus:
-                    vcpu.time_ns += share
-                    if domain.domid == 0 and vcpu.id == 0:
-                        # The toolstack asking runs on Dom0's first vCPU.
-                        vcpu.running, vcpu.blocked = True, False
-                    elif domain.name in busy and not busy[domain.name].paused:
-                        vcpu.running = utilisation > 0.5
-                        vcpu.blocked = utilisation < 0.05
-                    else:
-                        vcpu.running, vcpu.blocked = False, True
 
     def _account_disks(self, host: HostState) -> dict[int, cgroups.BlockIO]:
         """Every tick, so that short-lived processes' I/O is seen before they exit."""
@@ -297,6 +271,36 @@ class Daemon:
                 next_tick = time.monotonic()
                 continue
             time.sleep(delay)
+
+
+def _advance_state(
+    host: HostState,
+    activity: list[model.DomainActivity],
+    increments: model.Increments,
+    seconds: float,
+) -> None:
+    """CPU time into domains and vCPUs, vCPU run states, vCPUs kept on allowed CPUs."""
+    busy = {a.name: a for a in activity}
+    online = set(host.online_cpus)
+    for domain in host.domains:
+        _keep_vcpus_placed(host, domain, online)
+        added = increments.cpu_time_ns.get(domain.name, 0)
+        online_vcpus = [v for v in domain.vcpus if v.online]
+        if not online_vcpus:
+            continue
+        domain.cpu_time_ns += added
+        share = added // len(online_vcpus)
+        utilisation = share / (seconds * 1e9) if seconds > 0 else 0.0
+        for vcpu in online_vcpus:
+            vcpu.time_ns += share
+            if domain.domid == 0 and vcpu.id == 0:
+                # The toolstack asking runs on Dom0's first vCPU.
+                vcpu.running, vcpu.blocked = True, False
+            elif domain.name in busy and not busy[domain.name].paused:
+                vcpu.running = utilisation > 0.5
+                vcpu.blocked = utilisation < 0.05
+            else:
+                vcpu.running, vcpu.blocked = False, True
 
 
 def _interfaces(domain: Domain) -> list[str]:
