@@ -42,6 +42,7 @@ from xensim.host import (
     start_in_guest,
     stop_workloads,
     sweep,
+    vifs_in_machine_namespace,
 )
 from xensim.host import workloads as recorded_workloads
 from xensim.state import DOM0_NAME, HostState, StateError, StateStore, new_host
@@ -354,6 +355,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"host {names.host!r} already exists ({', '.join(left)});"
             f" run `judicator-sim down --name {names.host}` first"
         )
+    if not names.dom0_netns:
+        taken = vifs_in_machine_namespace()
+        if taken:
+            raise UsageError(
+                f"this namespace already has vifs ({', '.join(taken[:4])}): another host uses"
+                " it as Dom0; give this one its own with --dom0-netns"
+            )
     try:
         _build(names, scenario, args)
     except BaseException:

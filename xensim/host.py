@@ -432,6 +432,17 @@ def _links_on_bridge(bridge: str) -> list[str]:
     return [entry["ifname"] for entry in json.loads(result.stdout)]
 
 
+_VIF_NAME = re.compile(r"^vif\d+\.\d+(-emu)?$")
+
+
+def vifs_in_machine_namespace() -> list[str]:
+    """vif-named links in the machine's own namespace (another host's, or a real Xen's)."""
+    result = run(["ip", "-j", "link", "show"], check=False)
+    if result.returncode != 0 or not result.stdout.strip():
+        return []
+    return [e["ifname"] for e in json.loads(result.stdout) if _VIF_NAME.match(e["ifname"])]
+
+
 def leftovers(host_name: str) -> list[str]:
     """What of a host of this name still exists (for `status` and the tests)."""
     found: list[str] = []
