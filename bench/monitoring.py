@@ -1,0 +1,440 @@
+"""Monitoring cost: what the exporter costs the host per scrape, and at each scrape interval.
+
+    python -m bench.monitoring [--scrapes 30] [--repeats 3]
+
+On a simulated host of the paper's shape (4 physical CPUs, Domain-0 on CPU 0, guest1..3 pinned
+one per CPU, its network in a Dom0 namespace):
+
+1. Per scrape, in a worker process inside Dom0's namespace built exactly as
+   `judicator-exporter` builds its exporter: the CPU of the exporter itself (`process_time`) and
+   of the commands it runs (`RUSAGE_CHILDREN`), broken into fetching the counters, parsing them,
+   asking `xl`, attributing CPUs to domains and building families (collect), and rendering the
+   text; for both counter readers (libxenctrl through ctypes, and `xenperf -f`). The floor is
+   fetching the counters alone. Medians of `repeats` batches of `scrapes` scrapes each.
+2. The real exporter process (gunicorn) idle and scraped every second over HTTP, its threads'
+   CPU read from /proc/<pid>/task/*/schedstat: the per-scrape figures must add up to this.
+3. A cProfile of the scrape path (own CPU), the top functions by own time.
+
+CPU share at an interval T = CPU per scrape / T + the idle process's CPU per second, as a
+percentage of one CPU (the paper's Table 1 unit). The simulated `xl` is Python (tens of
+milliseconds per call) where Xen's is C, so the `xl` children are reported apart and not
+counted in the exporter's share; `xenperf` is Debian's real binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from bench.common import (
+    REPO_ROOT,
+    fmt,
+    median,
+    process_cpu_seconds,
+    table,
+    threads_cpu_seconds,
+    wait_for,
+    write_results,
+)
+
+log = logging.getLogger(__name__)
+
+INTERVALS = (0.1, 0.5, 1.0, 5.0)
+PUBLISHED_PERCENT = {0.1: 0.43, 0.5: 0.09, 1.0: 0.06, 5.0: 0.03}
+READERS = ("libxenctrl", "xenperf")
+PHASES = ("fetch", "parse", "xl", "collect", "render")
+
+
+# --- the worker: per-scrape costs inside Dom0 ------------------------------------------------
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class PhaseClock:
+    """Own and children CPU per phase; phases nest (a parent's time excludes its children's)."""
+
+    def __init__(self) -> None:
+        self.own: dict[str, float] = defaultdict(float)
+        self.children: dict[str, float] = defaultdict(float)
+        self._stack: list[str] = []
+        self._mark_own = time.thread_time()
+        self._mark_children = _children_cpu()
+
+    def _charge(self) -> None:
+        own, children = time.thread_time(), _children_cpu()
+        if self._stack:
+            self.own[self._stack[-1]] += own - self._mark_own
+            self.children[self._stack[-1]] += children - self._mark_children
+        self._mark_own, self._mark_children = own, children
+
+    def wrap(self, phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._charge()
+            self._stack.append(phase)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._charge()
+                self._stack.pop()
+
+        return timed
+
+    def enter(self, phase: str) -> None:
+        self._charge()
+        self._stack.append(phase)
+
+    def leave(self) -> None:
+        self._charge()
+        self._stack.pop()
+
+    def take(self) -> dict[str, dict[str, float]]:
+        taken = {"own": dict(self.own), "children": dict(self.children)}
+        self.own.clear()
+        self.children.clear()
+        return taken
+
+
+def _instrument(clock: PhaseClock, reader_kind: str) -> None:
+    """Charge the scrape path's functions to phases, in the modules that call them."""
+    from exporter import readers, xl_toolstack
+    from xentools import libxenctrl
+
+    if reader_kind == "xenperf":
+        readers.run_command = clock.wrap("fetch", readers.run_command)
+        readers.parse_xenperf = clock.wrap("parse", readers.parse_xenperf)
+    else:
+        libxenctrl.Interface.perfc_query = clock.wrap(  # type: ignore[method-assign]
+            "fetch", libxenctrl.Interface.perfc_query
+        )
+        libxenctrl.snapshot_from_descriptors = clock.wrap(
+            "parse", libxenctrl.snapshot_from_descriptors
+        )
+    for method in ("info", "vcpu_list", "pool_cpus", "domains"):
+        original = getattr(xl_toolstack.XlToolstack, method)
+        setattr(xl_toolstack.XlToolstack, method, clock.wrap("xl", original))
+
+
+def _build_exporter(args: argparse.Namespace) -> Any:
+    """The exporter `judicator-exporter` would build from these flags (exporter/cli.py)."""
+    from exporter.collector import Exporter
+    from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
+    from exporter.perfc import PerfcCollector
+    from exporter.readers import open_reader
+    from exporter.xl_toolstack import XlToolstack
+
+    collectors = [
+        PerfcCollector(open_reader(args.reader, args.xenperf)),
+        DomainCollector(),
+        NetworkCollector(args.sysfs),
+        BlockCollector(args.sysfs),
+    ]
+    return Exporter(collectors, XlToolstack(args.xl), 3.0, 9.0)
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    clock = PhaseClock()
+    _instrument(clock, args.reader)
+    exporter = _build_exporter(args)
+
+    class Frozen:
+        def __init__(self, families: list[Any]) -> None:
+            self.families = families
+
+        def collect(self) -> Iterator[Any]:
+            yield from self.families
+
+    def scrape() -> tuple[dict[str, dict[str, float]], float, float, int]:
+        clock.take()
+        own0, children0 = time.process_time(), _children_cpu()
+        clock.enter("collect")
+        families = list(exporter.registry().collect())
+        clock.leave()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Frozen(families))
+        clock.enter("render")
+        text = generate_latest(registry)
+        clock.leave()
+        own = time.process_time() - own0
+        children = _children_cpu() - children0
+        return clock.take(), own, children, len(text)
+
+    for _ in range(3):  # warm: first-scrape state, imports, caches
+        scrape()
+        time.sleep(0.05)
+    batches = []
+    for _ in range(args.repeats):
+        phases: dict[str, list[float]] = defaultdict(list)
+        owns, childs = [], []
+        size = 0
+        for _ in range(args.scrapes):
+            taken, own, children, size = scrape()
+            owns.append(own)
+            childs.append(children)
+            for phase in PHASES:
+                phases[f"own:{phase}"].append(taken["own"].get(phase, 0.0))
+                phases[f"children:{phase}"].append(taken["children"].get(phase, 0.0))
+            time.sleep(args.pause)
+        batches.append(
+            {
+                "own_seconds": median(owns),
+                "children_seconds": median(childs),
+                "phases": {key: median(values) for key, values in phases.items()},
+                "bytes": size,
+            }
+        )
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    for _ in range(args.scrapes):
+        exporter.render()
+    profile.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out)
+    stats.sort_stats("tottime").print_stats(15)
+    return {"reader": args.reader, "batches": batches, "profile": out.getvalue()}
+
+
+# --- the parent: host, workers, the real process ---------------------------------------------
+
+
+def _run_worker(host: Any, reader: str, scrapes: int, repeats: int) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.monitoring",
+        "--worker",
+        f"--reader={reader}",
+        f"--scrapes={scrapes}",
+        f"--repeats={repeats}",
+        f"--xl={host.env['XENSIM_XL']}",
+        f"--xenperf={host.env['XENSIM_XENPERF_BIN']}",
+        f"--sysfs={host.env['XENSIM_SYSFS']}",
+    ]
+    env = {**os.environ, **host.env, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        host.in_dom0(argv),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"monitoring worker ({reader}) failed: {result.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
+def _gunicorn_pids(master: int) -> list[int]:
+    children = (
+        open(f"/proc/{master}/task/{master}/children").read().split()  # noqa: SIM115
+    )
+    return [master, *(int(pid) for pid in children)]
+
+
+def _process_cpu(pids: Sequence[int]) -> tuple[float, float]:
+    """(own CPU of every thread, children reaped) of the exporter's processes."""
+    own = sum(threads_cpu_seconds(pid) for pid in pids)
+    children = sum(process_cpu_seconds(pid)[1] for pid in pids)
+    return own, children
+
+
+def real_process(host: Any, idle_seconds: float, scraped_seconds: float) -> dict[str, Any]:
+    """The real exporter (gunicorn) idle, then scraped every second over HTTP."""
+    from xensim.stack import run_exporter
+
+    with run_exporter(host.env, netns=host.dom0_netns) as exporter:
+        exporter.metrics()
+        pids = wait_for(
+            lambda: (p := _gunicorn_pids(exporter.process.pid)) and len(p) > 1 and p,
+            timeout=30,
+            what="the exporter's gunicorn worker",
+        )
+        for _ in range(3):
+            exporter.metrics()
+        time.sleep(1)
+        own0, children0 = _process_cpu(pids)
+        time.sleep(idle_seconds)
+        own1, children1 = _process_cpu(pids)
+        scrapes = 0
+        started = time.monotonic()
+        while time.monotonic() - started < scraped_seconds:
+            exporter.metrics()
+            scrapes += 1
+            time.sleep(max(0.0, started + scrapes - time.monotonic()))
+        elapsed = time.monotonic() - started
+        own2, children2 = _process_cpu(pids)
+    return {
+        "idle_own_cpu_per_second": (own1 - own0) / idle_seconds,
+        "idle_children_cpu_per_second": (children1 - children0) / idle_seconds,
+        "scraped_interval_seconds": 1.0,
+        "scrapes": scrapes,
+        "scraped_own_cpu_per_second": (own2 - own1) / elapsed,
+        "scraped_children_cpu_per_second": (children2 - children1) / elapsed,
+    }
+
+
+def run(scrapes: int = 30, repeats: int = 3, idle: float = 10.0, scraped: float = 15.0) -> list[str]:
+    from xensim.stack import simulated_host
+
+    name = f"bmon{os.getpid() % 100_000}"
+    with simulated_host(name, dom0_netns=True, cpus=4, guests=3, seed=7) as host:
+        workers = {reader: _run_worker(host, reader, scrapes, repeats) for reader in READERS}
+        process = real_process(host, idle, scraped)
+    figures = summarize(workers, process)
+    tables = report(figures)
+    write_results(
+        "monitoring",
+        {"scrapes_per_batch": scrapes, "batches": repeats, "idle_seconds": idle,
+         "scraped_seconds": scraped, "host": "4 CPUs, Domain-0 + guest1..3 pinned"},
+        figures,
+        tables,
+    )
+    return tables
+
+
+def summarize(workers: dict[str, dict[str, Any]], process: dict[str, Any]) -> dict[str, Any]:
+    readers = {}
+    for reader, data in workers.items():
+        batches = data["batches"]
+        phases = {
+            key: median(b["phases"][key] for b in batches) for key in batches[0]["phases"]
+        }
+        own = median(b["own_seconds"] for b in batches) or 0.0
+        children = median(b["children_seconds"] for b in batches) or 0.0
+        xl_children = phases["children:xl"] or 0.0
+        fetch = (phases["own:fetch"] or 0.0) + (phases["children:fetch"] or 0.0)
+        parse = phases["own:parse"] or 0.0
+        exporter_cost = own + children - xl_children  # xl is simulated: apart
+        readers[reader] = {
+            "own_cpu_per_scrape": own,
+            "children_cpu_per_scrape": children,
+            "xl_children_cpu_per_scrape": xl_children,
+            "xl_own_cpu_per_scrape": phases["own:xl"],
+            "fetch_cpu_per_scrape": fetch,
+            "parse_cpu_per_scrape": parse,
+            "collect_cpu_per_scrape": phases["own:collect"],
+            "render_cpu_per_scrape": phases["own:render"],
+            "exporter_cpu_per_scrape": exporter_cost,
+            "floor_cpu_per_scrape": fetch,
+            "times_floor": exporter_cost / fetch if fetch else None,
+            "exposition_bytes": batches[-1]["bytes"],
+            "batch_medians": [b["own_seconds"] for b in batches],
+            "profile": data["profile"],
+        }
+    idle = process["idle_own_cpu_per_second"]
+    shares = {}
+    for reader, figures in readers.items():
+        shares[reader] = {
+            str(interval): (figures["exporter_cpu_per_scrape"] / interval + idle) * 100
+            for interval in INTERVALS
+        }
+    # The real process at 1 s: own CPU per second above idle is one scrape's own CPU.
+    process["scraped_own_minus_idle"] = process["scraped_own_cpu_per_second"] - idle
+    return {"readers": readers, "share_percent": shares, "process": process}
+
+
+def report(figures: dict[str, Any]) -> list[str]:
+    readers, shares, process = figures["readers"], figures["share_percent"], figures["process"]
+    share_rows = []
+    for interval in INTERVALS:
+        share_rows.append(
+            [
+                f"{interval:g} s",
+                f"{PUBLISHED_PERCENT[interval]:.2f}",
+                *(fmt(shares[r][str(interval)], 3) for r in READERS),
+                *(
+                    fmt(shares[r][str(interval)] / PUBLISHED_PERCENT[interval], 3)
+                    for r in READERS
+                ),
+            ]
+        )
+    ms = 1000.0
+    cost_rows = []
+    for label, key in (
+        ("fetch the counters (floor)", "fetch_cpu_per_scrape"),
+        ("parse them", "parse_cpu_per_scrape"),
+        ("xl: spawn + parse (own)", "xl_own_cpu_per_scrape"),
+        ("attribute + families (collect, rest)", "collect_cpu_per_scrape"),
+        ("render the text", "render_cpu_per_scrape"),
+        ("exporter total (own + xenperf)", "exporter_cpu_per_scrape"),
+        ("simulated xl children (apart)", "xl_children_cpu_per_scrape"),
+    ):
+        cost_rows.append([label, *(fmt((readers[r][key] or 0.0) * ms, 3) for r in READERS)])
+    cost_rows.append(
+        ["exporter / floor", *(fmt(readers[r]["times_floor"], 3) + "x" for r in READERS)]
+    )
+    process_rows = [
+        ["idle (no scrapes)", fmt(process["idle_own_cpu_per_second"] * 100, 3)],
+        ["scraped every 1 s, own", fmt(process["scraped_own_cpu_per_second"] * 100, 3)],
+        ["scraped every 1 s, own minus idle (ms per scrape / 10)",
+         fmt(process["scraped_own_minus_idle"] * 100, 3)],
+        ["scraped every 1 s, children (xl, simulated)",
+         fmt(process["scraped_children_cpu_per_second"] * 100, 3)],
+    ]
+    return [
+        table(
+            "Exporter CPU share, % of one CPU, paper's shape (4 CPUs, 3 guests); simulated xl apart",
+            [
+                "scrape interval",
+                "published %",
+                *(f"{r} %" for r in READERS),
+                *(f"{r} / published" for r in READERS),
+            ],
+            share_rows,
+        ),
+        table(
+            "CPU per scrape, ms (median of batches); floor = fetching the counters alone",
+            ["phase", *(f"{r} reader" for r in READERS)],
+            cost_rows,
+        ),
+        table(
+            "The real exporter process (gunicorn, libxenctrl reader), % of one CPU",
+            ["state", "% of one CPU"],
+            process_rows,
+        ),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.monitoring", description=__doc__)
+    parser.add_argument("--scrapes", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--scraped", type=float, default=15.0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reader", choices=READERS, help=argparse.SUPPRESS)
+    parser.add_argument("--pause", type=float, default=0.05, help=argparse.SUPPRESS)
+    parser.add_argument("--xl", help=argparse.SUPPRESS)
+    parser.add_argument("--xenperf", help=argparse.SUPPRESS)
+    parser.add_argument("--sysfs", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(worker(args)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for text in run(args.scrapes, args.repeats, args.idle, args.scraped):
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
