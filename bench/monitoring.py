@@ -291,7 +291,9 @@ def real_process(host: Any, idle_seconds: float, scraped_seconds: float) -> dict
     }
 
 
-def run(scrapes: int = 30, repeats: int = 3, idle: float = 10.0, scraped: float = 15.0) -> list[str]:
+def run(
+    scrapes: int = 30, repeats: int = 3, idle: float = 10.0, scraped: float = 15.0
+) -> list[str]:
     from xensim.stack import simulated_host
 
     name = f"bmon{os.getpid() % 100_000}"
@@ -302,8 +304,13 @@ def run(scrapes: int = 30, repeats: int = 3, idle: float = 10.0, scraped: float 
     tables = report(figures)
     write_results(
         "monitoring",
-        {"scrapes_per_batch": scrapes, "batches": repeats, "idle_seconds": idle,
-         "scraped_seconds": scraped, "host": "4 CPUs, Domain-0 + guest1..3 pinned"},
+        {
+            "scrapes_per_batch": scrapes,
+            "batches": repeats,
+            "idle_seconds": idle,
+            "scraped_seconds": scraped,
+            "host": "4 CPUs, Domain-0 + guest1..3 pinned",
+        },
         figures,
         tables,
     )
@@ -314,9 +321,7 @@ def summarize(workers: dict[str, dict[str, Any]], process: dict[str, Any]) -> di
     readers = {}
     for reader, data in workers.items():
         batches = data["batches"]
-        phases = {
-            key: median(b["phases"][key] for b in batches) for key in batches[0]["phases"]
-        }
+        phases = {key: median(b["phases"][key] for b in batches) for key in batches[0]["phases"]}
         own = median(b["own_seconds"] for b in batches) or 0.0
         children = median(b["children_seconds"] for b in batches) or 0.0
         xl_children = phases["children:xl"] or 0.0
@@ -360,10 +365,7 @@ def report(figures: dict[str, Any]) -> list[str]:
                 f"{interval:g} s",
                 f"{PUBLISHED_PERCENT[interval]:.2f}",
                 *(fmt(shares[r][str(interval)], 3) for r in READERS),
-                *(
-                    fmt(shares[r][str(interval)] / PUBLISHED_PERCENT[interval], 3)
-                    for r in READERS
-                ),
+                *(fmt(shares[r][str(interval)] / PUBLISHED_PERCENT[interval], 3) for r in READERS),
             ]
         )
     ms = 1000.0
@@ -384,14 +386,19 @@ def report(figures: dict[str, Any]) -> list[str]:
     process_rows = [
         ["idle (no scrapes)", fmt(process["idle_own_cpu_per_second"] * 100, 3)],
         ["scraped every 1 s, own", fmt(process["scraped_own_cpu_per_second"] * 100, 3)],
-        ["scraped every 1 s, own minus idle (ms per scrape / 10)",
-         fmt(process["scraped_own_minus_idle"] * 100, 3)],
-        ["scraped every 1 s, children (xl, simulated)",
-         fmt(process["scraped_children_cpu_per_second"] * 100, 3)],
+        [
+            "scraped every 1 s, own minus idle (ms per scrape / 10)",
+            fmt(process["scraped_own_minus_idle"] * 100, 3),
+        ],
+        [
+            "scraped every 1 s, children (xl, simulated)",
+            fmt(process["scraped_children_cpu_per_second"] * 100, 3),
+        ],
     ]
     return [
         table(
-            "Exporter CPU share, % of one CPU, paper's shape (4 CPUs, 3 guests); simulated xl apart",
+            "Exporter CPU share, % of one CPU, paper's shape (4 CPUs, 3 guests); "
+            "simulated xl apart",
             [
                 "scrape interval",
                 "published %",
