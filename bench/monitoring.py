@@ -114,16 +114,19 @@ def _instrument(clock: PhaseClock, reader_kind: str) -> None:
     from exporter import readers, xl_toolstack
     from xentools import libxenctrl
 
+    # Patched where they are looked up, so the exporter's own code runs unchanged.
     if reader_kind == "xenperf":
-        readers.run_command = clock.wrap("fetch", readers.run_command)
-        readers.parse_xenperf = clock.wrap("parse", readers.parse_xenperf)
+        patches: list[tuple[object, str, str]] = [
+            (readers, "run_command", "fetch"),
+            (readers, "parse_xenperf", "parse"),
+        ]
     else:
-        libxenctrl.Interface.perfc_query = clock.wrap(  # type: ignore[method-assign]
-            "fetch", libxenctrl.Interface.perfc_query
-        )
-        libxenctrl.snapshot_from_descriptors = clock.wrap(
-            "parse", libxenctrl.snapshot_from_descriptors
-        )
+        patches = [
+            (libxenctrl.Interface, "perfc_query", "fetch"),
+            (libxenctrl, "snapshot_from_descriptors", "parse"),
+        ]
+    for owner, attribute, phase in patches:
+        setattr(owner, attribute, clock.wrap(phase, getattr(owner, attribute)))
     for method in ("info", "vcpu_list", "pool_cpus", "domains"):
         original = getattr(xl_toolstack.XlToolstack, method)
         setattr(xl_toolstack.XlToolstack, method, clock.wrap("xl", original))
@@ -131,13 +134,13 @@ def _instrument(clock: PhaseClock, reader_kind: str) -> None:
 
 def _build_exporter(args: argparse.Namespace) -> Any:
     """The exporter `judicator-exporter` would build from these flags (exporter/cli.py)."""
-    from exporter.collector import Exporter
+    from exporter.collector import Exporter, SourceCollector
     from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
     from exporter.perfc import PerfcCollector
     from exporter.readers import open_reader
     from exporter.xl_toolstack import XlToolstack
 
-    collectors = [
+    collectors: list[SourceCollector] = [
         PerfcCollector(open_reader(args.reader, args.xenperf)),
         DomainCollector(),
         NetworkCollector(args.sysfs),
