@@ -953,6 +953,7 @@ def plot(result: Result, path: Path) -> Path | None:
                     color="grey",
                 )
         axis.set_yscale("symlog", linthresh=10)
+        axis.set_ylim(bottom=0)
         axis.grid(True, alpha=0.3)
         axis.legend(loc="upper right", fontsize=8)
         for event, colour in (
