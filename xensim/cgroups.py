@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,15 +115,55 @@ def parse_mountinfo(
 
 @cache
 def layout() -> Layout:
-    """Detect the hierarchies once per process: our own mounts, else those of init."""
+    """Detect the hierarchies once per process.
+
+    Under `ip netns exec` the process has a private mount namespace whose fresh /sys hides
+    /sys/fs/cgroup. Then the hierarchies init has mounted are mounted again here (a cgroup v1
+    mount with the same controllers, or cgroup2, attaches to the same hierarchy); the private
+    namespace keeps those mounts from showing anywhere else.
+    """
     own = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
-    if own.unified is not None or "cpu" in own.v1:
+    if _usable(own):
         return own
-    via_init = parse_mountinfo(Path("/proc/1/mountinfo").read_text(), prefix="/proc/1/root")
-    if via_init.unified is not None or "cpu" in via_init.v1:
-        log.debug("cgroups reached through /proc/1/root")
-        return via_init
+    init_text = Path("/proc/1/mountinfo").read_text()
+    if _usable(parse_mountinfo(init_text, controllers_of=lambda _p: ["cpu"])):
+        _mount_like(init_text)
+        own = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+        if _usable(own):
+            log.debug("cgroup hierarchies mounted again in this mount namespace")
+            return own
     raise CgroupError("no cgroup hierarchy with the cpu controller is mounted")
+
+
+def _usable(found: Layout) -> bool:
+    return found.unified is not None or "cpu" in found.v1
+
+
+def _mount_like(mountinfo: str) -> None:
+    """Mount, in our own mount namespace, the cgroup filesystems `mountinfo` lists."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        separator = fields.index("-")
+        mount_point = fields[4]
+        fstype = fields[separator + 1]
+        options = fields[separator + 3] if len(fields) > separator + 3 else "rw"
+        if not mount_point.startswith("/sys/fs/cgroup"):
+            continue
+        if fstype == "tmpfs" and mount_point == "/sys/fs/cgroup":
+            argv = ["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", mount_point]
+        elif fstype == "cgroup" and any(c in options.split(",") for c in CONTROLLERS):
+            Path(mount_point).mkdir(parents=True, exist_ok=True)
+            argv = ["mount", "-t", "cgroup", "-o", options, "cgroup", mount_point]
+        elif fstype == "cgroup2":
+            Path(mount_point).mkdir(parents=True, exist_ok=True)
+            argv = ["mount", "-t", "cgroup2", "cgroup2", mount_point]
+        else:
+            continue
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        if result.returncode != 0:
+            log.debug("%s: %s", argv, result.stderr.strip())
 
 
 def _enable_v2_controllers(root: Path, cgroup: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import require, require_root
+from xensim import cgroups
 
 pytestmark = pytest.mark.host
 
@@ -153,3 +154,20 @@ def test_sysfs_root_shows_dom0s_real_vifs_to_a_process_in_dom0(
         check=True,
     ).stdout.split()
     assert {"vif1.0", "vif2.0", "xenbr0"} <= set(listing)
+
+
+def test_xl_run_inside_dom0s_namespace_still_reaches_the_cgroups(
+    host: tuple[str, dict[str, str]],
+) -> None:
+    """`ip netns exec` hides /sys/fs/cgroup; the remediator runs xl from there all the same."""
+    name, env = host
+    in_dom0 = ["ip", "netns", "exec", env["XENSIM_DOM0_NETNS"], env["XENSIM_XL"]]
+    tool(env, *in_dom0, "sched-credit2", "-d", "guest1", "-c", "30")
+    tool(env, *in_dom0, "pause", "guest1")
+    cgroup = Path(f"judicator-sim/{name}/guest1")
+    try:
+        assert cgroups.cpu_cap(str(cgroup)) == 30
+        assert cgroups.is_frozen(str(cgroup))
+    finally:
+        tool(env, *in_dom0, "unpause", "guest1")
+    assert not cgroups.is_frozen(str(cgroup))
