@@ -5,8 +5,7 @@ A guest's cgroup is named by a path relative to the cgroup roots, e.g.
 use (cpu, cpuacct, freezer, blkio), on v2 once in the unified tree.
 
 The fake `xl` may run under `ip netns exec`, which remounts /sys and so hides /sys/fs/cgroup in
-its mount namespace; then the hierarchies are reached through /proc/1/root, i.e. through the
-mount namespace of init, where they are still mounted.
+its private mount namespace; then `layout()` mounts init's hierarchies there again.
 """
 
 from __future__ import annotations
