@@ -1,0 +1,7 @@
+"""`python -m xensim`: the same as `judicator-sim`."""
+
+import sys
+
+from xensim.cli import main
+
+sys.exit(main())
