@@ -1,0 +1,337 @@
+"""Remediator: webhook alerts accepted per second, and receipt -> throttle in place.
+
+    python -m bench.remediator [--guests 100] [--single 5]
+
+Real, not dry-run: the remediator (gunicorn, the shipped deploy/remediator.yml bound to the
+host by xensim.stack, with `limits.max_active_throttles` raised to let 100 throttles live)
+shapes real vifs with tc in the Dom0 namespace of a simulated host with `--guests` guests (each
+its own namespace and vif; they share the 3 guest CPUs, which is irrelevant to shaping). Each
+alert is what Alertmanager would send for one group (alertname, instance, domain): one POST
+per alert, a network_shape of 1mbit on what the guest sends.
+
+1. one domain at a time: `--single` guests, one after the other, each waited for;
+2. `--guests` domains at once: one POST per guest from 8 client threads, as fast as accepted;
+3. the same alerts re-sent (Alertmanager's repeat, decision `duplicate`).
+
+Receipt -> in place = the throttle's `created_at` (admitted, before the 200) to `applied_at`
+(after the host shows it), from `judicator-remediator list --json --all`. The host commands'
+own times come from `judicator_remediator_command_duration_seconds`; the simulated `xl` is
+Python (tens of milliseconds a call; Xen's is C), so they are shown per program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.common import REPO_ROOT, fmt, percentile, table, wait_for, write_results
+
+log = logging.getLogger(__name__)
+
+CLIENT_THREADS = 8
+INSTANCE = "127.0.0.1:10170"
+
+
+def alert_payload(domain: str, status: str = "firing") -> dict[str, Any]:
+    """One Alertmanager 0.25 webhook notification for one policy group (version 4)."""
+    labels = {
+        "alertname": "XenNetworkFloodPerfc",
+        "severity": "remediate",
+        "policy": "network_flood",
+        "evidence": "perf_counters",
+        "remediation": "network_shape",
+        "rate": "1mbit",
+        "burst": "32kb",
+        "direction": "send",
+        "domain": domain,
+        "instance": INSTANCE,
+        "job": "xen",
+    }
+    fingerprint = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "version": "4",
+        "groupKey": f'{{}}/{{severity="remediate"}}:{{domain="{domain}"}}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "judicator-remediator",
+        "groupLabels": {"alertname": labels["alertname"], "domain": domain},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.invalid",
+        "alerts": [
+            {
+                "status": status,
+                "labels": labels,
+                "annotations": {},
+                "startsAt": now,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.invalid/graph",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
+
+
+def _post(remediator: Any, token: str, payload: dict[str, Any]) -> tuple[int, float, str]:
+    started = time.perf_counter()
+    status, body = remediator.request(
+        "POST", "/alerts", body=payload, headers={"Authorization": f"Bearer {token}"}
+    )
+    elapsed = time.perf_counter() - started
+    decision = ""
+    if status == 200:
+        decisions = json.loads(body).get("alerts") or []
+        if decisions:
+            decision = str(decisions[0].get("decision", ""))
+    return status, elapsed, decision
+
+
+def _throttles(remediator: Any) -> dict[str, dict[str, Any]]:
+    """The latest throttle of each domain."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in remediator.throttles(everything=True):
+        if row["domain"] not in latest or row["id"] > latest[row["domain"]]["id"]:
+            latest[row["domain"]] = row
+    return latest
+
+
+def _command_times(remediator: Any, token: str) -> dict[str, tuple[float, float]]:
+    """program -> (count, mean seconds) from the remediator's own histogram."""
+    status, body = remediator.request(
+        "GET", "/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    if status != 200:
+        return {}
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        if family.name != "judicator_remediator_command_duration_seconds":
+            continue
+        for sample in family.samples:
+            program = os.path.basename(sample.labels.get("program", "?"))
+            if sample.name.endswith("_sum"):
+                sums[program] = sums.get(program, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                counts[program] = counts.get(program, 0.0) + sample.value
+    return {p: (counts[p], sums.get(p, 0.0) / counts[p]) for p in counts if counts[p]}
+
+
+def _latencies(rows: dict[str, dict[str, Any]], domains: Sequence[str]) -> list[float]:
+    return [
+        rows[d]["applied_at"] - rows[d]["created_at"]
+        for d in domains
+        if d in rows and rows[d].get("applied_at")
+    ]
+
+
+def run(guests: int = 100, single: int = 5) -> list[str]:
+    from xensim.stack import (
+        SHIPPED_REMEDIATOR_CONFIG,
+        render_remediator_config,
+        run_remediator,
+        simulated_host,
+    )
+
+    name = f"brem{os.getpid() % 100_000}"
+    token = secrets.token_urlsafe(32)
+    with simulated_host(name, dom0_netns=True, cpus=4, guests=guests, seed=7) as host:
+        config = render_remediator_config(
+            yaml.safe_load(SHIPPED_REMEDIATOR_CONFIG.read_text()),
+            instance=INSTANCE,
+            host_env=host.env,
+            hold_seconds=600,
+        )
+        config["limits"]["max_active_throttles"] = guests + single
+        with run_remediator(
+            config, token=token, host_env=host.env, netns=host.dom0_netns
+        ) as remediator:
+            names = sorted(host.guests, key=lambda g: host.guests[g].domid)
+            one_at_a_time = names[:single]
+            for domain in one_at_a_time:
+                status, _, _ = _post(remediator, token, alert_payload(domain))
+                if status != 200:
+                    raise RuntimeError(f"remediator answered {status} for {domain}")
+                wait_for(
+                    lambda d=domain: _throttles(remediator).get(d, {}).get("applied_at"),
+                    timeout=60,
+                    what=f"{domain} shaped",
+                    interval=0.1,
+                )
+            single_rows = _throttles(remediator)
+            single_commands = _command_times(remediator, token)
+            # Release the first ones, so every guest is a fresh throttle in the burst.
+            ids = [str(single_rows[d]["id"]) for d in one_at_a_time]
+            _release(remediator, ids)
+            wait_for(
+                lambda: (
+                    not any(
+                        r["state"] not in ("released",)
+                        for d, r in _throttles(remediator).items()
+                        if d in one_at_a_time
+                    )
+                ),
+                timeout=120,
+                what="the single-domain throttles released",
+                interval=0.2,
+            )
+            burst = names[:guests]
+            payloads = [alert_payload(d) for d in burst]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+                answers = list(pool.map(lambda p: _post(remediator, token, p), payloads))
+            accept_seconds = time.perf_counter() - started
+            wait_for(
+                lambda: (
+                    len(
+                        [
+                            r
+                            for d, r in _throttles(remediator).items()
+                            if d in burst and r["applied_at"] and r["id"] > max(int(i) for i in ids)
+                        ]
+                    )
+                    == len(burst)
+                ),
+                timeout=300,
+                what=f"{len(burst)} guests shaped",
+                interval=0.5,
+            )
+            burst_rows = _throttles(remediator)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+                repeats = list(pool.map(lambda p: _post(remediator, token, p), payloads))
+            repeat_seconds = time.perf_counter() - started
+            all_commands = _command_times(remediator, token)
+            shaped = len(host.shaped_links())
+    figures = {
+        "single": {
+            "latencies": _latencies(single_rows, one_at_a_time),
+            "commands": single_commands,
+        },
+        "burst": {
+            "domains": len(burst),
+            "accepted": sum(1 for s, _, d in answers if s == 200 and d == "accepted"),
+            "statuses": sorted({s for s, _, _ in answers}),
+            "accept_seconds": accept_seconds,
+            "alerts_per_second": len(burst) / accept_seconds,
+            "response_seconds": [t for _, t, _ in answers],
+            "latencies": _latencies(burst_rows, burst),
+            "shaped_vifs_seen": shaped,
+            "commands": all_commands,
+        },
+        "repeat": {
+            "decisions": sorted({d for _, _, d in repeats}),
+            "alerts_per_second": len(payloads) / repeat_seconds,
+            "response_seconds": [t for _, t, _ in repeats],
+        },
+        "workers": config["limits"].get("workers", 2),
+    }
+    tables = report(figures)
+    write_results(
+        "remediator",
+        {
+            "guests": guests,
+            "single": single,
+            "client_threads": CLIENT_THREADS,
+            "action": "network_shape 1mbit send (ifb + tbf + ingress redirect)",
+        },
+        figures,
+        tables,
+    )
+    return tables
+
+
+def _release(remediator: Any, ids: list[str]) -> None:
+    """`judicator-remediator release ID...`: the running server acts within a second."""
+    argv = [
+        sys.executable,
+        "-m",
+        "remediator",
+        "--config.file",
+        str(remediator.config_file),
+        "release",
+        *ids,
+    ]
+    subprocess.run(argv, check=True, timeout=60, cwd=REPO_ROOT, capture_output=True)
+
+
+def report(figures: dict[str, Any]) -> list[str]:
+    single, burst, repeat = figures["single"], figures["burst"], figures["repeat"]
+    ms = 1000.0
+
+    def q(values: list[float], fraction: float) -> str:
+        value = percentile(values, fraction)
+        return fmt(None if value is None else value * ms, 3)
+
+    rows = [
+        [
+            "1 domain (one at a time)",
+            len(single["latencies"]),
+            "-",
+            q(single["latencies"], 0.5),
+            q(single["latencies"], 0.99),
+        ],
+        [
+            f"{burst['domains']} domains at once",
+            len(burst["latencies"]),
+            fmt(burst["alerts_per_second"], 3),
+            q(burst["latencies"], 0.5),
+            q(burst["latencies"], 0.99),
+        ],
+        [
+            f"{burst['domains']} re-sent (duplicate)",
+            len(repeat["response_seconds"]),
+            fmt(repeat["alerts_per_second"], 3),
+            "-",
+            "-",
+        ],
+    ]
+    command_rows = [
+        [program, int(count), fmt(mean * ms, 3)]
+        for program, (count, mean) in sorted(burst["commands"].items())
+    ]
+    return [
+        table(
+            "Remediator: alerts accepted per second and receipt -> throttle in place "
+            f"({figures['workers']} workers, real tc in the Dom0 namespace)",
+            ["case", "throttles", "alerts accepted/s", "p50 ms", "p99 ms"],
+            rows,
+        ),
+        table(
+            "Remediator host commands, mean ms per call (xl is the simulator's Python xl)",
+            ["program", "calls", "mean ms"],
+            command_rows,
+        ),
+        f"\nHTTP answer p50/p99 during the burst: {q(burst['response_seconds'], 0.5)} / "
+        f"{q(burst['response_seconds'], 0.99)} ms; statuses {burst['statuses']}, "
+        f"{burst['accepted']} accepted; re-sent: {repeat['decisions']}",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.remediator", description=__doc__)
+    parser.add_argument("--guests", type=int, default=100)
+    parser.add_argument("--single", type=int, default=5)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for text in run(args.guests, args.single):
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
