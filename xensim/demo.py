@@ -641,7 +641,11 @@ def _window(result: Result, phase: str) -> tuple[float, float] | None:
     settle = RATE_WINDOW_SECONDS + 1
     spans = {
         "baseline": (ev.get("stack_ready"), ev.get("abuse_start")),
-        "abuse": (_plus(ev.get("abuse_start"), settle), ev.get("throttled")),
+        # Without a throttle (the policy never fired) the abuse lasted until the run stopped it.
+        "abuse": (
+            _plus(ev.get("abuse_start"), settle),
+            ev.get("throttled") or ev.get("abuse_stop") or ev.get("end"),
+        ),
         "throttled": (_plus(ev.get("throttled"), settle), ev.get("abuse_stop")),
         "after": (_plus(ev.get("abuse_stop"), settle), ev.get("end")),
     }
