@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.readers import PerfcReader, PerfcUnavailable
-from exporter.toolstack import Scrape, VcpuPlacement
+from exporter.toolstack import HostInfo, Scrape, VcpuPlacement
 from xentools.xenperf import HYPERCALLS, UINT32, CounterKind, PerfcSnapshot, hypercall_name
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ class PerfcCollector:
         self._accumulator = WrapAccumulator()
         self._previous_vcpu_times: dict[VcpuKey, float] | None = None
         self._previous_cpu_ids: frozenset[int] | None = None
+        self._host_info: HostInfo | None = None
         self._unavailable_logged = False
         self._unmapped_logged = False
         self._duplicates_logged: set[str] = set()
@@ -210,10 +211,16 @@ class PerfcCollector:
             "1 when the hypervisor has performance counters, 0 when it was built without "
             "(ENOSYS: CONFIG_PERF_COUNTERS off, the distributions' default)",
         )
-        info = scrape.info()
+        # Read the counters first, as close as possible to the moment Prometheus stamps the
+        # scrape with; `xl info` (a process) comes after. The read needs the host's CPU counts
+        # only to size buffers and as a fallback, so the previous scrape's answer does.
+        known = self._host_info
         try:
-            snapshot = self._reader.read(info.nr_cpus, info.max_cpu_id, scrape.timeout())
+            if known is None:
+                known = scrape.info()
+            snapshot = self._reader.read(known.nr_cpus, known.max_cpu_id, scrape.timeout())
         except PerfcUnavailable as error:
+            info = scrape.info()
             if not self._unavailable_logged:
                 log.warning("no hypervisor performance counters (%s); serving the rest", error)
                 self._unavailable_logged = True
@@ -222,6 +229,10 @@ class PerfcCollector:
             yield from self._shares(scrape, info.max_cpu_id, None)
             return
         self._unavailable_logged = False
+        info = self._host_info = scrape.info()
+        if info != known and snapshot.online_cpus != info.nr_cpus:
+            # the CPU set changed since the last scrape: read again with the fresh facts
+            snapshot = self._reader.read(info.nr_cpus, info.max_cpu_id, scrape.timeout())
         available.add_metric([], 1)
         yield available
 

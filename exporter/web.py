@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-# Leave Prometheus this much of its scrape timeout to receive the answer.
+# Leave Prometheus this much of its scrape timeout to receive the answer (at most a fifth of it).
 SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
 
 LANDING_PAGE = """<!DOCTYPE html>
@@ -95,7 +95,8 @@ def _scrape_budget(environ: dict[str, Any], default: float) -> float:
         offered = float(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS", ""))
     except ValueError:
         return default
-    return max(0.1, min(default, offered - SCRAPE_TIMEOUT_MARGIN_SECONDS))
+    budget = max(offered - SCRAPE_TIMEOUT_MARGIN_SECONDS, offered * 0.8)
+    return max(0.1, min(default, budget))
 
 
 class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
