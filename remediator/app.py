@@ -59,7 +59,6 @@ def create_app(
     host: HostReader | None = None,
     dry_run: bool = False,
     clock: Callable[[], float] = time.time,
-    crash_at: str | None = None,
 ) -> Flask:
     """Build the app and its engine (not started: call `app.extensions["remediator"].start()`).
 
@@ -81,9 +80,7 @@ def create_app(
             tools,
             lambda: list_vifs(config.sysfs_path),
         )
-    engine = Engine(
-        config, store, host, runner, metrics, dry_run=dry_run, clock=clock, crash_at=crash_at
-    )
+    engine = Engine(config, store, host, runner, metrics, dry_run=dry_run, clock=clock)
     metrics.registry.register(ActiveThrottles(store.live))
     app.extensions["remediator"] = engine
     expected = f"Bearer {token}".encode() if token is not None else None

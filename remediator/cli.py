@@ -21,7 +21,6 @@ import yaml
 from flask import Flask
 
 from remediator.config import Config, ConfigError, load_config
-from remediator.engine import CRASH_POINT_ENV
 from remediator.store import Store
 
 log = logging.getLogger(__name__)
@@ -167,12 +166,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     token = read_token(config)
     if token is None:
         log.warning("authentication is disabled (auth.disabled: true)")
-    crash_at = os.environ.get(CRASH_POINT_ENV)
 
     def build() -> Flask:
-        return create_app(
-            config, SubprocessRunner(), token=token, dry_run=args.dry_run, crash_at=crash_at
-        )
+        return create_app(config, SubprocessRunner(), token=token, dry_run=args.dry_run)
 
     log.info("serving on %s (state %s, dry run %s)", args.listen, config.state_path, args.dry_run)
     RemediatorServer(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,10 +38,6 @@ from remediator.store import Store, Throttle
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("remediator.audit")
-
-# A test hook for the restart tests: with this set to "after_record" or "after_apply" the
-# process kills itself at that point of an apply, as a power cut would. Never set in production.
-CRASH_POINT_ENV = "JUDICATOR_REMEDIATOR_CRASH_AT"
 
 
 @dataclass(frozen=True)
@@ -83,7 +78,6 @@ class Engine:
         *,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
-        crash_at: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -93,7 +87,6 @@ class Engine:
         self.dry_run = dry_run
         self.tools = tools_from(config)
         self._clock = clock
-        self._crash_at = crash_at
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="act")
         self._domain_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -263,12 +256,6 @@ class Engine:
                 return result
         return None
 
-    def _crash(self, point: str) -> None:
-        if self._crash_at == point:
-            log.critical("crash point %s reached: killing the whole server", point)
-            # The process group: gunicorn's master would otherwise respawn the worker at once.
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-
     def _end(self, throttle: Throttle, state: str, reason: str, error: str | None = None) -> None:
         self.store.update(
             throttle.id, state=state, ended_at=self._clock(), end_reason=reason, error=error
@@ -331,9 +318,7 @@ class Engine:
                 prior = {"pauses": 0, "pause_pending": 1}
             # Written before anything changes on the host.
             self.store.update(throttle.id, state="applying", domid=dom.domid, prior=prior)
-            self._crash("after_record")
             failure = self._run(throttle, "apply", commands)
-            self._crash("after_apply")
             if failure is None:
                 verified = self._verify_applied(throttle, prior)
                 if verified is not None:
