@@ -46,6 +46,8 @@ class RemediatorServer(BaseApplication):  # type: ignore[misc]
             "limit_request_field_size": 8190,
             "accesslog": None,
             "errorlog": "-",
+            # Without this every gunicorn in the process tree shares ~/.gunicorn/gunicorn.ctl.
+            "control_socket_disable": True,
             "worker_exit": _stop_engine,
         }
         if certfile is not None:

@@ -207,13 +207,17 @@ def domain_interfaces(domain: Domain) -> list[str]:
     return names
 
 
+# Plain ifbs, and the remediator's (docs/design.md: jifb<domid>.<devid>).
+IFB_PREFIXES = ("ifb", "jifb")
 _MIRRED_TARGET = re.compile(r"(?:Redirect|Mirror) to device (\S+?)\)?\s")
 
 
 def redirect_targets(names: Names, link: str) -> list[str]:
     """ifb devices that `link`'s ingress filters redirect to (the remediator's shaping)."""
     result = run(in_dom0(names, ["tc", "filter", "show", "dev", link, "ingress"]), check=False)
-    return sorted({m for m in _MIRRED_TARGET.findall(result.stdout + " ") if m.startswith("ifb")})
+    return sorted(
+        {m for m in _MIRRED_TARGET.findall(result.stdout + " ") if m.startswith(IFB_PREFIXES)}
+    )
 
 
 def create_guest(
