@@ -7,6 +7,7 @@ failure in one is logged (once per distinct error) and reported as
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import threading
@@ -29,6 +30,7 @@ class SourceCollector(Protocol):
     def collect(self, scrape: Scrape) -> Iterator[Metric]: ...
 
 
+@functools.cache
 def package_version() -> str:
     try:
         return metadata.version("judicator")

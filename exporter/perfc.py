@@ -120,6 +120,7 @@ class WrapAccumulator:
         self._last: dict[SeriesKey, int] = {}
         self._total: dict[SeriesKey, int] = {}
         self._returning: set[SeriesKey] = set()
+        self._indices: dict[str, set[int]] = defaultdict(set)
 
     def update(
         self,
@@ -153,6 +154,8 @@ class WrapAccumulator:
                 total = self._total[key]
             else:
                 total = self._total[key] + raw + UINT32 - last
+            if last is None:
+                self._indices[key[0]].add(key[1])
             self._last[key] = raw
             self._total[key] = totals[key] = total
         # Series absent now (an offline CPU) restart from 0 when they come back.
@@ -160,8 +163,8 @@ class WrapAccumulator:
         return totals
 
     def indices(self, counter: str) -> list[int]:
-        """The CPU ids or element indices of `counter` seen so far."""
-        return sorted(index for name, index in self._last if name == counter)
+        """The CPU ids or element indices of `counter` seen so far, in order."""
+        return sorted(self._indices.get(counter, ()))
 
 
 class PerfcCollector:
@@ -354,11 +357,15 @@ class PerfcCollector:
                     family.add_sample(name + "_total", labels, totals[counter.name, cpu])
                 yield family
             else:
-                yield self._array_family(name, quoted, counter.name, totals)
+                elements = [
+                    (index, totals[counter.name, index])
+                    for index in self._accumulator.indices(counter.name)
+                ]
+                yield self._array_family(name, quoted, counter.name, elements)
 
     @staticmethod
     def _array_family(
-        name: str, quoted: str, counter: str, totals: Mapping[SeriesKey, int]
+        name: str, quoted: str, counter: str, elements: Sequence[tuple[int, int]]
     ) -> CounterMetricFamily:
         is_hypercalls = counter == HYPERCALLS
         family = CounterMetricFamily(
@@ -367,10 +374,9 @@ class PerfcCollector:
             "32-bit wraps accumulated by the exporter between scrapes",
             labels=["index", "hypercall"] if is_hypercalls else ["index"],
         )
-        indices = sorted(index for (name_, index) in totals if name_ == counter)
-        for index in indices:
+        for index, total in elements:
             labels = [str(index), hypercall_name(index)] if is_hypercalls else [str(index)]
-            family.add_metric(labels, totals[counter, index])
+            family.add_metric(labels, total)
         return family
 
 
