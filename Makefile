@@ -61,8 +61,10 @@ typecheck: $(VENV)/.installed
 check-configs: debian-packages $(VENV)/.installed
 	PATH=$(abspath $(BIN)):$$PATH tools/check-configs
 
+# Every benchmark (bench/__main__.py), each table printed, figures in bench/results/*.json.
+# Needs root (simulated hosts); about 8-10 minutes here.
 bench: deps
-	$(BIN)/python bench/exporter.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf build $(VENV) $(CACHE)
