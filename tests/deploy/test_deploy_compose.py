@@ -338,6 +338,7 @@ def test_prometheus_can_scrape_the_remediator() -> None:
     from remediator.app import OPEN_PATHS
 
     config = load_yaml(REPO / "prometheus" / "prometheus.yml")
+    token_needed = False
     for job in config.get("scrape_configs") or []:
         targets = [t for g in job.get("static_configs") or [] for t in g.get("targets") or []]
         if not any(endpoint(t).port == _port("remediator") for t in targets):
@@ -345,12 +346,15 @@ def test_prometheus_can_scrape_the_remediator() -> None:
         path = job.get("metrics_path", "/metrics")
         if path in OPEN_PATHS:
             continue
+        token_needed = True
         token_file = (job.get("authorization") or {}).get("credentials_file")
         assert token_file, (
             f"job {job['job_name']}: the remediator wants its bearer token on {path}; "
             "give the job authorization.credentials_file"
         )
         assert is_mounted("prometheus", token_file), f"{token_file} is not mounted"
+    token_mounted = any(m.target.endswith("remediator.token") for m in mounts("prometheus"))
+    assert token_mounted == token_needed, "Prometheus gets the remediator's token iff it needs it"
 
 
 @pytest.mark.parametrize(("name", "path"), [("exporter", "/"), ("remediator", "/-/ready")])
