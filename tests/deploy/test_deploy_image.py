@@ -106,8 +106,9 @@ def test_image_python_satisfies_requires_python() -> None:
     release = _build_args()["DEBIAN_RELEASE"]
     with (REPO / "pyproject.toml").open("rb") as stream:
         requires = tomllib.load(stream)["project"]["requires-python"]
-    minimum = tuple(int(x) for x in re.fullmatch(r">=\s*(\d+)\.(\d+)", requires).groups())  # type: ignore[union-attr]
-    assert DEBIAN_PYTHON[release] >= minimum
+    match = re.fullmatch(r">=\s*(\d+)\.(\d+)", requires)
+    assert match, f"requires-python {requires!r}: this test reads only '>=X.Y'"
+    assert DEBIAN_PYTHON[release] >= (int(match[1]), int(match[2]))
 
 
 def test_image_toolstack_is_the_xen_release_the_project_targets() -> None:
