@@ -205,6 +205,7 @@ if [ "$step" = yes ]; then
     echo "{tool} $*" >> "$dir/steps"
     if [ -f "$dir/arm" ]; then
         read target mode < "$dir/arm"
+        if [ "$mode" = slow ]; then sleep "$target"; exec {real} "$@"; fi
         n=$(wc -l < "$dir/steps")
         if [ "$n" -eq "$target" ]; then
             case "$mode" in
@@ -245,8 +246,9 @@ class Wrappers:
         self.disarm()
 
     def arm(self, step: int, mode: str) -> None:
-        """Act at the `step`-th host-changing command from now on (1-based)."""
-        assert mode in ("before", "after", "fail", "hang"), mode
+        """Act at the `step`-th host-changing command from now on (1-based); `slow` delays
+        every one by `step` seconds instead."""
+        assert mode in ("before", "after", "fail", "hang", "slow"), mode
         self.disarm()
         (self.dir / "arm").write_text(f"{step} {mode}\n")
 
@@ -267,22 +269,34 @@ class Wrappers:
 
 @dataclass
 class Server:
+    """A running server; `socket` is a unix socket path, or `host:port` inside the Dom0 netns
+    when `in_netns` runs a callable there (tests.services._Caller)."""
+
     process: subprocess.Popen[bytes]
     socket: str
     config: Path
     log: Path
+    in_netns: Callable[[Callable[[], Any]], Any] | None = None
 
     def request(
         self, method: str, path: str, body: bytes | None = None,
         headers: dict[str, str] | None = None, timeout: float = 10,
     ) -> tuple[int, bytes]:  # fmt: skip
-        connection = UnixHTTPConnection(self.socket, timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        def send() -> tuple[int, bytes]:
+            connection: http.client.HTTPConnection
+            if self.in_netns is None:
+                connection = UnixHTTPConnection(self.socket, timeout)
+            else:
+                address, port = self.socket.rsplit(":", 1)
+                connection = http.client.HTTPConnection(address, int(port), timeout=timeout)
+            try:
+                connection.request(method, path, body=body, headers=headers or {})
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        return send() if self.in_netns is None else self.in_netns(send)
 
     def post(self, body: bytes, token: str = TOKEN) -> tuple[int, Any]:
         status, data = self.request(
@@ -296,7 +310,7 @@ class Server:
         return status, data.decode(errors="replace")
 
     def ready(self) -> bool:
-        if not os.path.exists(self.socket):
+        if self.in_netns is None and not os.path.exists(self.socket):
             return False
         try:
             return self.request("GET", "/-/ready")[0] == 200
@@ -326,6 +340,13 @@ class Server:
                 else ("WHERE state IN ('pending', 'applying', 'active', 'releasing')")
             )
             rows = db.execute(f"SELECT * FROM throttles {where} ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
+
+    def decisions(self) -> list[dict[str, Any]]:
+        state_path = yaml.safe_load(self.config.read_text())["state_path"]
+        with contextlib.closing(sqlite3.connect(f"file:{state_path}?mode=ro", uri=True)) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM decisions ORDER BY id").fetchall()
         return [dict(row) for row in rows]
 
     def throttles(self, everything: bool = False) -> list[dict[str, Any]]:
@@ -397,18 +418,24 @@ class Launcher:
         self.config = path
         return path
 
-    def start(self, wait_ready: bool = True) -> Server:
-        sock = str(self.workdir / f"s{len(self.servers)}.sock")
+    def start(
+        self,
+        wait_ready: bool = True,
+        tcp: tuple[str, Callable[[Callable[[], Any]], Any]] | None = None,
+    ) -> Server:
+        """Serve on a unix socket, or with `tcp=(address, in_netns)` on that address in the
+        Dom0 namespace (for an Alertmanager there)."""
+        sock = str(self.workdir / f"s{len(self.servers)}.sock") if tcp is None else tcp[0]
+        listen = f"unix:{sock}" if tcp is None else tcp[0]
         log = self.workdir / f"server{len(self.servers)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
                 ["ip", "netns", "exec", self.host.netns, sys.executable, "-m", "remediator",
-                 "--config.file", str(self.config), "serve", "--web.listen-address",
-                 f"unix:{sock}"],
+                 "--config.file", str(self.config), "serve", "--web.listen-address", listen],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.host.env},
                 cwd=REPO, start_new_session=True,
             )  # fmt: skip
-        server = Server(process, sock, self.config, log)
+        server = Server(process, sock, self.config, log, None if tcp is None else tcp[1])
         self.servers.append(server)
         if wait_ready:
             wait_for(server.ready, 30, "the remediator to be ready")
