@@ -16,9 +16,10 @@ from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.exposition import TextRenderer
 from exporter.toolstack import Scrape, Toolstack
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Exporter:
         self.scrape_timeout = scrape_timeout
         self._errors_lock = threading.Lock()
         self._last_error: dict[str, str | None] = {}
+        self._renderer = TextRenderer()
 
     def registry(self, scrape_timeout: float | None = None) -> CollectorRegistry:
         """A fresh registry for one scrape, bounded by `scrape_timeout` (or the default)."""
@@ -67,7 +69,7 @@ class Exporter:
         return registry
 
     def render(self, scrape_timeout: float | None = None) -> bytes:
-        return generate_latest(self.registry(scrape_timeout))
+        return self._renderer.render(self.registry(scrape_timeout).collect())
 
     def _report(self, collector: str, error: Exception | None) -> None:
         message = None if error is None else f"{type(error).__name__}: {error}"
