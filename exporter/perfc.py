@@ -324,6 +324,13 @@ class PerfcCollector:
             samples, array_keys=frozenset(array_keys), cpus_left=cpus_left
         )
 
+        # The same labels for every per-CPU counter of this scrape (not to be modified).
+        cpu_labels: dict[int, dict[str, str]] = {}
+        for cpu in cpu_ids or range(snapshot.online_cpus):
+            labels = {"cpu": str(cpu) if cpu_ids is not None else f"index{cpu}"}
+            if cpu_ids is not None and cpu in owners:
+                labels["domain"] = owners[cpu]
+            cpu_labels[cpu] = labels
         seen: set[str] = set()
         for counter in snapshot.counters:
             name = metric_name(counter.name)
@@ -349,12 +356,9 @@ class PerfcCollector:
                     "domain's vCPUs may run on the CPU; 32-bit wraps accumulated by the "
                     "exporter between scrapes",
                 )
-                ids = cpu_ids or range(len(counter.values))
-                for cpu in ids:
-                    labels = {"cpu": str(cpu) if cpu_ids is not None else f"index{cpu}"}
-                    if cpu_ids is not None and cpu in owners:
-                        labels["domain"] = owners[cpu]
-                    family.add_sample(name + "_total", labels, totals[counter.name, cpu])
+                sample_name = name + "_total"
+                for cpu in cpu_ids or range(len(counter.values)):
+                    family.add_sample(sample_name, cpu_labels[cpu], totals[counter.name, cpu])
                 yield family
             else:
                 elements = [
