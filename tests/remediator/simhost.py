@@ -298,10 +298,10 @@ class Server:
 
         return send() if self.in_netns is None else self.in_netns(send)
 
-    def post(self, body: bytes, token: str = TOKEN) -> tuple[int, Any]:
+    def post(self, body: bytes, token: str = TOKEN, timeout: float = 10) -> tuple[int, Any]:
         status, data = self.request(
             "POST", "/alerts", body,
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, timeout,
         )  # fmt: skip
         return status, json.loads(data) if data.startswith(b"{") else data
 
