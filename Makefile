@@ -25,12 +25,8 @@ deps: debian-packages $(VENV)/.installed $(XENPERF) $(STUB)
 
 # The published experiment end to end (docs/demo.md); SCENARIO=udp-flood|cpu-hog|memory|disk
 # for the other abuse classes. Report, PNG and logs go to demo-output/.
-demo: deps $(VENV)/.demo-installed
+demo: deps
 	$(BIN)/python -m xensim.demo $(if $(SCENARIO),--scenario $(SCENARIO))
-
-$(VENV)/.demo-installed: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install -q -e '.[demo]'
-	touch $@
 
 .PHONY: debian-packages
 debian-packages:
@@ -39,7 +35,7 @@ debian-packages:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,demo]'
 	touch $@
 
 $(XENPERF):
