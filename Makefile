@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 export XENSIM_XENPERF := $(abspath $(XENPERF))
 export XENSIM_STUB_DIR := $(abspath $(STUB_DIR))
 
-.PHONY: test demo bench deps lint typecheck check-configs clean
+.PHONY: test demo bench soak deps lint typecheck check-configs clean
 
 test: deps lint typecheck check-configs
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -61,6 +61,11 @@ check-configs: debian-packages $(VENV)/.installed
 # Needs root (simulated hosts); about 8-10 minutes here.
 bench: deps
 	$(BIN)/python -m bench
+
+# The long reliability runs (docs/reliability.md): kill -9 after every step, 10,000 scrapes,
+# 20 million fuzzing runs. Needs root; about 20 minutes here.
+soak: deps
+	JUDICATOR_SOAK=1 $(BIN)/pytest -m soak tests/reliability $(PYTEST_ARGS)
 
 clean:
 	rm -rf build $(VENV) $(CACHE)
