@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +37,35 @@ def require_binary(name: str) -> str:
     require(path, f"needs the {name} binary on PATH")
     assert path is not None
     return path
+
+
+REPO = Path(__file__).resolve().parents[1]
+# The Makefile exports these; a plain `.venv/bin/pytest` from the repository falls back to them.
+XENPERF = Path(
+    os.environ.get("XENSIM_XENPERF") or REPO / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
+)
+STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
+
+
+def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs `judicator-sim ARGS`; with `check`, a failure raises with its output quoted."""
+    result = subprocess.run(
+        [sys.executable, "-m", "xensim.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"judicator-sim {' '.join(args)}: {result.stderr}{result.stdout}")
+    return result
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """A bounded poll: returns once `condition()` is truthy, fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)

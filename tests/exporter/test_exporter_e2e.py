@@ -23,35 +23,16 @@ from pathlib import Path
 import pytest
 
 from tests.services import Prometheus, run_prometheus, wait_until
-from tests.support import require, require_binary, require_root
+from tests.support import REPO, STUB, XENPERF, require, require_binary, require_root, sim
 from xensim import perfc
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-XENPERF = Path(
-    os.environ.get("XENSIM_XENPERF") or REPO / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
-)
-STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
 UINT32 = 1 << 32
 EXPORTER_PORT = 10170  # inside the host's own Dom0 namespace: no one else listens there
 # #interrupts on CPU 3 (guest3) starts this close to 2^32: about 110/s idle, so it wraps ~30 s
 # in, when the series has more history than the rate windows below look at
 WRAP_HEADROOM = 3300
-
-
-def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "xensim.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"judicator-sim {' '.join(args)}: {result.stderr}{result.stdout}")
-    return result
 
 
 @dataclass

@@ -9,47 +9,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.support import require, require_binary, require_root
+from tests.support import STUB, XENPERF, require, require_binary, require_root, sim, wait_for
 from xensim import cgroups
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-XENPERF = Path(
-    os.environ.get("XENSIM_XENPERF") or REPO / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
-)
-STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
 UINT32 = 1 << 32
-
-
-def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "xensim.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"judicator-sim {' '.join(args)}: {result.stderr}{result.stdout}")
-    return result
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def per_cpu_values(xenperf_output: str, name: str) -> list[int]:

@@ -7,41 +7,15 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import require, require_root
+from tests.support import REPO, XENPERF, require, require_root, sim, wait_for
 from xensim import cgroups
 
 pytestmark = pytest.mark.host
-
-REPO = Path(__file__).resolve().parents[2]
-XENPERF = Path(
-    os.environ.get("XENSIM_XENPERF") or REPO / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
-)
-
-
-def sim(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "xensim.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, f"judicator-sim {' '.join(args)}: {result.stderr}"
-    return result.stdout
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -51,7 +25,7 @@ def host() -> Iterator[tuple[str, dict[str, str]]]:
     name = f"tc{os.getpid() % 100_000_000}"
     try:
         sim("up", "--name", name, "--dom0-netns", "--cpus", "4", "--guests", "2")
-        yield name, json.loads(sim("env", "--name", name, "--json"))
+        yield name, json.loads(sim("env", "--name", name, "--json").stdout)
     finally:
         subprocess.run(
             [sys.executable, "-m", "xensim.cli", "down", "--name", name],
@@ -78,13 +52,13 @@ def dom0_links(env: dict[str, str]) -> set[str]:
 def test_reboot_gives_a_new_domid_and_recreates_the_vif(host: tuple[str, dict[str, str]]) -> None:
     name, env = host
     assert {"vif1.0", "vif2.0"} <= dom0_links(env)
-    assert "rebooted as domid 3" in sim("reboot", "--name", name, "guest1")
+    assert "rebooted as domid 3" in sim("reboot", "--name", name, "guest1").stdout
     links = dom0_links(env)
     assert "vif3.0" in links and "vif1.0" not in links
     rows = tool(env, env["XENSIM_XL"], "list").splitlines()[1:]
     assert {row.split()[0]: int(row.split()[1]) for row in rows}["guest1"] == 3
     # The guest is reachable again on its old address through its new vif.
-    status = json.loads(sim("status", "--name", name, "--json"))
+    status = json.loads(sim("status", "--name", name, "--json").stdout)
     address = next(d["address"] for d in status["domains"] if d["name"] == "guest1")
     ping = subprocess.run(
         ["ip", "netns", "exec", f"jsim-{name}-guest2", "ping", "-c", "1", "-W", "2", address],

@@ -6,42 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support import require_binary, require_root
+from tests.support import require_binary, require_root, sim, wait_for
 from xensim import cgroups
 from xensim.host import RUN_ROOT, leftovers
 
 pytestmark = pytest.mark.host
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "xensim.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"judicator-sim {' '.join(args)}: {result.stderr}{result.stdout}")
-    return result
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
