@@ -38,7 +38,6 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -225,11 +224,10 @@ def run_settings(
     name = f"brx{os.getpid() % 100_000}{label[0]}"
     with (
         rules_with_for(for_seconds) as rules_dir,
-        mock.patch.object(
-            stack_module, "SHIPPED_RULES_DIR", rules_dir or stack_module.SHIPPED_RULES_DIR
-        ),
         stack_module.simulated_host(name, dom0_netns=True, cpus=7, guests=6, seed=7) as host,
-        stack_module.run_stack(host, hold_seconds=5.0) as stack,
+        stack_module.run_stack(
+            host, hold_seconds=5.0, rules_dir=rules_dir or stack_module.SHIPPED_RULES_DIR
+        ) as stack,
     ):
         shipped_for = {
             rule["name"]: float(rule.get("duration", 0)) for rule in _policy_rules(stack.prometheus)

@@ -908,8 +908,12 @@ def run_stack(
     hold_seconds: float = 5.0,
     log_dir: Path | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
+    rules_dir: Path = SHIPPED_RULES_DIR,
 ) -> Iterator[Stack]:
     """Start the exporter, remediator, Alertmanager and Prometheus on `host`; stop them all.
+
+    Prometheus loads the rules in `rules_dir` (the shipped policies unless a benchmark tries
+    other settings).
 
     In a Dom0 namespace they all run inside it (the vifs, tc and the exporter's sysfs are
     there); otherwise in the machine's own namespace, on 127.0.0.1.
@@ -966,7 +970,7 @@ def run_stack(
                 "judicator-remediator": remediator.address,
                 "prometheus": "{listen}",
             },
-            rules_dir=SHIPPED_RULES_DIR,
+            rules_dir=rules_dir,
         )
         prometheus = stack.enter_context(
             run_prometheus(
