@@ -9,6 +9,7 @@ Everything runs in the simulated host's Dom0 namespace, on its loopback.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import sqlite3
 import time
@@ -190,6 +191,12 @@ def test_ha_pair_duplicates_a_peer_killed_mid_notification_and_a_slow_remediator
         lock.close()
     wait_for(lambda: rig.server.records() == [], 40, "the release")
     rig.assert_exactly_once(host)
+    resolved_decisions = [
+        d["decision"] for d in rig.server.decisions() if d["status"] == "resolved"
+    ]
+    print(f"ha: firing deliveries {collections.Counter(rig.firing_decisions())}, resolved "
+          f"{collections.Counter(resolved_decisions)}, killed {victim.name}, host steps "
+          f"{len(rig.host_steps())}")  # fmt: skip
 
     # Out of order: the firing of that episode delivered late, then its resolution again.
     labels = {k: v for k, v in FINGERPRINT_LABELS.items() if k != "alertname"}
@@ -257,5 +264,7 @@ def test_prometheus_and_alertmanager_restarts_during_an_attack_lose_nothing_and_
     assert status == 200
     wait_for(lambda: rig.server.records() == [], 60, "the release after the attack ended")
     rig.assert_exactly_once(host)
+    print(f"restarts: firing deliveries {collections.Counter(rig.firing_decisions())}, "
+          f"host steps {len(rig.host_steps())}")  # fmt: skip
     with contextlib.suppress(Exception):
         prometheus.stop()

@@ -113,12 +113,17 @@ def _atheris(tmp_path: Path, runs: int, seconds: int) -> subprocess.CompletedPro
 def test_coverage_guided_fuzzing_of_the_payload_parser(tmp_path: Path) -> None:
     result = _atheris(tmp_path, runs=300_000, seconds=60)
     assert result.returncode == 0, result.stderr[-3000:]
-    done = re.search(r"Done (\d+) runs", result.stderr)
+    done = re.search(r"Done (\d+) runs in (\d+) second", result.stderr)
     assert done and int(done[1]) >= 300_000, result.stderr[-2000:]
+    coverage = re.findall(r"cov: (\d+) ft: (\d+)", result.stderr)[-1]
+    print(f"atheris: {done[1]} runs in {done[2]}s, cov {coverage[0]} ft {coverage[1]}")
 
 
 @pytest.mark.soak
 def test_coverage_guided_fuzzing_of_the_payload_parser_long(tmp_path: Path) -> None:
     result = _atheris(tmp_path, runs=20_000_000, seconds=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    print(result.stderr[-600:])
+    done = re.search(r"Done (\d+) runs in (\d+) second", result.stderr)
+    coverage = re.findall(r"cov: (\d+) ft: (\d+)", result.stderr)[-1]
+    assert done is not None
+    print(f"atheris: {done[1]} runs in {done[2]}s, cov {coverage[0]} ft {coverage[1]}")

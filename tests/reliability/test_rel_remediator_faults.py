@@ -100,6 +100,7 @@ def test_a_locked_state_database_answers_503_then_the_retry_acts(
         lock.execute("ROLLBACK")
         lock.close()
     assert (status, answer["reason"]) == (503, "state store unavailable"), answer
+    print(f"locked: 503 after {waited:.1f}s")
     assert 9 <= waited <= 15, waited  # sqlite's busy timeout, then Alertmanager may retry
     assert servers.wrappers.steps() == [] and _clean(host)
     assert server.metric("judicator_remediator_payloads_total", result="store_error") == 1
