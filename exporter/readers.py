@@ -13,8 +13,8 @@ import re
 import threading
 from typing import Protocol
 
-from exporter.commands import CommandError, run_command
 from xentools import libxenctrl
+from xentools.command import CommandError, run_command
 from xentools.xenperf import PerfcSnapshot, XenperfParseError, parse_xenperf
 
 log = logging.getLogger(__name__)

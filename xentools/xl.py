@@ -43,6 +43,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from xentools.command import CommandError, CommandTimeout, run_command
 from xentools.cpulist import CpuListError, format_cpulist, parse_cpulist
 
 __all__ = [
@@ -677,12 +678,12 @@ class Xl:
     def _execute(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
         try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
+            # Own session, whole group killed on timeout: a hung child of xl cannot hold
+            # the pipes open past the timeout.
+            result = run_command(argv, self.timeout)
+        except CommandTimeout:
             raise XlTimeout(argv, self.timeout) from None
-        except OSError as e:
+        except CommandError as e:
             raise XlError(argv, None, str(e)) from e
         if result.returncode != 0:
             raise XlError(argv, result.returncode, result.stderr)

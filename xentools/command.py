@@ -1,8 +1,9 @@
-"""Run a command with a timeout that really holds.
+"""Run a toolstack command (xl, xenperf) with a timeout that really holds.
 
 `subprocess.run(timeout=...)` kills the child but then waits for its pipes to close, which a
-grandchild (a wrapper script's `sleep`) can hold open forever. We start the command in its own
-process group and kill the whole group when time is up.
+grandchild (a wrapper script's `sleep`, a hung helper) can hold open forever. The command is
+started in its own session and, when time is up, its whole process group is killed. The
+exporter's readers and `xentools.xl.Xl` both run commands through `run_command`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,24 @@ class CommandError(RuntimeError):
     """The command could not be started or did not finish in time."""
 
 
+class CommandNotStarted(CommandError):
+    """The program could not be executed (missing, not executable)."""
+
+
+class CommandTimeout(CommandError):
+    """The command did not finish within its timeout; its process group was killed."""
+
+    def __init__(self, argv: Sequence[str], timeout: float) -> None:
+        super().__init__(f"{' '.join(argv)} did not finish within {timeout:.1f}s")
+        self.timeout = timeout
+
+
 def run_command(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `argv` (no shell) with stdin closed; its exit status is the caller's to judge."""
+    argv = list(argv)
     try:
         process = subprocess.Popen(
-            list(argv),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -29,16 +44,16 @@ def run_command(argv: Sequence[str], timeout: float) -> subprocess.CompletedProc
             start_new_session=True,
         )
     except OSError as error:
-        raise CommandError(f"cannot run {argv[0]}: {error.strerror}") from None
+        raise CommandNotStarted(f"cannot run {argv[0]}: {error.strerror}") from None
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        raise CommandError(f"{' '.join(argv)} did not finish within {timeout:.1f}s") from None
+        raise CommandTimeout(argv, timeout) from None
     except BaseException:
         _kill_group(process)
         raise
-    return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
