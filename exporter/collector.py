@@ -1,8 +1,10 @@
 """One scrape: run every enabled collector, time it, and report how each one did.
 
-Collectors (perfc, domain, network, block) yield metric families from `collect(scrape)`; a
-failure in one is logged (once per distinct error) and reported as
-`xen_exporter_collector_success{collector} 0`, and never fails or hangs the whole scrape.
+Collectors (perfc, domain, network, block) yield metric families from `collect(scrape)`, and
+may name the toolstack questions they will ask in `prefetch(scrape)`, which the scrape starts
+in threads before any collector runs. A failure in one is logged (once per distinct error)
+and reported as `xen_exporter_collector_success{collector} 0`, and never fails or hangs the
+whole scrape.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import platform
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Protocol
 
@@ -25,10 +28,20 @@ from exporter.toolstack import Scrape, Toolstack
 log = logging.getLogger(__name__)
 
 
+class Degraded(RuntimeError):
+    """Raised by a collector after yielding what it could still serve: one of its sources
+    failed, so the scrape reports it failed, but the families it yielded are kept."""
+
+
 class SourceCollector(Protocol):
     name: str
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]: ...
+
+
+# Enough threads for two concurrent scrapes' xl runs to overlap; a hung xl holds one only
+# until its command timeout.
+TOOLSTACK_THREADS = 4
 
 
 @functools.cache
@@ -60,6 +73,7 @@ class Exporter:
         self._errors_lock = threading.Lock()
         self._last_error: dict[str, str | None] = {}
         self._renderer = TextRenderer()
+        self._executor = ThreadPoolExecutor(TOOLSTACK_THREADS, thread_name_prefix="toolstack")
 
     def registry(self, scrape_timeout: float | None = None) -> CollectorRegistry:
         """A fresh registry for one scrape, bounded by `scrape_timeout` (or the default)."""
@@ -90,8 +104,16 @@ class _OneScrape:
     def collect(self) -> Iterator[Metric]:
         exporter = self._exporter
         scrape = Scrape(
-            exporter.toolstack, time.monotonic() + self._budget, exporter.command_timeout
+            exporter.toolstack,
+            time.monotonic() + self._budget,
+            exporter.command_timeout,
+            exporter._executor,
         )
+        # Start every collector's xl questions now, so the runs overlap instead of adding up.
+        for collector in exporter.collectors:
+            prefetch = getattr(collector, "prefetch", None)
+            if prefetch is not None:
+                prefetch(scrape)
         success = GaugeMetricFamily(
             "xen_exporter_collector_success",
             "1 if the collector's sources answered in this scrape, else 0",
@@ -104,12 +126,17 @@ class _OneScrape:
         )
         for collector in exporter.collectors:
             started = time.perf_counter()
+            families: list[Metric] = []
             try:
-                families = list(collector.collect(scrape))
+                families.extend(collector.collect(scrape))
+            except Degraded as error:
+                exporter._report(collector.name, error)
+                ok = 0
             except Exception as error:  # one source's failure must not fail the scrape
                 exporter._report(collector.name, error)
                 log.debug("collector %s failed", collector.name, exc_info=True)
-                families, ok = [], 0
+                families.clear()
+                ok = 0
             else:
                 exporter._report(collector.name, None)
                 ok = 1

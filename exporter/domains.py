@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.toolstack import DOMAIN_STATES, Scrape
+from exporter.toolstack import DOMAIN_STATES, DOMAINS, Scrape
 from xentools.sysfs import SECTOR_BYTES, list_vbds, list_vifs, read_vif_stats
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class DomainCollector:
     """
 
     name = "domain"
+
+    def prefetch(self, scrape: Scrape) -> None:
+        scrape.start(DOMAINS)
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         domains = scrape.domains()
@@ -99,6 +102,9 @@ class NetworkCollector:
     def __init__(self, sysfs_root: str) -> None:
         self._sysfs = sysfs_root
 
+    def prefetch(self, scrape: Scrape) -> None:
+        scrape.start(DOMAINS)
+
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         names = {domain.domid: domain.name for domain in scrape.domains()}
         families = {}
@@ -149,6 +155,9 @@ class BlockCollector:
 
     def __init__(self, sysfs_root: str) -> None:
         self._sysfs = sysfs_root
+
+    def prefetch(self, scrape: Scrape) -> None:
+        scrape.start(DOMAINS)
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         names = {domain.domid: domain.name for domain in scrape.domains()}

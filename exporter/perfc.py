@@ -6,8 +6,11 @@ Three decisions live here, each a pure function tested on its own:
 - `exclusive_owners` / `cpu_shares`: which domain a CPU's counts belong to (from `xl vcpu-list`).
 - `WrapAccumulator`: the hypervisor's uint32 values wrap silently; we keep 64-bit totals.
 
-State between scrapes (said in HELP too): the accumulator's last raw value and total per series,
-the previous scrape's vCPU times (for the share ratio) and CPU ids. Nothing else.
+State between scrapes (said in HELP and docs/metrics.md too): the accumulator's last raw value
+and total per series, the previous scrape's vCPU times (for the share ratio) and CPU ids, the
+host's CPU counts from `xl info` (asked again only when the counters show another number of
+online CPUs, and every `INFO_REFRESH_SCRAPES` scrapes), and the last attribution (served again,
+with the collector marked failed, when `xl vcpu-list` does not answer in time).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.collector import Degraded
 from exporter.readers import PerfcReader, PerfcUnavailable
-from exporter.toolstack import HostInfo, Scrape, VcpuPlacement
+from exporter.toolstack import VCPU_LIST, HostInfo, Scrape, VcpuPlacement
 from xentools.xenperf import HYPERCALLS, UINT32, CounterKind, PerfcSnapshot, hypercall_name
 
 log = logging.getLogger(__name__)
 
 PREFIX = "xen_perfc_"
+# `xl info` is asked again at least this often, even when the online CPU count stays the same.
+INFO_REFRESH_SCRAPES = 60
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
 
@@ -200,13 +206,34 @@ class PerfcCollector:
         self._previous_vcpu_times: dict[VcpuKey, float] | None = None
         self._previous_cpu_ids: frozenset[int] | None = None
         self._host_info: HostInfo | None = None
+        self._info_age = 0
+        self._last_vcpus: Sequence[VcpuPlacement] | None = None
+        self._last_shares: dict[tuple[int, str], float] = {}
         self._unavailable_logged = False
         self._unmapped_logged = False
         self._duplicates_logged: set[str] = set()
 
+    def prefetch(self, scrape: Scrape) -> None:
+        # Only once the CPU counts are known: vcpu-list's affinities are read against them.
+        if self._host_info is not None:
+            scrape.start(VCPU_LIST)
+
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         with self._lock:
             yield from self._collect(scrape)
+
+    def _host(self, scrape: Scrape, known: HostInfo | None, online_cpus: int | None) -> HostInfo:
+        """`xl info`, asked only when the CPU counts may have changed (or now and then)."""
+        if (
+            known is None
+            or (online_cpus is not None and online_cpus != known.nr_cpus)
+            or self._info_age >= INFO_REFRESH_SCRAPES
+        ):
+            known = scrape.info()
+            self._info_age = 0
+        self._info_age += 1
+        self._host_info = known
+        return known
 
     def _collect(self, scrape: Scrape) -> Iterator[Metric]:
         available = GaugeMetricFamily(
@@ -220,10 +247,10 @@ class PerfcCollector:
         known = self._host_info
         try:
             if known is None:
-                known = scrape.info()
+                known = self._host(scrape, None, None)
             snapshot = self._reader.read(known.nr_cpus, known.max_cpu_id, scrape.timeout())
         except PerfcUnavailable as error:
-            info = scrape.info()
+            info = self._host(scrape, self._host_info, None)
             if not self._unavailable_logged:
                 log.warning("no hypervisor performance counters (%s); serving the rest", error)
                 self._unavailable_logged = True
@@ -232,7 +259,7 @@ class PerfcCollector:
             yield from self._shares(scrape, info.max_cpu_id, None)
             return
         self._unavailable_logged = False
-        info = self._host_info = scrape.info()
+        info = self._host(scrape, known, snapshot.online_cpus)
         if info != known and snapshot.online_cpus != info.nr_cpus:
             # the CPU set changed since the last scrape: read again with the fresh facts
             snapshot = self._reader.read(info.nr_cpus, info.max_cpu_id, scrape.timeout())
@@ -256,16 +283,20 @@ class PerfcCollector:
             self._unmapped_logged = True
         elif cpu_ids is not None:
             self._unmapped_logged = False
-        owners, shares = self._attribution(scrape, cpu_ids)
-        yield from self._counters(snapshot, cpu_ids, owners)
-        yield shares
-
-    def _attribution(
-        self, scrape: Scrape, cpu_ids: tuple[int, ...] | None
-    ) -> tuple[dict[int, str], GaugeMetricFamily]:
-        vcpus = scrape.vcpu_list()
+        try:
+            vcpus = scrape.vcpu_list()
+        except Exception as error:
+            if self._last_vcpus is None:
+                raise
+            # xl is late or failing: the counters are still worth serving, attributed as at
+            # the last scrape that had an answer; the collector reports the failure.
+            owners = exclusive_owners(self._last_vcpus, cpu_ids or ())
+            yield from self._counters(snapshot, cpu_ids, owners)
+            yield self._shares_family(self._last_shares)
+            raise Degraded(f"{error}; served the last known CPU -> domain attribution") from error
         owners = exclusive_owners(vcpus, cpu_ids or ())
-        return owners, self._share_family(vcpus, owners)
+        yield from self._counters(snapshot, cpu_ids, owners)
+        yield self._share_family(vcpus, owners)
 
     def _shares(
         self, scrape: Scrape, max_cpu_id: int, cpu_ids: tuple[int, ...] | None
@@ -281,6 +312,12 @@ class PerfcCollector:
         self._previous_vcpu_times = {
             (v.domain, v.domid, v.vcpu): v.time_seconds for v in vcpus if v.cpu is not None
         }
+        self._last_vcpus = vcpus
+        self._last_shares = shares
+        return self._shares_family(shares)
+
+    @staticmethod
+    def _shares_family(shares: Mapping[tuple[int, str], float]) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
             "xen_pcpu_domain_share_ratio",
             "Share of the physical CPU's vCPU time each domain had since the previous scrape "

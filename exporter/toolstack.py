@@ -3,15 +3,18 @@
 The collectors see the host through the small `Toolstack` protocol below (tests give them fakes);
 `exporter.xl_toolstack.XlToolstack` implements it with `xentools.xl`, the one place that runs and
 parses `xl`. `Scrape` asks each question at most once per scrape and shares the answer between
-collectors: nothing is kept from one scrape to the next.
+collectors; it keeps nothing from one scrape to the next (what is worth keeping, the toolstack
+and the collectors keep themselves, and say so).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -71,17 +74,39 @@ class ScrapeTimeout(TimeoutError):
     """The scrape's time budget is spent."""
 
 
+INFO = "xl info"
+VCPU_LIST = "xl vcpu-list"
+POOL_CPUS = "xl cpupool-list"
+DOMAINS = "xl list"
+
+
 class Scrape:
     """One scrape: its deadline, and each toolstack answer (or error) computed at most once.
 
-    A scrape runs its collectors one after the other in one thread, so no locking is needed.
+    Collectors run one after the other in the scrape's thread. Questions a collector will ask
+    can be started early in `executor`'s threads (`start`), so that several `xl` runs overlap
+    each other and the reading of the counters instead of adding up; the collector then waits
+    for the answer, never past the scrape's deadline.
     """
 
-    def __init__(self, toolstack: Toolstack, deadline: float, command_timeout: float) -> None:
+    def __init__(
+        self,
+        toolstack: Toolstack,
+        deadline: float,
+        command_timeout: float,
+        executor: Executor | None = None,
+    ) -> None:
         self.toolstack = toolstack
         self.deadline = deadline
         self.command_timeout = command_timeout
-        self._answers: dict[str, tuple[bool, object]] = {}
+        self._executor = executor
+        self._answers: dict[str, Future[Any]] = {}
+        self._questions: dict[str, Callable[[float], Any]] = {
+            INFO: toolstack.info,
+            VCPU_LIST: toolstack.vcpu_list,
+            POOL_CPUS: toolstack.pool_cpus,
+            DOMAINS: toolstack.domains,
+        }
 
     def timeout(self) -> float:
         """The timeout for the next command: the per-command limit, within the deadline."""
@@ -90,26 +115,40 @@ class Scrape:
             raise ScrapeTimeout("the scrape's time budget is spent")
         return min(self.command_timeout, remaining)
 
+    def start(self, *keys: str) -> None:
+        """Ask these questions now in the background (inline later if there is no executor)."""
+        if self._executor is None:
+            return
+        for key in keys:
+            if key not in self._answers:
+                self._answers[key] = self._executor.submit(self._ask, self._questions[key])
+
+    def _ask(self, compute: Callable[[float], T]) -> T:
+        # the timeout is taken when the command starts, not when it was queued
+        return compute(self.timeout())
+
     def once(self, key: str, compute: Callable[[float], T]) -> T:
-        if key not in self._answers:
+        future = self._answers.get(key)
+        if future is None:
+            future = self._answers[key] = Future()
             try:
-                self._answers[key] = (True, compute(self.timeout()))
+                future.set_result(compute(self.timeout()))
             except Exception as error:
-                self._answers[key] = (False, error)
-        ok, value = self._answers[key]
-        if not ok:
-            assert isinstance(value, BaseException)
-            raise value
-        return value  # type: ignore[return-value]
+                future.set_exception(error)
+        try:
+            answer: T = future.result(timeout=max(0.0, self.deadline - time.monotonic()))
+        except FutureTimeout:
+            raise ScrapeTimeout(f"{key}: no answer within the scrape's time budget") from None
+        return answer
 
     def info(self) -> HostInfo:
-        return self.once("xl info", self.toolstack.info)
+        return self.once(INFO, self.toolstack.info)
 
     def vcpu_list(self) -> Sequence[VcpuPlacement]:
-        return self.once("xl vcpu-list", self.toolstack.vcpu_list)
+        return self.once(VCPU_LIST, self.toolstack.vcpu_list)
 
     def pool_cpus(self) -> frozenset[int]:
-        return self.once("xl cpupool-list", self.toolstack.pool_cpus)
+        return self.once(POOL_CPUS, self.toolstack.pool_cpus)
 
     def domains(self) -> Sequence[DomainStats]:
-        return self.once("xl list", self.toolstack.domains)
+        return self.once(DOMAINS, self.toolstack.domains)
