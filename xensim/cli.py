@@ -255,7 +255,9 @@ def write_tools(names: Names) -> None:
         "export XENSIM_STATE_DIR\n"
         f"PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
         "export PYTHONPATH\n"
-        f'exec {shlex.quote(sys.executable)} -m xensim.fakexl "$@"\n'
+        # -S: no site (the venv's .pth finders cost a fifth of every call); fakexl needs
+        # only the standard library and this repository.
+        f'exec {shlex.quote(sys.executable)} -S -m xensim.fakexl "$@"\n'
     )
     wrapper.chmod(0o755)
 

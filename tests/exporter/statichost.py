@@ -80,6 +80,6 @@ def make_static_host(
         "export XENSIM_STATE_DIR\n"
         f"PYTHONPATH={shlex.quote(str(REPO))}\n"
         "export PYTHONPATH\n"
-        f'exec {shlex.quote(sys.executable)} -m xensim.fakexl "$@"\n',
+        f'exec {shlex.quote(sys.executable)} -S -m xensim.fakexl "$@"\n',
     )
     return StaticHost(state_dir, xl, str(XENPERF), SYSFS_FIXTURE)
