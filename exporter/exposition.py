@@ -5,23 +5,37 @@ front of each value (`name{label="value",...} `) is kept and reused; only the va
 formatted anew. Families are still built fresh by the collectors on every scrape. Only what our
 collectors produce is handled (counter and gauge families, samples without timestamps);
 `tests/exporter/test_exporter_exposition.py` holds the output byte-equal to `generate_latest`.
+
+A collector with many series of few label sets (the per-CPU counters) builds a `SeriesFamily`
+instead: it hands over each series' text prefix with its value, and the `Sample` objects that
+prometheus_client's own consumers read are only made when they ask.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import utils
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 _go_float: Callable[[float], str] = utils.floatToGoString
 
 
+# Integers below this are exact as floats, so their float repr is their digits and ".0".
+_EXACT_INTEGERS = 1 << 53
+
+
 def format_value(value: float) -> str:
-    """Go's float formatting as prometheus_client does it; small integers the short way."""
-    if type(value) is int and 0 <= value < 1_000_000:
-        return f"{value}.0"
+    """Go's float formatting as prometheus_client does it; integers the short way."""
+    if type(value) is int and 0 <= value < _EXACT_INTEGERS:
+        if value < 1_000_000:
+            return f"{value}.0"
+        # what floatToGoString makes of repr(float(value)): Go's exponent form
+        digits = str(value)
+        mantissa = f"{digits[0]}.{digits[1:]}0".rstrip("0.")
+        return f"{mantissa}e+{len(digits) - 1:02d}"
     return _go_float(value)
 
 
@@ -36,6 +50,42 @@ class UnsupportedMetric(ValueError):
 
 def _escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def label_text(labels: Mapping[str, str]) -> str:
+    """`a="1",b="x"`: the labels sorted by name, values escaped, as inside `{...}`."""
+    return ",".join(
+        f'{label}="{_escape_label_value(value)}"' for label, value in sorted(labels.items())
+    )
+
+
+class SeriesFamily(Metric):
+    """A counter or gauge family given as (text prefix, labels, value) per series.
+
+    `prefix` is `sample_name{label_text} ` (see `label_text`), or `sample_name ` without
+    labels; the caller keeps it consistent with `labels`. `samples` is made on demand.
+    """
+
+    def __init__(self, name: str, documentation: str, kind: str) -> None:
+        self._rows: list[tuple[str, Mapping[str, str], float]] = []
+        super().__init__(name, documentation, kind)
+        self.sample_name = name + "_total" if kind == "counter" else name
+
+    def add_series(self, prefix: str, labels: Mapping[str, str], value: float) -> None:
+        self._rows.append((prefix, labels, value))
+
+    @property
+    def rows(self) -> list[tuple[str, Mapping[str, str], float]]:
+        return self._rows
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [Sample(self.sample_name, dict(labels), value) for _, labels, value in self._rows]
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        if value:  # Metric.__init__ sets it empty; nothing else may
+            raise TypeError("add series with add_series")
 
 
 class TextRenderer:
@@ -60,6 +110,10 @@ class TextRenderer:
                 raise UnsupportedMetric(f"{family.name}: {kind} families are not supported")
             help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
             append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+            if type(family) is SeriesFamily:
+                for series_prefix, _, value in family.rows:
+                    append(series_prefix + format_value(value) + "\n")
+                continue
             for sample in family.samples:
                 if sample.timestamp is not None or sample.exemplar is not None:
                     raise UnsupportedMetric(f"{sample.name}: timestamps/exemplars not supported")
@@ -67,11 +121,7 @@ class TextRenderer:
                 prefix = prefixes.get(key)
                 if prefix is None:
                     if sample.labels:
-                        labels = ",".join(
-                            f'{label}="{_escape_label_value(value)}"'
-                            for label, value in sorted(sample.labels.items())
-                        )
-                        prefix = f"{sample.name}{{{labels}}} "
+                        prefix = f"{sample.name}{{{label_text(sample.labels)}}} "
                     else:
                         prefix = f"{sample.name} "
                     prefixes[key] = prefix

@@ -15,15 +15,17 @@ with the collector marked failed, when `xl vcpu-list` does not answer in time).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collector import Degraded
+from exporter.exposition import SeriesFamily, label_text
 from exporter.readers import PerfcReader, PerfcUnavailable
 from exporter.toolstack import VCPU_LIST, HostInfo, Scrape, VcpuPlacement
 from xentools.xenperf import HYPERCALLS, UINT32, CounterKind, PerfcSnapshot, hypercall_name
@@ -36,6 +38,7 @@ INFO_REFRESH_SCRAPES = 60
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)
 def metric_name(counter: str) -> str:
     """`sched: context switches` -> `xen_perfc_sched_context_switches` (docs/design.md)."""
     return PREFIX + _NOT_NAME.sub("_", counter.lower()).strip("_")
@@ -212,6 +215,8 @@ class PerfcCollector:
         self._unavailable_logged = False
         self._unmapped_logged = False
         self._duplicates_logged: set[str] = set()
+        # Labels and text of each array element; elements only ever appear (WrapAccumulator).
+        self._array_series: dict[tuple[str, int], tuple[dict[str, str], str]] = {}
 
     def prefetch(self, scrape: Scrape) -> None:
         # Only once the CPU counts are known: vcpu-list's affinities are read against them.
@@ -361,13 +366,14 @@ class PerfcCollector:
             samples, array_keys=frozenset(array_keys), cpus_left=cpus_left
         )
 
-        # The same labels for every per-CPU counter of this scrape (not to be modified).
-        cpu_labels: dict[int, dict[str, str]] = {}
+        # The same labels, and their text, for every per-CPU counter of this scrape (not to
+        # be modified): the per-series work left is a lookup and a concatenation.
+        cpu_labels: dict[int, tuple[dict[str, str], str]] = {}
         for cpu in cpu_ids or range(snapshot.online_cpus):
             labels = {"cpu": str(cpu) if cpu_ids is not None else f"index{cpu}"}
             if cpu_ids is not None and cpu in owners:
                 labels["domain"] = owners[cpu]
-            cpu_labels[cpu] = labels
+            cpu_labels[cpu] = labels, "{" + label_text(labels) + "} "
         seen: set[str] = set()
         for counter in snapshot.counters:
             name = metric_name(counter.name)
@@ -387,15 +393,17 @@ class PerfcCollector:
                 gauge.add_metric([], counter.status_value)
                 yield gauge
             elif counter.kind is CounterKind.PER_CPU:
-                family = CounterMetricFamily(
+                family = SeriesFamily(
                     name,
                     f'xenperf counter "{quoted}" per physical CPU; domain set where only that '
                     "domain's vCPUs may run on the CPU; 32-bit wraps accumulated by the "
                     "exporter between scrapes",
+                    "counter",
                 )
-                sample_name = name + "_total"
+                sample_name = family.sample_name
                 for cpu in cpu_ids or range(len(counter.values)):
-                    family.add_sample(sample_name, cpu_labels[cpu], totals[counter.name, cpu])
+                    labels, text = cpu_labels[cpu]
+                    family.add_series(sample_name + text, labels, totals[counter.name, cpu])
                 yield family
             else:
                 elements = [
@@ -404,20 +412,25 @@ class PerfcCollector:
                 ]
                 yield self._array_family(name, quoted, counter.name, elements)
 
-    @staticmethod
     def _array_family(
-        name: str, quoted: str, counter: str, elements: Sequence[tuple[int, int]]
-    ) -> CounterMetricFamily:
-        is_hypercalls = counter == HYPERCALLS
-        family = CounterMetricFamily(
+        self, name: str, quoted: str, counter: str, elements: Sequence[tuple[int, int]]
+    ) -> SeriesFamily:
+        family = SeriesFamily(
             name,
             f'xenperf counter "{quoted}" by element, summed over CPUs by the hypervisor; '
             "32-bit wraps accumulated by the exporter between scrapes",
-            labels=["index", "hypercall"] if is_hypercalls else ["index"],
+            "counter",
         )
+        series = self._array_series
         for index, total in elements:
-            labels = [str(index), hypercall_name(index)] if is_hypercalls else [str(index)]
-            family.add_metric(labels, total)
+            known = series.get((name, index))
+            if known is None:
+                labels = {"index": str(index)}
+                if counter == HYPERCALLS:
+                    labels["hypercall"] = hypercall_name(index)
+                prefix = f"{family.sample_name}{{{label_text(labels)}}} "
+                known = series[name, index] = labels, prefix
+            family.add_series(known[1], known[0], total)
         return family
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
-from exporter.exposition import TextRenderer, UnsupportedMetric, format_value
+from exporter.exposition import (
+    SeriesFamily,
+    TextRenderer,
+    UnsupportedMetric,
+    format_value,
+    label_text,
+)
 
 
 def families() -> list[Metric]:
@@ -52,3 +62,35 @@ def test_other_types_are_refused() -> None:
 
     with pytest.raises(UnsupportedMetric):
         TextRenderer().render([HistogramMetricFamily("h", "h", buckets=[("+Inf", 1)], sum_value=1)])
+
+
+def series_family() -> SeriesFamily:
+    family = SeriesFamily("xen_test_series", "Series given as text", "counter")
+    for labels, value in (
+        ({"cpu": "1", "domain": "g1"}, 1_014_098),
+        ({"cpu": "0"}, 2**40 + 3),
+        ({"domain": 'odd "name"\\\n', "cpu": "2"}, 0),
+    ):
+        family.add_series(f"{family.sample_name}{{{label_text(labels)}}} ", labels, value)
+    return family
+
+
+def test_series_family_byte_equal_to_generate_latest() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed([series_family()]))
+    assert TextRenderer().render([series_family()]) == generate_latest(registry)
+    assert registry.get_sample_value("xen_test_series_total", {"cpu": "0"}) == 2**40 + 3
+
+
+def test_series_family_samples_cannot_be_replaced() -> None:
+    with pytest.raises(TypeError):
+        series_family().samples = [Sample("x", {}, 1.0)]
+
+
+def test_integers_formatted_like_go_across_magnitudes() -> None:
+    rng = random.Random(7)
+    values = [10**exponent + offset for exponent in range(17) for offset in (-1, 0, 1)]
+    values += [rng.randrange(1 << bits) for bits in range(1, 64) for _ in range(20)]
+    for value in values:
+        if value >= 0:
+            assert format_value(value) == floatToGoString(value), value
