@@ -63,7 +63,7 @@ bench: deps
 	$(BIN)/python -m bench
 
 # The long reliability runs (docs/reliability.md): kill -9 after every step, 10,000 scrapes,
-# 20 million fuzzing runs. Needs root; about 20 minutes here.
+# 20 million fuzzing runs. Needs root; about 15 minutes here.
 soak: deps
 	JUDICATOR_SOAK=1 $(BIN)/pytest -m soak tests/reliability $(PYTEST_ARGS)
 
