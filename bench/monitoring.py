@@ -33,9 +33,10 @@ import pstats
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.common import (
@@ -66,12 +67,19 @@ def _children_cpu() -> float:
 
 
 class PhaseClock:
-    """Own and children CPU per phase; phases nest (a parent's time excludes its children's)."""
+    """Own and children CPU per phase; phases nest (a parent's time excludes its children's).
+
+    The scrape's thread is followed as a stack of phases. A wrapped function running in another
+    thread (the exporter's toolstack threads run `xl` concurrently) is charged its own thread's
+    CPU; the CPU of the `xl` processes is counted apart, by `measured_run`.
+    """
 
     def __init__(self) -> None:
         self.own: dict[str, float] = defaultdict(float)
         self.children: dict[str, float] = defaultdict(float)
         self._stack: list[str] = []
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
         self._mark_own = time.thread_time()
         self._mark_children = _children_cpu()
 
@@ -84,6 +92,13 @@ class PhaseClock:
 
     def wrap(self, phase: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != self._thread:
+                started = time.thread_time()
+                try:
+                    return function(*args, **kwargs)
+                finally:
+                    with self._lock:
+                        self.own[phase] += time.thread_time() - started
             self._charge()
             self._stack.append(phase)
             try:
@@ -102,11 +117,41 @@ class PhaseClock:
         self._charge()
         self._stack.pop()
 
+    def add_child(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            self.children[f"process:{phase}"] += seconds
+
     def take(self) -> dict[str, dict[str, float]]:
-        taken = {"own": dict(self.own), "children": dict(self.children)}
-        self.own.clear()
-        self.children.clear()
+        with self._lock:
+            taken = {"own": dict(self.own), "children": dict(self.children)}
+            self.own.clear()
+            self.children.clear()
         return taken
+
+
+def measured_run(clock: PhaseClock, phase: str) -> Callable[..., Any]:
+    """`run_command` that also charges the command's own CPU (from wait4) to `phase`."""
+
+    def run(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        stdout = process.stdout.read()  # xl writes little to stderr: no deadlock
+        stderr = process.stderr.read()
+        process.stdout.close()
+        process.stderr.close()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        clock.add_child(phase, usage.ru_utime + usage.ru_stime)
+        return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+
+    return run
 
 
 def _instrument(clock: PhaseClock, reader_kind: str) -> None:
@@ -130,6 +175,7 @@ def _instrument(clock: PhaseClock, reader_kind: str) -> None:
     for method in ("info", "vcpu_list", "pool_cpus", "domains"):
         original = getattr(xl_toolstack.XlToolstack, method)
         setattr(xl_toolstack.XlToolstack, method, clock.wrap("xl", original))
+    setattr(xl_toolstack, "run_command", measured_run(clock, "xl"))  # noqa: B010
 
 
 def _build_exporter(args: argparse.Namespace) -> Any:
@@ -150,18 +196,9 @@ def _build_exporter(args: argparse.Namespace) -> Any:
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    from prometheus_client import CollectorRegistry, generate_latest
-
     clock = PhaseClock()
     _instrument(clock, args.reader)
     exporter = _build_exporter(args)
-
-    class Frozen:
-        def __init__(self, families: list[Any]) -> None:
-            self.families = families
-
-        def collect(self) -> Iterator[Any]:
-            yield from self.families
 
     def scrape() -> tuple[dict[str, dict[str, float]], float, float, int]:
         clock.take()
@@ -169,11 +206,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         clock.enter("collect")
         families = list(exporter.registry().collect())
         clock.leave()
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(Frozen(families))
         clock.enter("render")
-        text = generate_latest(registry)
+        # the renderer the served exporter uses (exporter.render = collect + this)
+        text = exporter._renderer.render(families)
         clock.leave()
+        # the toolstack threads have finished with this scrape once its answers are in
         own = time.process_time() - own0
         children = _children_cpu() - children0
         return clock.take(), own, children, len(text)
@@ -193,6 +230,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             for phase in PHASES:
                 phases[f"own:{phase}"].append(taken["own"].get(phase, 0.0))
                 phases[f"children:{phase}"].append(taken["children"].get(phase, 0.0))
+            phases["xl_processes"].append(taken["children"].get("process:xl", 0.0))
             time.sleep(args.pause)
         batches.append(
             {
@@ -327,8 +365,11 @@ def summarize(workers: dict[str, dict[str, Any]], process: dict[str, Any]) -> di
         phases = {key: median(b["phases"][key] for b in batches) for key in batches[0]["phases"]}
         own = median(b["own_seconds"] for b in batches) or 0.0
         children = median(b["children_seconds"] for b in batches) or 0.0
-        xl_children = phases["children:xl"] or 0.0
-        fetch = (phases["own:fetch"] or 0.0) + (phases["children:fetch"] or 0.0)
+        xl_children = phases["xl_processes"] or 0.0
+        # xl processes are reaped in other threads, possibly during the fetch: what the
+        # fetch's children cost beyond them is xenperf's
+        fetch_children = max(0.0, children - xl_children) if reader == "xenperf" else 0.0
+        fetch = (phases["own:fetch"] or 0.0) + fetch_children
         parse = phases["own:parse"] or 0.0
         exporter_cost = own + children - xl_children  # xl is simulated: apart
         readers[reader] = {
