@@ -32,28 +32,14 @@ from typing import Any
 import yaml
 
 from tests.remediator.conftest import TOKEN
-from tests.support import require, require_binary, require_root
+from tests.support import REPO, STUB, XENPERF, require, require_binary, require_root, sim
 
-REPO = Path(__file__).resolve().parents[2]
-XENPERF = Path(
-    os.environ.get("XENSIM_XENPERF") or REPO / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
-)
-STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
 INSTANCE = "simhost:10170"
 GUESTS = ("guest1", "guest2", "guest3")
 
 
-def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "xensim.cli", *args],
-        capture_output=True, text=True, timeout=90, check=False, cwd=REPO,
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(f"judicator-sim {' '.join(args)}: {result.stderr}{result.stdout}")
-    return result
-
-
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """A bounded poll like tests.support.wait_for, returning the truthy value it waited for."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
