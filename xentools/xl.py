@@ -315,6 +315,10 @@ _VERBOSE_REST = re.compile(
 
 
 def _lines(text: str) -> list[str]:
+    # xl ends every table with a newline; output without one was cut short (a killed or timed-out
+    # xl), and its last row may look whole while it is not ("0,1" of "0,1,2,3").
+    if text and not text.endswith("\n"):
+        raise XlParseError("output cut short (no final newline)", text.splitlines()[-1])
     return [line for line in text.splitlines() if line.strip()]
 
 

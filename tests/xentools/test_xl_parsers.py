@@ -314,6 +314,31 @@ def test_malformed_input_is_refused(parser: object, text: str, line: str | None)
         assert repr(line) in str(caught.value)
 
 
+CUT_SHORT = [
+    (parse_list, "fake-list.txt"),
+    (parse_list_verbose, "fake-list-v.txt"),
+    (parse_vcpu_list, "fake-vcpu-list.txt"),
+    (parse_info, "fake-info.txt"),
+    (parse_cpupool_list, "fake-cpupool-list-c.txt"),
+    (parse_sched, "fake-sched-credit2.txt"),
+    (parse_network_list, "ref-network-list.txt"),
+]
+
+
+@pytest.mark.parametrize(("parser", "name"), CUT_SHORT)
+def test_output_cut_short_is_refused(parser: object, name: str) -> None:
+    """A killed xl's output may end mid-row in a row that still looks whole ("0,1" of "0-3")."""
+    assert callable(parser)
+    text = fixture(name)
+    assert text.endswith("\n")
+    parser(text)
+    cut = text.rstrip("\n")
+    cut = cut[: len(cut) - 1]
+    with pytest.raises(XlParseError, match="cut short") as caught:
+        parser(cut)
+    assert caught.value.line == cut.splitlines()[-1]
+
+
 # --- CPU lists -------------------------------------------------------------------------------
 
 CPULIST_CASES = [
