@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.services import wait_until
 from tests.support import require_binary, require_root
@@ -40,11 +41,19 @@ def _queries() -> list[tuple[str, str]]:
 
 def _substitute(expr: str, instance: str) -> str:
     # As Grafana would with $instance = this host and $domain, $cpu = All (".+").
-    return (
-        expr.replace("$instance", re.escape(instance))
-        .replace("$domain", ".+")
-        .replace("$cpu", ".+")
-    )
+    return expr.replace("$instance", instance).replace("$domain", ".+").replace("$cpu", ".+")
+
+
+def _scrape_the_remediator_with_its_token(stack: Stack) -> None:
+    """The shipped prometheus.yml sends /etc/judicator/remediator.token to the remediator; point
+    it at this stack's token (a no-op once xensim.stack renders it so) and reload."""
+    config_path = stack.prometheus.workdir / "prometheus.yml"
+    config = yaml.safe_load(config_path.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "judicator-remediator"]
+    job["authorization"]["credentials_file"] = str(stack.remediator.workdir / "remediator.token")
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    status, body = stack.prometheus.request("POST", "/-/reload")
+    assert status == 200, body
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +65,17 @@ def flooded_stack() -> Iterator[Stack]:
         simulated_host(f"dash{os.getpid() % 100000}", dom0_netns=False) as host,
         run_stack(host) as stack,
     ):
+        _scrape_the_remediator_with_its_token(stack)
         host.run_workload("guest1", "pingflood", target="guest2", duration=120)
         host.run_workload("guest3", "bulk", target="guest2", duration=120)
         try:
+            # Both at once: the throttle holds while the policy fires (keep_firing_for), then
+            # the shaped flood resolves it and the hold releases it.
             wait_until(
-                lambda: stack.prometheus.query("sum(judicator_remediator_active_throttles) > 0"),
+                lambda: stack.prometheus.query(
+                    "sum(judicator_remediator_active_throttles) > 0 and on ()"
+                    ' count(ALERTS{alertstate="firing", severity="remediate"}) > 0'
+                ),
                 timeout=90,
                 what="the flood to be throttled and Prometheus to see the throttle",
             )
