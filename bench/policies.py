@@ -133,7 +133,7 @@ def measure_host(
             with run_prometheus(yaml.safe_dump(config), rule_files=rule_files) as prometheus:
                 # Every rate needs its window of samples before its cost is the steady one.
                 wait_for(
-                    lambda: prometheus.query("instance_domain:xen_perfc_interrupts:rate5s"),
+                    lambda: prometheus.query("instance_domain:xen_perfc_interrupts:rate10s"),
                     timeout=60,
                     what="recorded rates",
                 )

@@ -238,7 +238,7 @@ def run_settings(
         benign_start = time.time()
         wait_for(
             lambda: stack.prometheus.query(
-                'instance_domain:xen_domain_network_transmit_packets:rate5s{domain="guest4"} > 0'
+                'instance_domain:xen_domain_network_transmit_packets:rate10s{domain="guest4"} > 0'
             ),
             timeout=60,
             what="benign traffic in Prometheus",
