@@ -623,12 +623,18 @@ def _substitute(value: Any, placeholder: str, replacement: str) -> Any:
 
 
 def render_prometheus_config(
-    shipped: Mapping[str, Any], *, targets: Mapping[str, str], rules_dir: Path
+    shipped: Mapping[str, Any],
+    *,
+    targets: Mapping[str, str],
+    rules_dir: Path,
+    credentials_files: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """The shipped prometheus.yml with each job's target replaced and the rules made absolute.
 
     `targets` maps a job name to its "host:port"; "{listen}" stands for Prometheus's own.
-    Intervals, jobs and rules stay as shipped.
+    `credentials_files` maps a job name to the bearer token file it scrapes with (the shipped
+    one names /etc/judicator/…, which a simulated host does not have). Intervals, jobs and rules
+    stay as shipped.
     """
     settings: dict[str, Any] = json.loads(json.dumps(shipped))
     jobs = {job["job_name"]: job for job in settings.get("scrape_configs", [])}
@@ -637,6 +643,8 @@ def render_prometheus_config(
         raise ServiceError(f"the shipped prometheus.yml has no job {', '.join(missing)}")
     for job_name, target in targets.items():
         jobs[job_name]["static_configs"] = [{"targets": [target]}]
+    for job_name, path in (credentials_files or {}).items():
+        jobs[job_name].setdefault("authorization", {})["credentials_file"] = str(path)
     settings["rule_files"] = [
         str(rules_dir / Path(pattern).name) for pattern in settings.get("rule_files", [])
     ]
@@ -971,6 +979,7 @@ def run_stack(
                 "prometheus": "{listen}",
             },
             rules_dir=rules_dir,
+            credentials_files={"judicator-remediator": remediator.workdir / "remediator.token"},
         )
         prometheus = stack.enter_context(
             run_prometheus(

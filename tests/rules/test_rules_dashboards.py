@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.services import wait_until
 from tests.support import require_binary, require_root
@@ -44,18 +43,6 @@ def _substitute(expr: str, instance: str) -> str:
     return expr.replace("$instance", instance).replace("$domain", ".+").replace("$cpu", ".+")
 
 
-def _scrape_the_remediator_with_its_token(stack: Stack) -> None:
-    """The shipped prometheus.yml sends /etc/judicator/remediator.token to the remediator; point
-    it at this stack's token (a no-op once xensim.stack renders it so) and reload."""
-    config_path = stack.prometheus.workdir / "prometheus.yml"
-    config = yaml.safe_load(config_path.read_text())
-    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "judicator-remediator"]
-    job["authorization"]["credentials_file"] = str(stack.remediator.workdir / "remediator.token")
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    status, body = stack.prometheus.request("POST", "/-/reload")
-    assert status == 200, body
-
-
 @pytest.fixture(scope="module")
 def flooded_stack() -> Iterator[Stack]:
     require_root()
@@ -65,7 +52,6 @@ def flooded_stack() -> Iterator[Stack]:
         simulated_host(f"dash{os.getpid() % 100000}", dom0_netns=False) as host,
         run_stack(host) as stack,
     ):
-        _scrape_the_remediator_with_its_token(stack)
         host.run_workload("guest1", "pingflood", target="guest2", duration=120)
         host.run_workload("guest3", "bulk", target="guest2", duration=120)
         try:
