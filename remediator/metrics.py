@@ -14,9 +14,12 @@ if TYPE_CHECKING:
 
 
 class ActiveThrottles(Collector):
-    """Live throttles by action kind and state, read from the store on every scrape.
+    """Live throttles, read from the store on every scrape: counted by action kind and state,
+    and one series per throttled domain (bounded by the host's domains and the throttle cap).
 
     judicator_remediator_active_throttles{kind="network_shape",state="active"} 1.0
+    judicator_remediator_throttle_since_timestamp_seconds{domain="guest1",kind="cpu_cap",
+                                                          state="active"} 1.7e+09
     """
 
     def __init__(self, live: Callable[[], list[Throttle]]) -> None:
@@ -28,13 +31,22 @@ class ActiveThrottles(Collector):
             "Throttles recorded as live (pending, applying, active, releasing).",
             labels=["kind", "state"],
         )
+        live = self._live()
         counts: dict[tuple[str, str], int] = {}
-        for throttle in self._live():
+        for throttle in live:
             key = (throttle.kind, throttle.state)
             counts[key] = counts.get(key, 0) + 1
         for (kind, state), count in sorted(counts.items()):
             family.add_metric([kind, state], count)
         yield family
+        since = GaugeMetricFamily(
+            "judicator_remediator_throttle_since_timestamp_seconds",
+            "When each live throttle was recorded, by domain, action kind and state.",
+            labels=["domain", "kind", "state"],
+        )
+        for throttle in live:
+            since.add_metric([throttle.domain, throttle.kind, throttle.state], throttle.created_at)
+        yield since
 
 
 class Metrics:

@@ -247,6 +247,10 @@ def test_status_page_metrics_and_health(
         metrics
     )
     assert (
+        'judicator_remediator_throttle_since_timestamp_seconds{domain="web02",'
+        'kind="network_shape",state="active"}' in metrics
+    )
+    assert (
         'judicator_remediator_actions_total{kind="network_shape",phase="apply",result="ok"} 1.0'
         in metrics
     )
