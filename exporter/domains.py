@@ -88,7 +88,17 @@ _NETWORK_HELP = (
 )
 
 
-class NetworkCollector:
+class _SysfsCollector:
+    """Counters Dom0's sysfs holds per backend device, named after the domains xl lists."""
+
+    def __init__(self, sysfs_root: str) -> None:
+        self._sysfs = sysfs_root
+
+    def prefetch(self, scrape: Scrape) -> None:
+        scrape.start(DOMAINS)
+
+
+class NetworkCollector(_SysfsCollector):
     """Per-vif counters from Dom0's sysfs, in the guest's direction.
 
     Sample::
@@ -98,12 +108,6 @@ class NetworkCollector:
     """
 
     name = "network"
-
-    def __init__(self, sysfs_root: str) -> None:
-        self._sysfs = sysfs_root
-
-    def prefetch(self, scrape: Scrape) -> None:
-        scrape.start(DOMAINS)
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         names = {domain.domid: domain.name for domain in scrape.domains()}
@@ -142,7 +146,7 @@ class NetworkCollector:
         yield from (family for _, family in families.values())
 
 
-class BlockCollector:
+class BlockCollector(_SysfsCollector):
     """blkback's per-vbd counters from Dom0's sysfs.
 
     Sample::
@@ -152,12 +156,6 @@ class BlockCollector:
     """
 
     name = "block"
-
-    def __init__(self, sysfs_root: str) -> None:
-        self._sysfs = sysfs_root
-
-    def prefetch(self, scrape: Scrape) -> None:
-        scrape.start(DOMAINS)
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         names = {domain.domid: domain.name for domain in scrape.domains()}

@@ -262,19 +262,7 @@ def _plan_shape_send(
     ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
     if [r.to_dev for r in ours] != [ifb]:
         if ours:
-            commands.append(
-                tools.cmd(
-                    tools.tc,
-                    "filter",
-                    "del",
-                    "dev",
-                    vif.name,
-                    "parent",
-                    "ffff:",
-                    "prio",
-                    str(FILTER_PREF),
-                )
-            )
+            commands.append(_delete_our_filter(vif.name, tools))
         commands.append(
             tools.cmd(
                 tools.tc,
@@ -304,25 +292,20 @@ def _plan_shape_send(
     return commands
 
 
+def _delete_our_filter(vif: str, tools: Tools) -> Command:
+    """Removes our redirect (priority FILTER_PREF) from `vif`'s ingress, leaving others' alone."""
+    return tools.cmd(
+        tools.tc, "filter", "del", "dev", vif, "parent", "ffff:", "prio", str(FILTER_PREF)
+    )
+
+
 def _plan_unshape(dom: DomainState, tools: Tools) -> list[Command]:
     commands: list[Command] = []
     for vif in dom.vifs:
         ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
         others = [r for r in vif.link.redirects if r.pref != FILTER_PREF]
         if ours and others:
-            commands.append(
-                tools.cmd(
-                    tools.tc,
-                    "filter",
-                    "del",
-                    "dev",
-                    vif.name,
-                    "parent",
-                    "ffff:",
-                    "prio",
-                    str(FILTER_PREF),
-                )
-            )
+            commands.append(_delete_our_filter(vif.name, tools))
         elif vif.link.has_ingress and not others:
             commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "ingress"))
         if vif.ifb.exists:
