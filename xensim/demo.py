@@ -197,7 +197,7 @@ SCENARIOS = {
             policy="disk_abuse",
             remediation="cpu_cap",
             headline="block_requests",
-            min_fall=2.0,  # capped at 25% of one CPU
+            min_fall=2.0,  # capped at 10% of one CPU
             attacker_measures=("block_requests", "cpu"),
         ),
     )
