@@ -389,7 +389,7 @@ def _run(
         yield service
     finally:
         if process is not None:
-            _stop(process)
+            stop_process_group(process)
         caller.close()
         if log_path is not None:
             with contextlib.suppress(OSError):
@@ -397,7 +397,7 @@ def _run(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process_group(process: subprocess.Popen[Any]) -> None:
     """SIGTERM the process group, SIGKILL it if it lingers; never leave a child behind."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from tests.services import Prometheus, run_prometheus, wait_until
 from tests.support import REPO, STUB, XENPERF, require, require_binary, require_root, sim
 from xensim import perfc
+from xensim.stack import stop_process_group
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
@@ -82,13 +82,7 @@ def exporter_in_dom0(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import base64
 import contextlib
 import http.client
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 
 from tests.exporter.statichost import STUB_DIR, XENPERF, StaticHost, make_static_host, write_script
 from tests.support import require, require_binary
+from xensim.stack import stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -94,13 +94,7 @@ def exporter_process(
             time.sleep(0.1)
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process)
         if process.stdout:
             process.stdout.close()
 

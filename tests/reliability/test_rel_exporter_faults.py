@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from tests.exporter.statichost import STUB_DIR, XENPERF, StaticHost, make_static_host, write_script
 from tests.support import require
-from xensim.stack import free_loopback_port
+from xensim.stack import free_loopback_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTORS = ("perfc", "domain", "network", "block")
@@ -56,13 +55,7 @@ def exporter(host: StaticHost, *flags: str, env: dict[str, str] | None = None) -
             time.sleep(0.1)
         yield handle
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process_group(process)
 
 
 class Exporter:

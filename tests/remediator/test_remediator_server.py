@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -18,6 +16,7 @@ import yaml
 
 from tests.remediator.conftest import TOKEN, alert, payload
 from tests.support import require_binary
+from xensim.stack import stop_process_group
 
 
 def free_port() -> int:
@@ -91,12 +90,7 @@ def test_tls_token_and_limits_on_the_real_server(tmp_path: Path) -> None:
             plain.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
             assert not plain.recv(100).startswith(b"HTTP/1"), "served plain HTTP"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        stop_process_group(process)
     listed = subprocess.run(
         [sys.executable, "-m", "remediator", "--config.file", str(config), "list", "--json"],
         capture_output=True, text=True, check=True, timeout=30,
