@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from remediator.config import ACTION_KINDS, Config
@@ -24,6 +25,7 @@ FINGERPRINT = re.compile(r"[0-9a-f]{1,32}")
 MAX_ALERTS = 1000
 MAX_LABELS = 64
 MAX_LABEL_BYTES = 4096
+RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 
 
 class PayloadError(ValueError):
@@ -87,6 +89,26 @@ class Refusal:
     ignored: bool = False  # True when the alert is not ours to act on (another host)
 
 
+def canonical_instant(text: str) -> str:
+    """One spelling per instant: UTC, nanoseconds without trailing zeros, as Go's RFC3339Nano.
+
+    An alert episode is known by (fingerprint, startsAt); the same instant written by another
+    sender, or with trailing zeros, or in another zone, must not look like a new episode.
+    Text that is not an RFC 3339 timestamp is kept as it is: it still names its episode.
+    """
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        return text
+    day, clock, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in 'Zz' else zone}")
+        utc = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    except (ValueError, OverflowError):  # 31 February; year 1 moved before year 1
+        return text
+    fraction = (fraction or "").rstrip("0")
+    return f"{utc}.{fraction}Z" if fraction else f"{utc}Z"
+
+
 def _str_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise PayloadError("malformed", f"{what} must be an object")
@@ -135,7 +157,7 @@ def parse_notification(body: bytes) -> Notification:
                 fingerprint=fingerprint,
                 status=status,
                 labels=_str_map(raw.get("labels", {}), f"alerts[{index}].labels"),
-                starts_at=starts_at,
+                starts_at=canonical_instant(starts_at),
                 ends_at=ends_at,
             )
         )

@@ -155,7 +155,9 @@ def test_ha_pair_duplicates_a_peer_killed_mid_notification_and_a_slow_remediator
 ) -> None:
     first, second = rig.pair()
     rig.servers.wrappers.arm(1, "slow")  # every host change takes a second: a slow remediator
-    started = datetime.now(UTC)
+    # Trailing zeros on purpose: Alertmanager hands this instant back as ".12Z", the late
+    # delivery below spells it ".120000Z"; both must name the same episode.
+    started = datetime.now(UTC).replace(microsecond=120000)
     firing = {"labels": FINGERPRINT_LABELS, "startsAt": _iso(started),
               "endsAt": _iso(started + timedelta(minutes=5))}  # fmt: skip
     for member in (first, second):  # as Prometheus does: every alert to every Alertmanager

@@ -65,3 +65,25 @@ def test_recorded_sequence_applies_and_releases_per_alert(
     assert fake_host.domains["guest2"].cap == 0
     live = {(t.domain, t.kind) for t in engine_of(app).store.live()}
     assert live == {("guest1", "network_shape"), ("guest3", "cpu_cap")}
+
+
+@pytest.mark.parametrize(
+    ("sent", "canonical"),
+    [
+        ("2026-11-26T14:40:01.12345Z", "2026-11-26T14:40:01.12345Z"),  # Go's RFC3339Nano
+        ("2026-11-26T14:40:01.123450Z", "2026-11-26T14:40:01.12345Z"),  # Python's isoformat
+        ("2026-11-26T14:40:01.123450000Z", "2026-11-26T14:40:01.12345Z"),
+        ("2026-11-26T15:40:01.12345+01:00", "2026-11-26T14:40:01.12345Z"),
+        ("2026-11-26T14:40:01.000Z", "2026-11-26T14:40:01Z"),
+        ("2026-11-26t14:40:01z", "2026-11-26T14:40:01Z"),
+        ("2026-11-26T14:40:01.123456789Z", "2026-11-26T14:40:01.123456789Z"),  # nanoseconds kept
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),  # Go's zero time
+        ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00+01:00"),  # before year 1: as sent
+        ("2026-02-31T00:00:00Z", "2026-02-31T00:00:00Z"),  # no such day: as sent
+        ("yesterday", "yesterday"),
+    ],
+)
+def test_an_episode_start_has_one_spelling_per_instant(sent: str, canonical: str) -> None:
+    body = {"version": "4", "alerts": [{"status": "firing", "fingerprint": "ab", "startsAt": sent}]}
+    (parsed,) = parse_notification(json.dumps(body).encode()).alerts
+    assert parsed.starts_at == canonical
