@@ -15,6 +15,9 @@ guest1 and then guest5 ping-flood (the attacks, one after the other, each its ow
 2. Fast rules: the same stack with the network-flood policies' `for:` at that value, the
    attacks again, the benign workloads still running; any policy alert on a benign guest is a
    false positive and is reported.
+3. Fast rules with 5 s rate windows (every `[10s]` and `rate10s` of the rules made `[5s]` and
+   `rate5s`, as docs/policies.md describes for other scrape intervals): half as much of a flood
+   lifts a rate over its threshold, and a rate vanishes after 4 failed scrapes instead of 9.
 
 Parts of each attack, from timestamps Prometheus and the remediator recorded:
 scrape (attack start -> first scrape showing the flood), rate window (-> the policy's
@@ -53,12 +56,18 @@ POLICY = "network_flood"
 POLICY_GROUP = "judicator-policies"
 EVALUATION_SECONDS = 1.0
 FLOOD_PACKETS_PER_SCRAPE = 1000
+SHIPPED_WINDOW_SECONDS = 10
+FAST_WINDOW_SECONDS = 5
+SETTINGS = ("shipped", "fast", "fast_window")
 
 
 @contextlib.contextmanager
-def rules_with_for(for_seconds: float | None) -> Iterator[Path | None]:
-    """A copy of the shipped rules with the network-flood policies' `for:` replaced."""
-    if for_seconds is None:
+def rules_with_for(
+    for_seconds: float | None, window_seconds: int = SHIPPED_WINDOW_SECONDS
+) -> Iterator[Path | None]:
+    """A copy of the shipped rules with the network-flood policies' `for:` and the rate windows
+    replaced."""
+    if for_seconds is None and window_seconds == SHIPPED_WINDOW_SECONDS:
         yield None
         return
     from xensim import stack
@@ -67,11 +76,15 @@ def rules_with_for(for_seconds: float | None) -> Iterator[Path | None]:
     directory = Path(tempfile.mkdtemp(prefix="judicator-bench-rules-"))
     try:
         for path in shipped.glob("*.yml"):
-            shutil.copyfile(path, directory / path.name)
-        policies = yaml.safe_load((shipped / "policies.yml").read_text())
+            (directory / path.name).write_text(
+                path.read_text()
+                .replace(f"[{SHIPPED_WINDOW_SECONDS}s]", f"[{window_seconds}s]")
+                .replace(f"rate{SHIPPED_WINDOW_SECONDS}s", f"rate{window_seconds}s")
+            )
+        policies = yaml.safe_load((directory / "policies.yml").read_text())
         for group in policies["groups"]:
             for rule in group["rules"]:
-                if rule.get("labels", {}).get("policy") == POLICY:
+                if rule.get("labels", {}).get("policy") == POLICY and for_seconds is not None:
                     rule["for"] = f"{for_seconds:g}s"
         (directory / "policies.yml").write_text(yaml.safe_dump(policies, sort_keys=False))
         yield directory
@@ -217,13 +230,17 @@ def false_positives(stack: Any, since: float) -> list[str]:
 
 
 def run_settings(
-    label: str, for_seconds: float | None, benign_seconds: float, attacks: int
+    label: str,
+    for_seconds: float | None,
+    benign_seconds: float,
+    attacks: int,
+    window_seconds: int = SHIPPED_WINDOW_SECONDS,
 ) -> dict[str, Any]:
     from xensim import stack as stack_module
 
-    name = f"brx{os.getpid() % 100_000}{label[0]}"
+    name = f"brx{os.getpid() % 100_000}{SETTINGS.index(label)}"
     with (
-        rules_with_for(for_seconds) as rules_dir,
+        rules_with_for(for_seconds, window_seconds) as rules_dir,
         stack_module.simulated_host(name, dom0_netns=True, cpus=7, guests=6, seed=7) as host,
         stack_module.run_stack(
             host, hold_seconds=5.0, rules_dir=rules_dir or stack_module.SHIPPED_RULES_DIR
@@ -238,7 +255,8 @@ def run_settings(
         benign_start = time.time()
         wait_for(
             lambda: stack.prometheus.query(
-                'instance_domain:xen_domain_network_transmit_packets:rate10s{domain="guest4"} > 0'
+                f"instance_domain:xen_domain_network_transmit_packets:rate{window_seconds}s"
+                '{domain="guest4"} > 0'
             ),
             timeout=60,
             what="benign traffic in Prometheus",
@@ -249,6 +267,7 @@ def run_settings(
         wrong = false_positives(stack, benign_start)
     return {
         "label": label,
+        "window_seconds": window_seconds,
         "for_seconds": effective_for,
         "shipped_for": shipped_for,
         "benign_seconds": benign_seconds,
@@ -263,7 +282,15 @@ def run(benign_seconds: float = 30.0, attacks: int = 2) -> list[str]:
     longest = max(shipped["benign_streaks"].values(), default=0.0)
     fastest = max(EVALUATION_SECONDS, math.ceil(longest) + EVALUATION_SECONDS)
     fast = run_settings("fast", fastest, benign_seconds, attacks)
-    figures = {"shipped": shipped, "fast": fast, "fastest_safe_for_seconds": fastest}
+    fast_window = run_settings(
+        "fast_window", fastest, benign_seconds, attacks, window_seconds=FAST_WINDOW_SECONDS
+    )
+    figures = {
+        "shipped": shipped,
+        "fast": fast,
+        "fast_window": fast_window,
+        "fastest_safe_for_seconds": fastest,
+    }
     tables = report(figures)
     write_results(
         "reaction",
@@ -284,7 +311,7 @@ PART_NAMES = ("scrape", "rate window", "for", "evaluation", "alertmanager", "rem
 
 def report(figures: dict[str, Any]) -> list[str]:
     rows = []
-    for key in ("shipped", "fast"):
+    for key in SETTINGS:
         setting = figures[key]
         attacks = setting["attacks"]
         parts = {
@@ -295,7 +322,8 @@ def report(figures: dict[str, Any]) -> list[str]:
         goal = setting["for_seconds"] + 2.0
         rows.append(
             [
-                f"{key} (for: {setting['for_seconds']:g}s)",
+                f"{key} (for: {setting['for_seconds']:g}s, "
+                f"[{setting.get('window_seconds', SHIPPED_WINDOW_SECONDS)}s])",
                 *(fmt(parts[p], 3) for p in PART_NAMES),
                 fmt(total, 3),
                 f"{goal:g}",
@@ -303,16 +331,18 @@ def report(figures: dict[str, Any]) -> list[str]:
                 ", ".join(setting["false_positives"]) or "none",
             ]
         )
-    streaks = figures["shipped"]["benign_streaks"]
+
+    def held(key: str) -> str:
+        streaks = figures[key]["benign_streaks"]
+        return ", ".join(f"{k} {v:g} s" for k, v in sorted(streaks.items()))
+
     note = (
         "\nLongest a network-flood policy's expression held on the benign workloads "
-        f"(web, bulk): {', '.join(f'{k} {v:g} s' for k, v in sorted(streaks.items()))}; "
+        f"(web, bulk): {held('shipped')} ([5s] windows: {held('fast_window')}); "
         f"fastest safe for: {figures['fastest_safe_for_seconds']:g} s. "
         "Start uncertainty (the `judicator-sim run` call): "
         + ", ".join(
-            f"{a['start_uncertainty']:.2f} s"
-            for key in ("shipped", "fast")
-            for a in figures[key]["attacks"]
+            f"{a['start_uncertainty']:.2f} s" for key in SETTINGS for a in figures[key]["attacks"]
         )
     )
     return [
