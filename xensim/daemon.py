@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import random
@@ -23,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xensim import cgroups, counters, model, perfc
+from xensim.host import enter_netns
 from xensim.state import Domain, HostState, StateError, StateStore, cpulist_set
 
 log = logging.getLogger(__name__)
 
 PIDFILE = "daemon.pid"
-CLONE_NEWNET = 0x40000000
 VBD_DEVICE = 51712  # xvda: major 202, minor 0, as blkback names it (vbd-<domid>-51712)
 SECTOR = 512
 VBD_EVERY_SECONDS = 1.0
@@ -60,18 +59,6 @@ def parse_net_dev(text: str) -> dict[str, InterfaceStats]:
             tx_packets=int(fields[9]),
         )
     return stats
-
-
-def enter_netns(netns: str) -> None:
-    """Join a named network namespace, so /proc/net/dev shows Dom0's vifs."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns({netns}): {os.strerror(error)}")
-    finally:
-        os.close(fd)
 
 
 @dataclass

@@ -20,6 +20,7 @@ host name (documented in docs/simulator.md).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ GUEST_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
 BACKEND_MAC = "fe:ff:ff:ff:ff:ff"
 COMMAND_TIMEOUT = 15.0
 DAEMON_PIDFILE = "daemon.pid"
+CLONE_NEWNET = 0x40000000
 WORKLOADS_KEY = "workloads"
 
 
@@ -355,6 +357,18 @@ def stop_workloads(store: StateStore, guest: str, kind: str | None = None) -> in
 
 
 # --- teardown --------------------------------------------------------------------------------
+
+
+def enter_netns(netns: str) -> None:
+    """Join a named network namespace (setns(2): the calling thread only)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"setns into network namespace {netns}: {os.strerror(error)}")
+    finally:
+        os.close(fd)
 
 
 def daemon_pid(state_dir: Path) -> int | None:

@@ -21,7 +21,6 @@ just the same. With a Dom0 namespace, the whole stack runs in it, beside the vif
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -44,6 +43,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from xensim.host import enter_netns
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,6 @@ HTTP_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
 SIM_TIMEOUT_SECONDS = 90.0
 REMEDIATOR_RECEIVER = "judicator-remediator"
-_CLONE_NEWNET = 0x40000000
 
 Sample = tuple[dict[str, str], float]
 T = TypeVar("T")
@@ -103,17 +103,6 @@ def wait_until(
         time.sleep(interval)
 
 
-def _enter_netns(netns: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"setns into network namespace {netns}: {os.strerror(errno)}")
-    finally:
-        os.close(fd)
-
-
 def free_loopback_port() -> int:
     """A TCP port free on 127.0.0.1 now (in the calling thread's network namespace)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -139,7 +128,7 @@ class _Caller:
             self._executor = ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix=f"netns-{netns}",
-                initializer=_enter_netns,
+                initializer=enter_netns,
                 initargs=(netns,),
             )
 
