@@ -190,9 +190,9 @@ def _measure_point(
     first = prometheus_metrics(prometheus)
     policy_durations: list[float] = []
     shared_durations: list[float] = []
+    total_durations: list[float] = []
     started = time.monotonic()
     last = first
-    total_durations: list[float] = []
     for _ in range(samples):
         time.sleep(INTERVAL_SECONDS)
         last = prometheus_metrics(prometheus)
