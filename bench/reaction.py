@@ -338,7 +338,8 @@ def report(figures: dict[str, Any]) -> list[str]:
 
     note = (
         "\nLongest a network-flood policy's expression held on the benign workloads "
-        f"(web, bulk): {held('shipped')} ([5s] windows: {held('fast_window')}); "
+        f"(web, bulk): {held('shipped')} "
+        f"([{FAST_WINDOW_SECONDS}s] windows: {held('fast_window')}); "
         f"fastest safe for: {figures['fastest_safe_for_seconds']:g} s. "
         "Start uncertainty (the `judicator-sim run` call): "
         + ", ".join(
