@@ -382,6 +382,10 @@ def _build(names: Names, scenario: Scenario, args: argparse.Namespace) -> None:
     host.domains[0].vcpus[0].cpu = 0
     host.dom0_netns = names.dom0_netns
     host.cgroup_root = names.cgroup_root
+    # Dom0 of the simulated host is this machine: xl info reports its kernel, as on Xen.
+    kernel = os.uname()
+    host.dom0_kernel_release, host.dom0_kernel_version = kernel.release, kernel.version
+    host.machine = kernel.machine
     catalogue = counters.SHADOW_PAGING if scenario.shadow else counters.DEBIAN_12
     host.extra.update(
         {

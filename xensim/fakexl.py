@@ -29,7 +29,6 @@ fails with exit 1.
 from __future__ import annotations
 
 import getopt
-import os
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -618,7 +617,6 @@ def main_vcpupin(ctx: Context, args: list[str]) -> int:
 
 
 def info_lines(host: HostState) -> list[str]:
-    uname = os.uname()
     major, minor, *rest = host.xen_version.split(".")
     extra = "".join("." + part for part in rest)
     assigned = {cpu for pool in host.pools for cpu in pool.cpus}
@@ -627,9 +625,9 @@ def info_lines(host: HostState) -> list[str]:
     cores = host.cores_per_socket or len(host.online_cpus)
     return [
         f"host                   : {host.name}\n",
-        f"release                : {uname.release}\n",
-        f"version                : {uname.version}\n",
-        f"machine                : {uname.machine}\n",
+        f"release                : {host.dom0_kernel_release}\n",
+        f"version                : {host.dom0_kernel_version}\n",
+        f"machine                : {host.machine}\n",
         f"nr_cpus                : {len(host.online_cpus)}\n",
         f"max_cpu_id             : {host.max_cpu_id}\n",
         "nr_nodes               : 1\n",

@@ -174,6 +174,12 @@ class HostState:
     cpu_mhz: int = 2394
     cores_per_socket: int = 0
     threads_per_core: int = 1
+    # Dom0's kernel as `xl info` reports it (uname of Dom0). `judicator-sim up` records the
+    # machine's own; anything generated for a fixture sets fixed values, so that no capture
+    # carries the identity of the machine it was made on.
+    dom0_kernel_release: str = "6.1.0-37-amd64"
+    dom0_kernel_version: str = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.140-1 (2025-05-22)"
+    machine: str = "x86_64"
     # Reserved for the simulator's own bookkeeping; the fake xl ignores it.
     extra: dict[str, Any] = field(default_factory=dict)
 
