@@ -16,10 +16,16 @@ PYTEST_ARGS ?=
 export XENSIM_XENPERF := $(abspath $(XENPERF))
 export XENSIM_STUB_DIR := $(abspath $(STUB_DIR))
 
-.PHONY: test demo bench soak deps lint typecheck check-configs clean
+.PHONY: test test-fast demo bench soak deps lint typecheck check-configs clean
 
 test: deps lint typecheck check-configs
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The daily lane: lint, types and every test that needs neither root nor a running Prometheus or
+# Alertmanager, nor is marked slow (about two minutes, no root, no Debian packages installed).
+# `make test` stays the whole contract; CI runs that.
+test-fast: $(VENV)/.installed $(XENPERF) $(STUB) lint typecheck
+	JUDICATOR_LANE=fast $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 deps: debian-packages $(VENV)/.installed $(XENPERF) $(STUB)
 
