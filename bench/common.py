@@ -7,11 +7,12 @@ import logging
 import os
 import platform
 import statistics
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from xensim.poll import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +116,7 @@ def threads_cpu_seconds(pid: int) -> float:
 
 
 def wait_for(condition: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `condition` until truthy (exceptions count as "not yet"); TimeoutError after."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            result = condition()
-        except Exception as error:  # a service still starting answers with errors
-            last = error
-        else:
-            if result:
-                return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no {what} within {timeout:.0f}s" + (f" ({last})" if last else ""))
-        time.sleep(interval)
+    """`xensim.poll.wait_until` where any exception counts as "not yet" (a starting service)."""
+    return wait_until(
+        condition, timeout=timeout, what=what, interval=interval, retry_on=(Exception,)
+    )

@@ -20,7 +20,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from xensim.host import (
     vifs_in_machine_namespace,
 )
 from xensim.host import workloads as recorded_workloads
+from xensim.poll import wait_until
 from xensim.state import DOM0_NAME, HostState, StateError, StateStore, new_host
 
 log = logging.getLogger(__name__)
@@ -439,15 +439,20 @@ def start_daemon(names: Names, *, interval: float, seed: int | None) -> int:
             env=env,
             cwd="/",
         )
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT
-    while daemon_pid(names.state_dir) != process.pid:
+
+    def started() -> bool:
         if process.poll() is not None:
             raise HostError(
                 f"the daemon exited with {process.returncode}; see {names.state_dir}/daemon.log"
             )
-        if time.monotonic() > deadline:
-            raise HostError(f"the daemon did not start within {DAEMON_START_TIMEOUT}s")
-        time.sleep(0.05)
+        return daemon_pid(names.state_dir) == process.pid
+
+    try:
+        wait_until(
+            started, timeout=DAEMON_START_TIMEOUT, what="the daemon", interval=0.05, retry_on=()
+        )
+    except TimeoutError:
+        raise HostError(f"the daemon did not start within {DAEMON_START_TIMEOUT}s") from None
     return process.pid
 
 
