@@ -51,6 +51,13 @@ XENPERF = Path(
 STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
 
 
+def require_simulated_host() -> None:
+    """Root, the real xenperf and the stub libxenctrl: what `judicator-sim up` needs."""
+    require_root()
+    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
+    require(STUB.exists(), f"needs the stub at {STUB} (make deps)")
+
+
 def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Runs `judicator-sim ARGS`; with `check`, a failure raises with its output quoted."""
     result = subprocess.run(
