@@ -646,11 +646,20 @@ def _cpu_list(text: str) -> list[int]:
     return cpus
 
 
+# --log.level as Prometheus and every Judicator program spell it.
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="judicator-sim", description="A simulated Xen host for Judicator's tests and demo."
     )
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="warn")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -715,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="judicator-sim: %(levelname)s: %(message)s"
+        level=LOG_LEVELS[args.log_level], format="judicator-sim: %(levelname)s: %(message)s"
     )
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "up": cmd_up,

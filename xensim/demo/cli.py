@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from xensim.cli import LOG_LEVELS
 from xensim.demo.experiment import run_experiment
 from xensim.demo.report import table, write_report
 from xensim.demo.scenarios import SCENARIOS, Settings
@@ -70,13 +71,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run Dom0 (and the whole stack) in a namespace of its own",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="warn")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="demo: %(levelname)s: %(message)s")
+    logging.basicConfig(level=LOG_LEVELS[args.log_level], format="demo: %(levelname)s: %(message)s")
     if os.geteuid() != 0:
         print(
             "the demo must run as root (namespaces, tc, cgroups): sudo make demo", file=sys.stderr
