@@ -18,6 +18,15 @@ SHIPPED_ALERTMANAGER_CONFIG = REPO_ROOT / "alertmanager" / "alertmanager.yml"
 SHIPPED_REMEDIATOR_CONFIG = REPO_ROOT / "deploy" / "remediator.yml"
 REMEDIATOR_RECEIVER = "judicator-remediator"
 
+# The demo, the tests and the benchmarks scrape and evaluate every second, so that a throttle
+# shows within seconds; the shipped prometheus.yml has the production intervals
+# (docs/policies.md#production-settings), which a run on a simulated host replaces by these.
+SIMULATION_INTERVALS = {
+    "scrape_interval": "1s",
+    "scrape_timeout": "1s",
+    "evaluation_interval": "1s",
+}
+
 
 def render_prometheus_config(
     shipped: Mapping[str, Any],
@@ -25,15 +34,18 @@ def render_prometheus_config(
     targets: Mapping[str, str],
     rules_dir: Path,
     credentials_files: Mapping[str, Path] | None = None,
+    intervals: Mapping[str, str] = SIMULATION_INTERVALS,
 ) -> dict[str, Any]:
     """The shipped prometheus.yml with each job's target replaced and the rules made absolute.
 
     `targets` maps a job name to its "host:port"; "{listen}" stands for Prometheus's own.
     `credentials_files` maps a job name to the bearer token file it scrapes with (the shipped
-    one names /etc/judicator/…, which a simulated host does not have). Intervals, jobs and rules
-    stay as shipped.
+    one names /etc/judicator/…, which a simulated host does not have). `intervals` replace the
+    shipped global intervals (the simulation's 1 s unless told otherwise). Jobs and rules stay
+    as shipped.
     """
     settings: dict[str, Any] = json.loads(json.dumps(shipped))
+    settings["global"] = {**settings.get("global", {}), **intervals}
     jobs = {job["job_name"]: job for job in settings.get("scrape_configs", [])}
     missing = sorted(set(targets) - set(jobs))
     if missing:

@@ -4,7 +4,8 @@
         host.run_workload("guest1", "pingflood", target="guest2", duration=60)
         wait_until(lambda: stack.prometheus.alerts(), timeout=60, what="an alert")
 
-`run_stack` starts the exporter, Prometheus (the shipped prometheus.yml and rules), Alertmanager
+`run_stack` starts the exporter, Prometheus (the shipped prometheus.yml, at 1 s scrape and
+evaluation, and the shipped rules), Alertmanager
 (the shipped alertmanager.yml) and the remediator (the shipped deploy/remediator.yml), each
 rendered into a temporary directory with the stack's ports, token file and paths; the policies
 themselves are never copied or changed. With a Dom0 namespace, the whole stack runs in it,
@@ -31,6 +32,7 @@ from xensim.configs import (
     SHIPPED_PROMETHEUS_CONFIG,
     SHIPPED_REMEDIATOR_CONFIG,
     SHIPPED_RULES_DIR,
+    SIMULATION_INTERVALS,
     render_alertmanager_config,
     render_prometheus_config,
     render_remediator_config,
@@ -82,6 +84,7 @@ __all__ = [
     "SHIPPED_PROMETHEUS_CONFIG",
     "SHIPPED_REMEDIATOR_CONFIG",
     "SHIPPED_RULES_DIR",
+    "SIMULATION_INTERVALS",
     "SIM_TIMEOUT_SECONDS",
     "STOP_TIMEOUT_SECONDS",
     "Alertmanager",
