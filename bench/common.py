@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import site
 import statistics
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -87,8 +88,30 @@ def write_results(name: str, settings: dict[str, Any], figures: Any, tables: lis
         "figures": figures,
         "tables": tables,
     }
-    path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    document = relative_paths(json.loads(json.dumps(document, default=str)), local_roots())
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def local_roots() -> dict[str, str]:
+    """Where this checkout and its libraries are, and what a results file calls them instead."""
+    roots = {f"{path}/": "site-packages/" for path in site.getsitepackages()}
+    roots[f"{REPO_ROOT}/"] = ""
+    return roots
+
+
+def relative_paths(value: Any, roots: dict[str, str]) -> Any:
+    """`value` with every absolute path under one of `roots` made relative (profiles name the
+    files of the checkout they ran in: results must not depend on where that was)."""
+    if isinstance(value, str):
+        for root, replacement in roots.items():  # site-packages first: it may be in the checkout
+            value = value.replace(root, replacement)
+        return value
+    if isinstance(value, dict):
+        return {key: relative_paths(item, roots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item, roots) for item in value]
+    return value
 
 
 def process_cpu_seconds(pid: int) -> tuple[float, float]:
