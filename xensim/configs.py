@@ -1,5 +1,6 @@
 """The shipped configuration (prometheus.yml, alertmanager.yml, deploy/remediator.yml), rendered
-for one simulated stack: its ports, token files and paths. The policies are never changed.
+for one simulated stack: its ports, token files, paths and 1 s intervals. The policies are
+never changed.
 """
 
 from __future__ import annotations

@@ -94,19 +94,26 @@ def _drive(stack: Stack, settings: Settings, result: Result) -> None:
     with VifSampler(host) as vifs:
         watcher = Watcher(stack, scenario, result, say)
         progress = Progress(stack, scenario, vifs, watcher)
-        try:
-            events["stack_ready"] = time.time()
-            say(f"\nPhase 1: quiet baseline, {settings.baseline_seconds:.0f} s")
-            baseline_end = time.monotonic() + settings.baseline_seconds
+
+        def run_phase(phase: str, until: Callable[[], bool], *, timeout: float, what: str) -> None:
             _run_phase(
-                lambda: time.monotonic() >= baseline_end,
-                timeout=settings.baseline_seconds + 5,
-                what="baseline",
-                phase="baseline",
+                until,
+                timeout=timeout,
+                what=what,
+                phase=phase,
                 watcher=watcher,
                 progress=progress,
                 say=say,
             )
+
+        def keep_watching(phase: str, seconds: float, what: str) -> None:
+            end = time.monotonic() + seconds
+            run_phase(phase, lambda: time.monotonic() >= end, timeout=seconds + 5, what=what)
+
+        try:
+            events["stack_ready"] = time.time()
+            say(f"\nPhase 1: quiet baseline, {settings.baseline_seconds:.0f} s")
+            keep_watching("baseline", settings.baseline_seconds, "baseline")
             say(f"\nPhase 2: {scenario.title}")
             duration = settings.detect_timeout + settings.throttled_seconds + 60
             host.run_workload(
@@ -117,51 +124,27 @@ def _drive(stack: Stack, settings: Settings, result: Result) -> None:
                 f"\nPhase 3: waiting for the {scenario.policy} policy to fire and the remediator"
                 f" to apply {scenario.remediation}"
             )
-            _run_phase(
+            run_phase(
+                "abuse",
                 lambda: "firing" in events and "throttled" in events,
                 timeout=settings.detect_timeout,
                 what=f"the {scenario.policy} policy firing and {scenario.remediation} applied",
-                phase="abuse",
-                watcher=watcher,
-                progress=progress,
-                say=say,
             )
             say(f"\nPhase 4: the abuse goes on, throttled, for {settings.throttled_seconds:.0f} s")
-            throttled_end = time.monotonic() + settings.throttled_seconds
-            _run_phase(
-                lambda: time.monotonic() >= throttled_end,
-                timeout=settings.throttled_seconds + 5,
-                what="throttled phase",
-                phase="throttled",
-                watcher=watcher,
-                progress=progress,
-                say=say,
-            )
+            keep_watching("throttled", settings.throttled_seconds, "throttled phase")
             host.stop_workloads(ATTACKER)
             events["abuse_stop"] = time.time()
             say(
                 "\nPhase 5: the abuse stopped; waiting for the alert to resolve"
                 f" (keep_firing_for) and the release after the {settings.hold_seconds:g} s hold"
             )
-            _run_phase(
+            run_phase(
+                "after",
                 lambda: "released" in events and not watcher.firing,
                 timeout=settings.resolve_timeout,
                 what="the alert resolved and the throttle released",
-                phase="after",
-                watcher=watcher,
-                progress=progress,
-                say=say,
             )
-            after_end = time.monotonic() + settings.after_release_seconds
-            _run_phase(
-                lambda: time.monotonic() >= after_end,
-                timeout=settings.after_release_seconds + 5,
-                what="after release",
-                phase="after",
-                watcher=watcher,
-                progress=progress,
-                say=say,
-            )
+            keep_watching("after", settings.after_release_seconds, "after release")
         except Timeout as error:
             result.error = str(error)
             say(f"\n!! {error}")
