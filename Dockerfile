@@ -23,8 +23,11 @@ COPY pyproject.toml README.md ./
 COPY xentools/ xentools/
 COPY exporter/ exporter/
 COPY remediator/ remediator/
+# The distribution also declares the simulator's judicator-sim; without xensim/ that script could
+# only fail, so it does not stay in the image.
 RUN python3 -m venv /opt/judicator \
- && /opt/judicator/bin/pip install --no-cache-dir /src
+ && /opt/judicator/bin/pip install --no-cache-dir /src \
+ && rm /opt/judicator/bin/judicator-sim
 
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG XEN_VERSION=4.17

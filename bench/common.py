@@ -6,12 +6,14 @@ import json
 import logging
 import os
 import platform
+import site
 import statistics
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from xensim.poll import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,30 @@ def write_results(name: str, settings: dict[str, Any], figures: Any, tables: lis
         "figures": figures,
         "tables": tables,
     }
-    path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    document = relative_paths(json.loads(json.dumps(document, default=str)), local_roots())
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def local_roots() -> dict[str, str]:
+    """Where this checkout and its libraries are, and what a results file calls them instead."""
+    roots = {f"{path}/": "site-packages/" for path in site.getsitepackages()}
+    roots[f"{REPO_ROOT}/"] = ""
+    return roots
+
+
+def relative_paths(value: Any, roots: dict[str, str]) -> Any:
+    """`value` with every absolute path under one of `roots` made relative (profiles name the
+    files of the checkout they ran in: results must not depend on where that was)."""
+    if isinstance(value, str):
+        for root, replacement in roots.items():  # site-packages first: it may be in the checkout
+            value = value.replace(root, replacement)
+        return value
+    if isinstance(value, dict):
+        return {key: relative_paths(item, roots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item, roots) for item in value]
+    return value
 
 
 def process_cpu_seconds(pid: int) -> tuple[float, float]:
@@ -115,17 +139,7 @@ def threads_cpu_seconds(pid: int) -> float:
 
 
 def wait_for(condition: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `condition` until truthy (exceptions count as "not yet"); TimeoutError after."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            result = condition()
-        except Exception as error:  # a service still starting answers with errors
-            last = error
-        else:
-            if result:
-                return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no {what} within {timeout:.0f}s" + (f" ({last})" if last else ""))
-        time.sleep(interval)
+    """`xensim.poll.wait_until` where any exception counts as "not yet" (a starting service)."""
+    return wait_until(
+        condition, timeout=timeout, what=what, interval=interval, retry_on=(Exception,)
+    )

@@ -3,10 +3,11 @@
     python -m bench.reaction [--benign 30] [--attacks 2]
 
 The whole loop as the demo runs it (xensim.stack: the real exporter, Prometheus with the
-shipped prometheus.yml at 1 s scrape and evaluation, Alertmanager with the shipped routing,
-the remediator shaping with real tc) on a simulated host of 6 guests: guest3 browses guest2's
-web server and guest4 streams a bulk transfer to it the whole time (the benign workloads);
-guest1 and then guest5 ping-flood (the attacks, one after the other, each its own throttle).
+shipped prometheus.yml rendered at 1 s scrape and evaluation, Alertmanager with the shipped
+routing, the remediator shaping with real tc) on a simulated host of 6 guests: guest3 browses
+guest2's web server and guest4 streams a bulk transfer to it the whole time (the benign
+workloads); guest1 and then guest5 ping-flood (the attacks, one after the other, each its own
+throttle).
 
 1. Shipped rules: while only the benign workloads run, every network-flood policy's expression
    is evaluated over the window (a range query of the rule's own expression): the longest time

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log.level",
         dest="log_level",
         default="info",
-        choices=["debug", "info", "warning", "error"],
+        choices=["debug", "info", "warn", "error"],
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the webhook receiver")

@@ -3,7 +3,7 @@
     with run_prometheus(config, rule_files=[...]) as prom:
         wait_until(lambda: prom.query("up == 1"), timeout=30, what="a successful scrape")
 
-The launch code lives in `xensim.stack` (the demo uses it too: one piece of code, not two); this
+The launch code lives in `xensim.services` (the demo uses it too: one piece of code, not two); this
 module only adds the tests' rule that a missing binary skips locally and fails under CI=true.
 """
 
@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tests.support import require_binary
-from xensim import stack
-from xensim.stack import (
+from xensim import services
+from xensim.poll import wait_until
+from xensim.services import (
     ALERTMANAGER_BINARY,
     PROMETHEUS_BINARY,
     READY_TIMEOUT_SECONDS,
@@ -25,7 +26,6 @@ from xensim.stack import (
     Sample,
     ServiceDied,
     ServiceError,
-    wait_until,
 )
 
 __all__ = [
@@ -49,9 +49,9 @@ def run_prometheus(
     extra_args: Sequence[str] = (),
     ready_timeout: float = READY_TIMEOUT_SECONDS,
 ) -> contextlib.AbstractContextManager[Prometheus]:
-    """`xensim.stack.run_prometheus`, skipping (failing under CI) without the binary."""
+    """`xensim.services.run_prometheus`, skipping (failing under CI) without the binary."""
     require_binary(PROMETHEUS_BINARY)
-    return stack.run_prometheus(
+    return services.run_prometheus(
         config,
         rule_files=rule_files,
         alertmanager=alertmanager,
@@ -69,9 +69,9 @@ def run_alertmanager(
     extra_args: Sequence[str] = (),
     ready_timeout: float = READY_TIMEOUT_SECONDS,
 ) -> contextlib.AbstractContextManager[Alertmanager]:
-    """`xensim.stack.run_alertmanager`, skipping (failing under CI) without the binary."""
+    """`xensim.services.run_alertmanager`, skipping (failing under CI) without the binary."""
     require_binary(ALERTMANAGER_BINARY)
-    return stack.run_alertmanager(
+    return services.run_alertmanager(
         config,
         files=files,
         netns=netns,

@@ -10,11 +10,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from xensim.poll import wait_until
+
+T = TypeVar("T")
 
 IN_CI = os.environ.get("CI") == "true"
 # `make test-fast` (JUDICATOR_LANE=fast): the daily lane leaves out every test that needs root or
@@ -62,6 +66,13 @@ XENPERF = Path(
 STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
 
 
+def require_simulated_host() -> None:
+    """Root, the real xenperf and the stub libxenctrl: what `judicator-sim up` needs."""
+    require_root()
+    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
+    require(STUB.exists(), f"needs the stub at {STUB} (make deps)")
+
+
 def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Runs `judicator-sim ARGS`; with `check`, a failure raises with its output quoted."""
     result = subprocess.run(
@@ -77,10 +88,6 @@ def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """A bounded poll: returns once `condition()` is truthy, fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
+    """`xensim.poll.wait_until` at a test's pace: a condition's exceptions fail the test at once."""
+    return wait_until(condition, timeout=timeout, what=what, interval=0.05, retry_on=())

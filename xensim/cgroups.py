@@ -16,11 +16,12 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from xensim.poll import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -383,10 +384,11 @@ def _tree(cgroup: str) -> Iterator[Path]:
 
 def destroy(cgroup: str, timeout: float = 5.0) -> None:
     """Kill everything in the cgroup tree and remove it from every hierarchy."""
-    deadline = time.monotonic() + timeout
-    while True:
+    busy: list[Path] = []
+
+    def removed() -> bool:
         kill_all(cgroup)
-        busy: list[Path] = []
+        busy.clear()
         for directory in _tree(cgroup):
             try:
                 directory.rmdir()
@@ -396,11 +398,12 @@ def destroy(cgroup: str, timeout: float = 5.0) -> None:
                 if error.errno != errno.EBUSY:
                     raise
                 busy.append(directory)
-        if not busy:
-            return
-        if time.monotonic() > deadline:
-            raise CgroupError(f"cgroup still busy after {timeout}s: {busy[0]}")
-        time.sleep(0.05)
+        return not busy
+
+    try:
+        wait_until(removed, timeout=timeout, what=f"cgroup {cgroup}", interval=0.05, retry_on=())
+    except TimeoutError:
+        raise CgroupError(f"cgroup still busy after {timeout}s: {busy[0]}") from None
 
 
 def exists(cgroup: str) -> bool:

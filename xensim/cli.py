@@ -20,7 +20,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from xensim.host import (
     vifs_in_machine_namespace,
 )
 from xensim.host import workloads as recorded_workloads
+from xensim.poll import wait_until
 from xensim.state import DOM0_NAME, HostState, StateError, StateStore, new_host
 
 log = logging.getLogger(__name__)
@@ -443,15 +443,20 @@ def start_daemon(names: Names, *, interval: float, seed: int | None) -> int:
             env=env,
             cwd="/",
         )
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT
-    while daemon_pid(names.state_dir) != process.pid:
+
+    def started() -> bool:
         if process.poll() is not None:
             raise HostError(
                 f"the daemon exited with {process.returncode}; see {names.state_dir}/daemon.log"
             )
-        if time.monotonic() > deadline:
-            raise HostError(f"the daemon did not start within {DAEMON_START_TIMEOUT}s")
-        time.sleep(0.05)
+        return daemon_pid(names.state_dir) == process.pid
+
+    try:
+        wait_until(
+            started, timeout=DAEMON_START_TIMEOUT, what="the daemon", interval=0.05, retry_on=()
+        )
+    except TimeoutError:
+        raise HostError(f"the daemon did not start within {DAEMON_START_TIMEOUT}s") from None
     return process.pid
 
 
@@ -645,11 +650,20 @@ def _cpu_list(text: str) -> list[int]:
     return cpus
 
 
+# --log.level as Prometheus and every Judicator program spell it.
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="judicator-sim", description="A simulated Xen host for Judicator's tests and demo."
     )
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="warn")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -714,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="judicator-sim: %(levelname)s: %(message)s"
+        level=LOG_LEVELS[args.log_level], format="judicator-sim: %(levelname)s: %(message)s"
     )
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "up": cmd_up,

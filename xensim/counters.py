@@ -12,7 +12,7 @@ catalogue is built for a release and a set of enabled options:
     ['number of shadow pages in use']
 
 The rows below were read from the Xen sources (RELEASE-4.16.7 and RELEASE-4.17.7; see
-`/work/shared/reference/xen-tools.md` section 2). `Bus Locks Detected` and `domain crashes by
+`docs/xen-reference.md` section 3). `Bus Locks Detected` and `domain crashes by
 Notify VM Exit` are listed from 4.17 on: they arrived in 4.17.1 as backports (4.17.0 lacked
 them, together with the larger VMX exit array), and Debian 12 ships 4.17.7.
 """

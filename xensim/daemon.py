@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xensim import cgroups, counters, model, perfc
+from xensim.cli import LOG_LEVELS
 from xensim.host import enter_netns
 from xensim.state import Domain, HostState, StateError, StateStore, cpulist_set
 
@@ -356,10 +357,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between ticks")
     parser.add_argument("--dom0-netns", help="Dom0's network namespace, when it has its own")
     parser.add_argument("--seed", type=int, help="seed of the model's noise (reproducible runs)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=LOG_LEVELS[args.log_level], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.dom0_netns:
         enter_netns(args.dom0_netns)

@@ -6,6 +6,10 @@ headers, columns, messages, and exit codes, quirks included. Each behaviour belo
 ``tools/xl/*.c`` and ``tools/libs/light/*.c`` at tag RELEASE-4.17.7 of xen-project/xen; libxl
 log lines carry that release's file:line, as the real ones do.
 
+Only the commands Judicator runs exist: ``list`` (``-l``, ``-v``, ``-c``), ``vcpu-list``,
+``vcpu-pin``, ``info``, ``cpupool-list``, ``sched-credit``, ``sched-credit2``, ``pause`` and
+``unpause``; any other prints ``command not implemented``, as xl does for an unknown command.
+
 Quirks kept on purpose (callers must cope with them on a real host too):
 
 - ``pause``/``unpause`` always exit 0, printing libxl's error when the hypervisor refuses
@@ -17,7 +21,6 @@ Quirks kept on purpose (callers must cope with them on a real host too):
 - ``sched-credit``/``sched-credit2`` parse numbers with ``strtol`` (garbage is 0: ``-c x``
   removes the cap) and ``-1`` means "leave unchanged"; the wrong scheduler prints the header and
   then fails with exit 1.
-- ``mem-set`` takes MiB for a bare number.
 - Bad options exit 2 (``option `x' not supported.``), a missing argument exits 2 after the help.
 
 Effects on the simulated guest: a cap calls ``xensim.cgroups.set_cpu_cap`` and a pause count
@@ -50,7 +53,6 @@ EXIT_FAILURE = 1
 ERROR_INVAL = -6
 LONG_MAX = 2**63 - 1
 ULONG_MAX = 2**64 - 1
-MIN_DOM0_MEM_KIB = 128 * 1024
 
 # strerror texts for the errnos the hypervisor returns here.
 EINVAL = "Invalid argument"
@@ -693,37 +695,6 @@ def main_info(ctx: Context, args: list[str]) -> int:
     return EXIT_SUCCESS
 
 
-def main_domid(ctx: Context, args: list[str]) -> int:
-    _, operands = ctx.getopt(args, "", [], 1)
-    name = operands[0]
-    host = ctx.store.read()
-    for domain in host.domains:
-        if domain.name == name:
-            ctx.out.print(f"{domain.domid}\n")
-            return EXIT_SUCCESS
-    ctx.out.error(f"Can't get domid of domain name '{name}', maybe this domain does not exist.\n")
-    return EXIT_FAILURE
-
-
-def main_domname(ctx: Context, args: list[str]) -> int:
-    _, operands = ctx.getopt(args, "", [], 1)
-    text = operands[0]
-    value, rest = strtol(text)
-    domid = value & 0xFFFFFFFF
-    if domid == 0 and rest == text:
-        ctx.out.error("Invalid domain id.\n\n")
-        return EXIT_FAILURE
-    host = ctx.store.read()
-    found = by_domid(host, domid)
-    if found is None:
-        ctx.out.error(
-            f"Can't get domain name of domain id '{domid}', maybe this domain does not exist.\n"
-        )
-        return EXIT_FAILURE
-    ctx.out.print(f"{found.name}\n")
-    return EXIT_SUCCESS
-
-
 # --- xl cpupool-list (xl_cpupool.c) ----------------------------------------------------------
 
 
@@ -1024,98 +995,6 @@ def main_unpause(ctx: Context, args: list[str]) -> int:
     return EXIT_SUCCESS
 
 
-# --- xl mem-set (xl_mem.c, xl_parse.c, libxl_mem.c) ------------------------------------------
-
-
-def parse_mem_size_kb(text: str) -> int:
-    """xl_parse.c parse_mem_size_kb: a bare number is MiB; -1 when invalid."""
-    kbytes, rest = strtol(text)
-    if len(rest) > 1:
-        return -1
-    unit = rest.lower()
-    shifts = {"t": 30, "g": 20, "": 10, "m": 10, "k": 0}
-    if unit in shifts:
-        kbytes = (kbytes << shifts[unit]) & 0xFFFFFFFFFFFFFFFF
-        return kbytes - 2**64 if kbytes >= 2**63 else kbytes
-    if unit == "b":
-        return kbytes >> 10
-    return -1
-
-
-def main_memset(ctx: Context, args: list[str]) -> int:
-    _, operands = ctx.getopt(args, "", [], 2)
-    with ctx.store.transaction() as host:
-        domid = ctx.find_domain(host, operands[0])
-        text = operands[1]
-        memory_kib = parse_mem_size_kb(text)
-        if memory_kib == -1:
-            ctx.out.error(f"invalid memory size: {text}\n")
-            return EXIT_FAILURE
-        domain = by_domid(host, domid)
-        failure = f"cannot set domid {domid} dynamic max memory to : {text}\n"
-        if domain is None:
-            ctx.out.libxl(
-                "error",
-                "libxl_mem.c:210",
-                "libxl_set_memory_target",
-                None,
-                "unable to retrieve domain configuration",
-                ESRCH,
-            )
-            ctx.out.error(failure)
-            return EXIT_FAILURE
-        # libxl keeps the target in a uint64_t: a negative request is enormous.
-        target = memory_kib % 2**64
-        if target > domain.max_memory_kib:
-            ctx.out.libxl(
-                "error",
-                "libxl_mem.c:278",
-                "libxl_set_memory_target",
-                domid,
-                "memory_dynamic_max must be less than or equal to memory_static_max\n",
-            )
-            ctx.out.error(failure)
-            return EXIT_FAILURE
-        if domid == 0 and target < MIN_DOM0_MEM_KIB:
-            ctx.out.libxl(
-                "error",
-                "libxl_mem.c:287",
-                "libxl_set_memory_target",
-                domid,
-                f"New target {target} for dom0 is below the minimum threshold",
-            )
-            ctx.out.error(failure)
-            return EXIT_FAILURE
-        domain.memory_kib = target
-    return EXIT_SUCCESS
-
-
-# --- xl network-list (xl_nic.c) --------------------------------------------------------------
-
-
-def main_networklist(ctx: Context, args: list[str]) -> int:
-    _, operands = ctx.getopt(args, "", [], 1)
-    host = ctx.store.read()
-    ctx.out.print(
-        f"{'Idx':<3} {'BE':<2} {'Mac Addr.':<17} {'handle':<6} {'state':<5} {'evt-ch':<6} "
-        f"{'tx-':>5}/{'rx-ring-ref':<5} {'BE-path':<30}\n"
-    )
-    for ref in operands:
-        domid = ctx.find_domain(host, ref)
-        domain = by_domid(host, domid)
-        if domain is None:
-            continue
-        for devid in domain.vifs:
-            backend = f"/local/domain/0/backend/vif/{domain.domid}/{devid}"
-            # Event channel and grant refs are what a Linux netfront typically gets.
-            evtch, tx_ref = 19 + 2 * devid, 1280 + 2 * devid
-            ctx.out.print(
-                f"{devid:<3d} {0:<2d} {domain.mac(devid)}{devid:6d} {4:5d} {evtch:6d} "
-                f"{tx_ref:5d}/{tx_ref + 1:<11d} {backend:<30}\n"
-            )
-    return EXIT_SUCCESS
-
-
 # --- main (xl.c) -----------------------------------------------------------------------------
 
 COMMANDS = {
@@ -1161,17 +1040,6 @@ COMMANDS = {
             "-n, --numa         List host NUMA topology information",
         ),
         Command(
-            "domid", main_domid, False, False, "Convert a domain name to domain id", "<DomainName>"
-        ),
-        Command(
-            "domname",
-            main_domname,
-            False,
-            False,
-            "Convert a domain id to domain name",
-            "<DomainId>",
-        ),
-        Command(
             "cpupool-list",
             main_cpupoollist,
             False,
@@ -1214,22 +1082,6 @@ COMMANDS = {
         ),
         Command("pause", main_pause, False, True, "Pause execution of a domain", "<Domain>"),
         Command("unpause", main_unpause, False, True, "Unpause a paused domain", "<Domain>"),
-        Command(
-            "mem-set",
-            main_memset,
-            False,
-            True,
-            "Set the current memory usage for a domain",
-            "<Domain> <MemMB['b'[bytes]|'k'[KB]|'m'[MB]|'g'[GB]|'t'[TB]]>",
-        ),
-        Command(
-            "network-list",
-            main_networklist,
-            False,
-            False,
-            "List virtual network interfaces for a domain",
-            "<Domain(s)>",
-        ),
     )
 }
 

@@ -100,7 +100,7 @@ ONCE_ON_CPU0: Mapping[str, int] = {
 }
 
 # Host-wide events per second by array element (exceptions by vector, vmexits by VMX basic
-# exit reason, hypercalls by number: see xen-tools.md 1.2.3 and 1.7).
+# exit reason, hypercalls by number: see docs/xen-reference.md 1.2.2 and 3.3).
 ARRAY_RATES: Mapping[str, Mapping[int, float]] = {
     "exceptions": {1: 0.001, 3: 0.001, 6: 0.05, 7: 0.5, 13: 1.2, 14: 260},
     "vmexits": {0: 2, 1: 900, 7: 30, 10: 45, 12: 750, 28: 8, 30: 650, 31: 40, 32: 95, 48: 180},

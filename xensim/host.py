@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xensim import cgroups
+from xensim.poll import wait_until
 from xensim.state import Domain, HostState, StateStore
 
 log = logging.getLogger(__name__)
@@ -384,9 +385,8 @@ def stop_daemon(state_dir: Path, timeout: float = 5.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not alive(pid), timeout=timeout, what="the daemon", interval=0.05)
     if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

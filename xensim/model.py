@@ -6,7 +6,7 @@ returns counter increments per (counter, physical CPU) and per (array, index), p
 time each domain used. No I/O, no clock: the daemon measures, this module decides.
 
 Why each counter responds as it does, with the Xen source that increments it
-(`reference/xen-tools.md` section 1.7), is in docs/simulator.md; the constants below are the
+(`docs/xen-reference.md` section 3.3), is in docs/simulator.md; the constants below are the
 numbers that page explains. Domains are paravirtualised guests (as in the published
 experiment): their page faults and hypercalls trap into Xen, so they show in `page faults`,
 `exceptions` and `hypercalls`; there are no vmexits.

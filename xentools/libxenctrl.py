@@ -1,6 +1,6 @@
 """The hypervisor's performance counters through libxenctrl, with ctypes (no process per read).
 
-ABI facts (reference/xen-tools.md 1.5): `xc_perfc_desc_t` is `{char name[80]; uint32_t nr_vals}`
+ABI facts (docs/xen-reference.md §2): `xc_perfc_desc_t` is `{char name[80]; uint32_t nr_vals}`
 (84 bytes), values are uint32, and `xc_perfc_query` wants hypercall buffers
 (`xc__hypercall_buffer_alloc`, a 40-byte `xc_hypercall_buffer` on x86_64). The sysctl takes
 no buffer sizes: if a CPU comes online between `xc_perfc_query_number` and `xc_perfc_query`,

@@ -14,7 +14,7 @@ Two layers, as everywhere in Judicator:
   ``unpause_argv``, ``vcpu_pin_argv``): ``Xl`` runs them and the remediator plans with them, so
   the argv of each such command is written once.
 
-Formats are Xen 4.17's ``tools/xl/*.c`` (see ``reference/xen-tools.md`` section 3). Names are
+Formats are Xen 4.17's ``tools/xl/*.c`` (see ``docs/xen-reference.md`` section 4). Names are
 matched with regexes anchored on the numeric columns, never by fixed columns, since a name may
 be longer than its column.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.deploy.deploy_support import (
     mounts,
     service,
 )
+from tests.support import require_binary
 
 DOM0_SERVICES = ("exporter", "remediator")
 SERVICES = (*DOM0_SERVICES, "prometheus", "alertmanager", "grafana")
@@ -52,13 +54,11 @@ SERVICE_KEYS = {
     "working_dir",
 }  # fmt: skip
 TOP_KEYS = {"name", "services", "networks", "volumes", "secrets", "configs", "include"}
-# Oldest versions that run the shipped configs: the rules use keep_firing_for (Prometheus 2.42)
-# and alertmanager.yml is checked with amtool 0.25.
-MINIMUM_IMAGE_VERSIONS = {
-    "prom/prometheus": (2, 42),
-    "prom/alertmanager": (0, 25),
-    "grafana/grafana-oss": (9, 0),
-}
+# What is deployed is what was tested: compose pins the Prometheus and Alertmanager the tests
+# run (Debian 12's, which `make deps` installs; the rules need keep_firing_for, Prometheus 2.42).
+TESTED_VERSIONS = {"prom/prometheus": "2.42.0", "prom/alertmanager": "0.25.0"}
+TESTED_BINARIES = {"prom/prometheus": "prometheus", "prom/alertmanager": "prometheus-alertmanager"}
+MINIMUM_IMAGE_VERSIONS = {"grafana/grafana-oss": (9, 0)}
 
 
 def _command(name: str) -> list[str]:
@@ -173,7 +173,20 @@ def test_images_are_pinned_and_new_enough() -> None:
     for name in ("prometheus", "alertmanager", "grafana"):
         repository, _, tag = service(name)["image"].rpartition(":")
         assert tag and tag != "latest", f"{name}: pin the image version"
-        assert _version(tag) >= MINIMUM_IMAGE_VERSIONS[repository], service(name)["image"]
+        if repository in TESTED_VERSIONS:
+            assert tag == f"v{TESTED_VERSIONS[repository]}", f"{name}: deploy what the tests run"
+        else:
+            assert _version(tag) >= MINIMUM_IMAGE_VERSIONS[repository], service(name)["image"]
+
+
+@pytest.mark.parametrize("repository", sorted(TESTED_VERSIONS))
+def test_the_tests_run_the_versions_compose_deploys(repository: str) -> None:
+    binary = require_binary(TESTED_BINARIES[repository])
+    result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    first_line = (result.stdout + result.stderr).splitlines()[0]
+    version = re.search(r"version (\d+\.\d+\.\d+)", first_line)
+    assert version, first_line
+    assert version[1] == TESTED_VERSIONS[repository], f"{first_line}: compose pins another"
 
 
 def test_prometheus_reads_the_shipped_config_and_every_rule_file() -> None:
@@ -364,3 +377,15 @@ def test_healthchecks_probe_the_services_own_port(name: str, path: str) -> None:
     assert len(urls) == 1, probe
     url = endpoint(urls[0])
     assert (url.host, url.port, url.path) == ("127.0.0.1", _port(name), path)
+
+
+def test_prometheus_ships_the_production_intervals() -> None:
+    """docs/policies.md#production-settings; the demo and the tests render their own 1 s."""
+    settings = load_yaml(REPO / "prometheus" / "prometheus.yml")["global"]
+    production = {"scrape_interval": "5s", "scrape_timeout": "4s", "evaluation_interval": "5s"}
+    assert settings == production
+    doc = (REPO / "docs" / "policies.md").read_text()
+    assert "evaluate every **5 s** (`scrape_timeout: 4s`)" in doc
+    datasources = load_yaml(_grafana_provisioning() / "datasources" / "judicator.yaml")
+    [prometheus] = datasources["datasources"]
+    assert prometheus["jsonData"]["timeInterval"] == settings["scrape_interval"]

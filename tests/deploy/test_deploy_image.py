@@ -102,6 +102,22 @@ def test_image_carries_every_package_the_services_import() -> None:
         assert console_scripts()[script].split(".")[0] in copied
 
 
+def test_image_keeps_no_console_script_whose_package_it_lacks() -> None:
+    copied = {source.rstrip("/") for source in _copy_sources()}
+    removed = {
+        word.removeprefix("/opt/judicator/bin/")
+        for instruction in dockerfile_instructions()
+        if instruction.keyword == "RUN"
+        for command in instruction.arguments.split("&&")
+        if command.split()[:1] == ["rm"]
+        for word in command.split()[1:]
+    }
+    for script, entry_point in console_scripts().items():
+        if entry_point.split(".")[0] not in copied:
+            assert script in removed, f"the image would install {script} without its package"
+    assert not removed & set(PRODUCT_SCRIPTS)
+
+
 def test_image_python_satisfies_requires_python() -> None:
     release = _build_args()["DEBIAN_RELEASE"]
     with (REPO / "pyproject.toml").open("rb") as stream:

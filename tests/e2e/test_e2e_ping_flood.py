@@ -7,29 +7,20 @@ remediator with the shipped config, and a real `ping -f`. The same code as `make
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.support import require, require_binary, require_root
+from tests.support import require_binary, require_simulated_host
 from xensim.demo import ATTACKER, BYSTANDER, SCENARIOS, Result, Settings, run_experiment, table
-from xensim.stack import REPO_ROOT
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
-
-XENPERF = Path(
-    os.environ.get("XENSIM_XENPERF") or REPO_ROOT / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
-)
-STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO_ROOT / "build/stub") / "libxenctrl.so.4.17"
 
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Result:
-    require_root()
+    require_simulated_host()
     for binary in ("prometheus", "prometheus-alertmanager", "ping", "tc", "ip"):
         require_binary(binary)
-    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
-    require(STUB.exists(), f"needs the stub at {STUB} (make deps)")
     lines: list[str] = []
     settings = Settings(
         scenario=SCENARIOS["ping-flood"],

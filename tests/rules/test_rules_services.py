@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.services import ServiceDied, run_alertmanager, run_prometheus, wait_until
-from tests.support import require_root
 
 SELF_SCRAPE = """
 global: {scrape_interval: 1s, evaluation_interval: 1s}
@@ -85,17 +82,6 @@ def test_failed_start_reports_the_output_and_cleans_up() -> None:
         pass
     assert "prometheus exited" in str(caught.value)
     assert not list(Path(tempfile.gettempdir()).glob(f"judicator-prometheus-{os.getpid()}-*"))
-
-
-@pytest.fixture
-def netns() -> Iterator[str]:
-    require_root()
-    name = f"rules-svc-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
-    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], check=False, timeout=10)
 
 
 def test_services_inside_a_namespace_are_queried_from_the_root_namespace(

@@ -24,13 +24,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.services import Prometheus, run_prometheus, wait_until
 from tests.support import require_binary, require_root
+from xensim.configs import SIMULATION_INTERVALS
 from xensim.stack import SimHost, judicator_sim, run_exporter, simulated_host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,14 +169,13 @@ def judged_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimH
     require_root()
     require_binary("prometheus")
     rules = _rules_with_test_bars(tmp_path_factory.mktemp("rules"))
-    shipped: dict[str, Any] = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
     name = f"rules{os.getpid() % 100000}"
     with (
         simulated_host(name, dom0_netns=False, cpus=10, guests=9) as host,
         run_exporter(host.env) as exporter,
     ):
         config = {
-            "global": shipped["global"],
+            "global": SIMULATION_INTERVALS,
             "scrape_configs": [
                 {"job_name": "xen", "static_configs": [{"targets": [exporter.address]}]}
             ],

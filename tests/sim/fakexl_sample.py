@@ -28,7 +28,6 @@ CAPTURES: dict[str, list[str]] = {
     "fake-sched-credit2": ["sched-credit2"],
     "fake-sched-credit": ["sched-credit"],
     "fake-sched-credit2-d": ["sched-credit2", "-d", "web01"],
-    "fake-network-list": ["network-list", "web01", "batch02"],
 }
 
 

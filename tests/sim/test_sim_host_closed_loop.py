@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support import STUB, XENPERF, require, require_binary, require_root, sim, wait_for
+from tests.support import require_binary, require_simulated_host, sim, wait_for
 from xensim import cgroups
+from xensim.simhost import simulated_host
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
@@ -33,7 +34,9 @@ def per_cpu_values(xenperf_output: str, name: str) -> list[int]:
 
 
 @dataclass
-class SimHost:
+class Probe:
+    """What these tests read from a simulated host: counters, vif packets, CPU time."""
+
     name: str
     env: dict[str, str]
 
@@ -115,21 +118,15 @@ class Rates:
 
 
 @pytest.fixture(scope="module")
-def host() -> Iterator[SimHost]:
-    require_root()
+def host() -> Iterator[Probe]:
+    require_simulated_host()
     require_binary("ping")
-    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
-    require(STUB.exists(), f"needs the stub at {STUB} (make deps)")
     name = f"tl{os.getpid() % 100_000_000}"
-    try:
-        sim("up", "--name", name, "--dom0-netns", "--cpus", "4", "--guests", "3", "--seed", "7")
-        env = json.loads(sim("env", "--name", name, "--json").stdout)
-        yield SimHost(name, env)
-    finally:
-        sim("down", "--name", name, check=False)
+    with simulated_host(name, dom0_netns=True, cpus=4, guests=3, seed=7) as sim_host:
+        yield Probe(sim_host.name, sim_host.env)
 
 
-def test_xenperf_sees_the_guests_pinned_one_per_cpu(host: SimHost) -> None:
+def test_xenperf_sees_the_guests_pinned_one_per_cpu(host: Probe) -> None:
     vcpus = host.tool(host.env["XENSIM_XL"], "vcpu-list").splitlines()[1:]
     placement = {line.split()[0]: int(line.split()[3]) for line in vcpus}
     assert placement == {"Domain-0": 0, "guest1": 1, "guest2": 2, "guest3": 3}
@@ -142,7 +139,7 @@ def test_xenperf_sees_the_guests_pinned_one_per_cpu(host: SimHost) -> None:
 
 
 def test_ping_flood_raises_interrupts_on_its_cpu_and_shaping_brings_them_down(
-    host: SimHost,
+    host: Probe,
 ) -> None:
     idle1 = host.rates(1.0, cpu=1, vif="vif1.0", guest="guest1")
     idle3 = host.rates(1.0, cpu=3, vif="vif3.0", guest="guest3")
@@ -183,7 +180,7 @@ def test_ping_flood_raises_interrupts_on_its_cpu_and_shaping_brings_them_down(
         )
 
 
-def test_cpu_cap_through_fake_xl_lowers_a_hogs_cpu_time_and_counters(host: SimHost) -> None:
+def test_cpu_cap_through_fake_xl_lowers_a_hogs_cpu_time_and_counters(host: Probe) -> None:
     sim("run", "--name", host.name, "guest3", "cpuhog", "--duration", "8")
     try:
         start = host.domain_seconds("guest3")

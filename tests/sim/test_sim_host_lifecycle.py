@@ -5,35 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, XENPERF, require, require_root, sim, wait_for
+from tests.support import sim, wait_for
 from xensim import cgroups
+from xensim.simhost import SimHost
 
 pytestmark = pytest.mark.host
-
-
-@pytest.fixture
-def host() -> Iterator[tuple[str, dict[str, str]]]:
-    require_root()
-    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
-    name = f"tc{os.getpid() % 100_000_000}"
-    try:
-        sim("up", "--name", name, "--dom0-netns", "--cpus", "4", "--guests", "2")
-        yield name, json.loads(sim("env", "--name", name, "--json").stdout)
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "xensim.cli", "down", "--name", name],
-            capture_output=True,
-            timeout=60,
-            check=False,
-            cwd=REPO,
-        )
 
 
 def tool(env: dict[str, str], *argv: str) -> str:
@@ -49,8 +30,8 @@ def dom0_links(env: dict[str, str]) -> set[str]:
     return {link["ifname"] for link in json.loads(out)}
 
 
-def test_reboot_gives_a_new_domid_and_recreates_the_vif(host: tuple[str, dict[str, str]]) -> None:
-    name, env = host
+def test_reboot_gives_a_new_domid_and_recreates_the_vif(sim_host: SimHost) -> None:
+    name, env = sim_host.name, sim_host.env
     assert {"vif1.0", "vif2.0"} <= dom0_links(env)
     assert "rebooted as domid 3" in sim("reboot", "--name", name, "guest1").stdout
     links = dom0_links(env)
@@ -72,9 +53,9 @@ def test_reboot_gives_a_new_domid_and_recreates_the_vif(host: tuple[str, dict[st
 
 
 def test_offline_cpu_changes_xenperfs_value_count_and_moves_stranded_vcpus(
-    host: tuple[str, dict[str, str]],
+    sim_host: SimHost,
 ) -> None:
-    name, env = host
+    name, env = sim_host.name, sim_host.env
 
     def interrupt_values() -> int:
         for line in tool(env, env["XENSIM_XENPERF_BIN"], "-f").splitlines():
@@ -97,8 +78,8 @@ def test_offline_cpu_changes_xenperfs_value_count_and_moves_stranded_vcpus(
     assert interrupt_values() == 4
 
 
-def test_xl_pause_freezes_the_guests_workload(host: tuple[str, dict[str, str]]) -> None:
-    name, env = host
+def test_xl_pause_freezes_the_guests_workload(sim_host: SimHost) -> None:
+    name, env = sim_host.name, sim_host.env
     sim("run", "--name", name, "guest2", "cpuhog", "--duration", "10")
     xl = env["XENSIM_XL"]
 
@@ -117,9 +98,9 @@ def test_xl_pause_freezes_the_guests_workload(host: tuple[str, dict[str, str]]) 
 
 
 def test_sysfs_root_shows_dom0s_real_vifs_to_a_process_in_dom0(
-    host: tuple[str, dict[str, str]],
+    sim_host: SimHost,
 ) -> None:
-    _name, env = host
+    env = sim_host.env
     listing = subprocess.run(
         ["ip", "netns", "exec", env["XENSIM_DOM0_NETNS"], "ls", f"{env['XENSIM_SYSFS']}/class/net"],
         capture_output=True,
@@ -131,10 +112,10 @@ def test_sysfs_root_shows_dom0s_real_vifs_to_a_process_in_dom0(
 
 
 def test_xl_run_inside_dom0s_namespace_still_reaches_the_cgroups(
-    host: tuple[str, dict[str, str]],
+    sim_host: SimHost,
 ) -> None:
     """`ip netns exec` hides /sys/fs/cgroup; the remediator runs xl from there all the same."""
-    name, env = host
+    name, env = sim_host.name, sim_host.env
     in_dom0 = ["ip", "netns", "exec", env["XENSIM_DOM0_NETNS"], env["XENSIM_XL"]]
     tool(env, *in_dom0, "sched-credit2", "-d", "guest1", "-c", "30")
     tool(env, *in_dom0, "pause", "guest1")

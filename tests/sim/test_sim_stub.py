@@ -2,7 +2,7 @@
 
 Expected output is built here from the state file's contents with Python's % formatting of the
 C formats in tools/misc/xenperf.c (4.17), never by running the stub, plus a few literal lines
-typed from the reference (xen-tools.md 1.2) so that both cannot drift together.
+typed from docs/xen-reference.md 1.2 so that both cannot drift together.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ STUB = STUB_DIR / "libxenctrl.so.4.17"
 FIXTURES = REPO / "tests/fixtures/xenperf"
 UINT32 = 1 << 32
 
-# xenperf 4.17's hypercall_name_table on x86 (xen-tools.md 1.2.3); other indices print as [j].
+# xenperf 4.17's hypercall_name_table on x86 (docs/xen-reference.md 1.2.2); other indices
+# print as [j].
 HYPERCALL_NAMES = {
     **dict(
         enumerate(

@@ -27,7 +27,7 @@ def line(name: str, values: Sequence[int], *, total: int | None = None, full: bo
     return text
 
 
-# From the reference (xen-tools.md 1.2.1), 4 online CPUs, default mode (<= 4 values printed).
+# From docs/xen-reference.md 1.2.1, 4 online CPUs, default mode (<= 4 values printed).
 REFERENCE_DEFAULT_4CPU = "\n".join(
     [
         "exceptions                          T=         0 ",

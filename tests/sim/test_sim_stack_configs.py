@@ -1,0 +1,43 @@
+"""The shipped configuration as a simulated stack renders it: targets, rules and intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from xensim.configs import (
+    SHIPPED_PROMETHEUS_CONFIG,
+    SHIPPED_RULES_DIR,
+    SIMULATION_INTERVALS,
+    render_prometheus_config,
+)
+
+TARGETS = {"xen": "127.0.0.1:1", "judicator-remediator": "127.0.0.1:2", "prometheus": "{listen}"}
+
+
+def _shipped() -> dict[str, object]:
+    loaded = yaml.safe_load(SHIPPED_PROMETHEUS_CONFIG.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_the_simulation_scrapes_and_evaluates_every_second_whatever_is_shipped() -> None:
+    shipped = _shipped()
+    rendered = render_prometheus_config(shipped, targets=TARGETS, rules_dir=SHIPPED_RULES_DIR)
+    assert rendered["global"] == SIMULATION_INTERVALS
+    assert shipped["global"] != SIMULATION_INTERVALS, "the shipped file has production intervals"
+
+
+def test_a_caller_may_choose_other_intervals_and_the_rest_stays_as_shipped(tmp_path: Path) -> None:
+    intervals = {"scrape_interval": "5s", "scrape_timeout": "4s", "evaluation_interval": "5s"}
+    rendered = render_prometheus_config(
+        _shipped(), targets=TARGETS, rules_dir=tmp_path, intervals=intervals
+    )
+    assert rendered["global"] == intervals
+    jobs = {job["job_name"]: job for job in rendered["scrape_configs"]}
+    assert {name: job["static_configs"] for name, job in jobs.items()} == {
+        name: [{"targets": [target]}] for name, target in TARGETS.items()
+    }
+    assert rendered["rule_files"] == [str(tmp_path / "*.yml")]
+    assert rendered["alerting"] == _shipped()["alerting"]

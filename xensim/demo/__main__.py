@@ -1,0 +1,7 @@
+"""`python -m xensim.demo`: see xensim.demo.cli."""
+
+import sys
+
+from xensim.demo.cli import main
+
+sys.exit(main())
