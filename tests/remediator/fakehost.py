@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from remediator.host import (
     FILTER_PREF,
     IFB_PREFIX,
-    DomainState,
     HostState,
     LinkState,
+    ObservedDomain,
     Qdisc,
     Redirect,
     VifState,
@@ -94,7 +94,7 @@ class FakeHost:
                     )
                     for vif, devid, emu in dom.vif_names()
                 )
-                states[dom.name] = DomainState(
+                states[dom.name] = ObservedDomain(
                     name=dom.name,
                     domid=dom.domid,
                     paused=dom.pauses > 0,
