@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.remediator.conftest import TOKEN, alert, payload
+from tests.remediator.helpers import TOKEN, alert, payload
 from tests.support import require_binary
 from xensim.stack import stop_process_group
 
