@@ -24,7 +24,7 @@ from remediator.config import Config, ConfigError, load_config
 from remediator.store import StateLocked, Store, lock_state
 
 log = logging.getLogger(__name__)
-DEFAULT_LISTEN = ":10171"
+DEFAULT_LISTEN = "127.0.0.1:10171"
 
 
 def _parser() -> argparse.ArgumentParser:
