@@ -1,4 +1,4 @@
-"""judicator-exporter: flags, logging, and the embedded gunicorn serving the exporter.
+"""judicator-exporter: flags, logging, and the embedded hypercorn serving the exporter.
 
     judicator-exporter [--web.listen-address=:10170] [--no-collector.perfc] ...
 
@@ -19,7 +19,7 @@ from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
 from exporter.perfc import PerfcCollector
 from exporter.readers import READERS, open_reader
-from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
+from exporter.web import create_app, hypercorn_config, run_server
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from exporter.xl_toolstack import XlToolstack
 from xentools.libxenctrl import LibraryNotFound
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument(
         "--web.listen-address",
         dest="listen_address",
-        default=f":{DEFAULT_PORT}",
+        default=f"127.0.0.1:{DEFAULT_PORT}",
         help="address to listen on, [host]:port (default %(default)s)",
     )
     web.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics")
@@ -56,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         help="exporter-toolkit web config (TLS, basic auth)",
     )
-    web.add_argument("--web.threads", dest="threads", type=int, default=4, help=argparse.SUPPRESS)
     collectors = parser.add_argument_group("collectors")
     for name, help_text in COLLECTORS.items():
         collectors.add_argument(
@@ -165,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         " (TLS)" if web_config.tls else "",
         ", ".join(c.name for c in collectors) or "none",
     )
-    gunicorn_level = "warning" if args.log_level == "warn" else args.log_level
-    EmbeddedGunicorn(app, gunicorn_options(bind, web_config, args.threads, gunicorn_level)).run()
+    server_level = "warning" if args.log_level == "warn" else args.log_level
+    run_server(app, hypercorn_config(bind, web_config, server_level))
     return 0
 
 

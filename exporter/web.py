@@ -1,18 +1,25 @@
 """HTTP: a landing page on `/`, the metrics on the telemetry path, optional basic auth and TLS,
-served by gunicorn embedded in this process (one worker, so the counters' state between scrapes
-lives in one place; threads, so scrapes can overlap).
+served by hypercorn embedded in this process (one process, so the counters' state between
+scrapes lives in one place; the app on a thread pool, so scrapes can overlap). Connections are
+read on hypercorn's event loop: a slow or idle client costs a socket, never a thread, and one
+that has not sent its headers within HEADER_SECONDS is closed (issue 13, defect 11).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import html
 import logging
+import resource
+import signal
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from exporter.collector import Exporter
@@ -22,6 +29,12 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# A connection must complete its request headers this long after it opened (or after its last
+# answer), and may not go silent for longer than READ_SECONDS.
+HEADER_SECONDS = 10
+READ_SECONDS = 10
+OPEN_FILES = 8192  # descriptors for many idle connections (raised up to the hard limit)
 
 # Leave Prometheus this much of its scrape timeout to receive the answer (at most a fifth of it).
 SCRAPE_TIMEOUT_MARGIN_SECONDS = 0.5
@@ -99,44 +112,40 @@ def _scrape_budget(environ: dict[str, Any], default: float) -> float:
     return max(0.1, min(default, budget))
 
 
-class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
-    """gunicorn run from our own main(), configured from flags rather than its command line."""
-
-    def __init__(self, app: WsgiApp, options: dict[str, Any]) -> None:
-        self._app = app
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            if key in self.cfg.settings:  # settings newer than the installed gunicorn are skipped
-                self.cfg.set(key, value)
-
-    def load(self) -> WsgiApp:
-        return self._app
-
-
-def gunicorn_options(
-    bind: str, web_config: WebConfig, threads: int, log_level: str
-) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "bind": [bind],
-        "workers": 1,
-        "worker_class": "gthread",
-        "threads": threads,
-        # a scrape is bounded by its own budget; this only reaps a wedged worker
-        "timeout": 120,
-        "graceful_timeout": 5,
-        "loglevel": log_level,
-        "accesslog": None,
-        "proc_name": "judicator-exporter",
-        # one control socket path per user would be shared by every exporter on the host
-        "control_socket_disable": True,
-    }
+def hypercorn_config(bind: str, web_config: WebConfig, log_level: str) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.keep_alive_timeout = HEADER_SECONDS
+    config.read_timeout = READ_SECONDS
+    config.h11_max_incomplete_size = 16 * 1024
+    config.wsgi_max_body_size = 64 * 1024  # the exporter takes no bodies
+    config.backlog = 1024
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.loglevel = log_level.upper()
+    config.include_server_header = False
+    config.graceful_timeout = 5
     if web_config.tls is not None:
-        options["certfile"] = web_config.tls.cert_file
-        options["keyfile"] = web_config.tls.key_file
-        options["cert_reqs"] = web_config.tls.cert_reqs
+        config.certfile = web_config.tls.cert_file
+        config.keyfile = web_config.tls.key_file
+        config.verify_mode = ssl.VerifyMode(web_config.tls.cert_reqs)
         if web_config.tls.client_ca_file:
-            options["ca_certs"] = web_config.tls.client_ca_file
-    return options
+            config.ca_certs = web_config.tls.client_ca_file
+    return config
+
+
+def run_server(app: WsgiApp, config: HypercornConfig) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(app, config, mode="wsgi", shutdown_trigger=stop.wait)
+
+    asyncio.run(main())

@@ -126,8 +126,10 @@ def parse_notification(body: bytes) -> Notification:
     """Parse and shape-check a webhook body; raise PayloadError if it can never be accepted."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise PayloadError("malformed", f"not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and an integer longer than
+        # Python's int_max_str_digits (4,300 digits): never acceptable, so 400, not 500.
+        raise PayloadError("malformed", f"not JSON: {str(error)[:200]}") from None
     if not isinstance(data, dict):
         raise PayloadError("malformed", "the payload must be a JSON object")
     if data.get("version") != "4":

@@ -15,7 +15,7 @@ from remediator import webhook
 from remediator.config import Config
 from remediator.engine import Engine
 from remediator.metrics import ActiveThrottles, Metrics
-from remediator.observe import HostReader, Observer
+from remediator.observe import HostObserver, HostReader
 from remediator.runner import Runner
 from remediator.store import Store
 
@@ -74,7 +74,7 @@ def create_app(
         from xentools.sysfs import list_vifs
 
         tools = tools_from(config)
-        host = Observer(
+        host = HostObserver(
             XlToolstack(runner, tools),
             runner,
             tools,

@@ -21,10 +21,10 @@ import yaml
 from flask import Flask
 
 from remediator.config import Config, ConfigError, load_config
-from remediator.store import Store
+from remediator.store import StateLocked, Store, lock_state
 
 log = logging.getLogger(__name__)
-DEFAULT_LISTEN = ":10171"
+DEFAULT_LISTEN = "127.0.0.1:10171"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,6 +164,11 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     }
     config = dataclasses.replace(config, **overrides)
     token = read_token(config)
+    try:
+        # Held until the process exits; the gunicorn worker inherits it.
+        lock_state(config.state_path)
+    except (StateLocked, OSError) as error:
+        raise ConfigError([f"state_path: {error}"]) from None
     if token is None:
         log.warning("authentication is disabled (auth.disabled: true)")
 

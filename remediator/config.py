@@ -101,6 +101,8 @@ class Config:
     tls_key_file: str | None = None
     hold: Hold = Hold()
     max_throttle_seconds: float = 7200.0
+    readmit_after_seconds: float = 600.0
+    retention_seconds: float = 7 * 86400.0
     max_active_throttles: int = 4
     max_request_bytes: int = 1024 * 1024
     command_timeout_seconds: float = 5.0
@@ -230,7 +232,7 @@ def load_config(raw: Any) -> Config:
         check.problems.append("tls: cert_file and key_file go together")
 
     hold_raw = check.section(
-        raw, "hold", {"base", "factor", "max", "repeat_window", "max_throttle"}
+        raw, "hold", {"base", "factor", "max", "repeat_window", "max_throttle", "readmit_after"}
     )
     hold = Hold(
         base_seconds=check.get(hold_raw, "hold.", "base", parse_duration, 300.0),
@@ -241,6 +243,7 @@ def load_config(raw: Any) -> Config:
     if hold.max_seconds < hold.base_seconds:
         check.problems.append("hold.max: must be at least hold.base")
     max_throttle = check.get(hold_raw, "hold.", "max_throttle", _positive_duration, 7200.0)
+    readmit_after = check.get(hold_raw, "hold.", "readmit_after", _positive_duration, 600.0)
 
     limits = check.section(
         raw,
@@ -251,6 +254,7 @@ def load_config(raw: Any) -> Config:
             "command_timeout",
             "reconcile_interval",
             "workers",
+            "retention",
         },
     )
     paths = check.section(raw, "paths", {"xl", "tc", "ip", "sysfs"})
@@ -261,6 +265,12 @@ def load_config(raw: Any) -> Config:
     timeout = check.get(limits, "limits.", "command_timeout", _positive_duration, 5.0)
     reconcile = check.get(limits, "limits.", "reconcile_interval", _positive_duration, 60.0)
     workers = check.get(limits, "limits.", "workers", _positive_int, 2)
+    retention = check.get(limits, "limits.", "retention", _positive_duration, 7 * 86400.0)
+    if retention < max(hold.repeat_window_seconds, max_throttle + readmit_after):
+        check.problems.append(
+            "limits.retention: must cover hold.repeat_window and hold.max_throttle + "
+            "hold.readmit_after (the records those settings look back on)"
+        )
     xl_path = check.get(paths, "paths.", "xl", _string, "xl")
     tc_path = check.get(paths, "paths.", "tc", _string, "tc")
     ip_path = check.get(paths, "paths.", "ip", _string, "ip")
@@ -277,6 +287,8 @@ def load_config(raw: Any) -> Config:
         tls_key_file=key,
         hold=hold,
         max_throttle_seconds=max_throttle,
+        readmit_after_seconds=readmit_after,
+        retention_seconds=retention,
         max_active_throttles=max_active,
         max_request_bytes=max_request,
         command_timeout_seconds=timeout,

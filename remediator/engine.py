@@ -20,7 +20,7 @@ from typing import Any
 
 from remediator.alerts import Intent, Notification, Refusal, interpret
 from remediator.config import Config
-from remediator.host import DomainState, HostState, ifb_name
+from remediator.host import IFB_PREFIX, HostState, ObservedDomain
 from remediator.metrics import Metrics
 from remediator.observe import HostReader, ObserveError
 from remediator.plan import (
@@ -167,18 +167,21 @@ class Engine:
             admission.throttle_id,
         )
         self._record(decision, intent.action.to_json())
-        if admission.decision == "accepted" and admission.throttle_id is not None:
+        if admission.throttle_id is not None and (
+            admission.decision == "accepted" or admission.reapply
+        ):
             self._submit(admission.throttle_id, self._apply)
         return decision
 
     def _resolve(self, intent: Intent) -> Decision:
-        scheduled = self.store.resolve(intent, self._clock(), self.config.hold)
+        scheduled, dequeued = self.store.resolve(intent, self._clock(), self.config.hold)
+        outcome = "scheduled_release" if scheduled else "dequeued" if dequeued else "not_throttled"
         decision = Decision(
             intent.alert.fingerprint,
             intent.alert.name,
             intent.domain,
             "resolved",
-            "scheduled_release" if scheduled else "not_throttled",
+            outcome,
             throttle_id=scheduled[0] if scheduled else None,
         )
         self._record(decision, "")
@@ -229,7 +232,7 @@ class Engine:
         with self._locks_lock:
             return self._domain_locks.setdefault(domain, threading.Lock())
 
-    def _observe(self, throttle: Throttle) -> DomainState | None:
+    def _observe(self, throttle: Throttle) -> ObservedDomain | None:
         state = self.host.observe([throttle.domain], [throttle.kind])
         return state.domains.get(throttle.domain)
 
@@ -257,9 +260,14 @@ class Engine:
         return None
 
     def _end(self, throttle: Throttle, state: str, reason: str, error: str | None = None) -> None:
-        self.store.update(
-            throttle.id, state=state, ended_at=self._clock(), end_reason=reason, error=error
+        now = self._clock()
+        self.store.end(
+            throttle.id, now, state, reason, error, now + self.config.readmit_after_seconds
         )
+        if reason == "max_duration":
+            # Still attacking then? Its episode is admitted again after `hold.readmit_after`;
+            # meanwhile an operator is told through this counter (docs/remediator.md).
+            self.metrics.max_throttle_reached.labels(throttle.kind).inc()
         self._audit(
             "ended",
             throttle=throttle.id,
@@ -269,6 +277,18 @@ class Engine:
             reason=reason,
             error=error,
         )
+        self._promote_waiting()
+
+    def _promote_waiting(self) -> None:
+        """Admit the episodes that arrived while their throttle was being released."""
+        for admission in self.store.promote_waiting(
+            self._clock(), self.config.max_active_throttles, self.config.hold
+        ):
+            if admission.throttle_id is not None and (
+                admission.decision == "accepted" or admission.reapply
+            ):
+                self._audit("admitted_after_release", throttle=admission.throttle_id)
+                self._submit(admission.throttle_id, self._apply)
 
     def _apply(self, throttle_id: int) -> None:
         throttle = self.store.get(throttle_id)
@@ -292,6 +312,11 @@ class Engine:
                 self.metrics.refusals.labels("unknown_domain").inc()
                 self.metrics.actions.labels(kind, "apply", "unknown_domain").inc()
                 self._end(throttle, "failed", "unknown_domain", "no such domain on this host")
+                return
+            if throttle.uuid is not None and dom.uuid is not None and dom.uuid != throttle.uuid:
+                # Same name, another domain: not the one that offended.
+                self.metrics.actions.labels(kind, "apply", "domain_replaced").inc()
+                self._end(throttle, "released", "domain_replaced")
                 return
             try:
                 prior = throttle.prior
@@ -317,21 +342,24 @@ class Engine:
             if kind == "pause" and commands:
                 prior = {"pauses": 0, "pause_pending": 1}
             # Written before anything changes on the host.
-            self.store.update(throttle.id, state="applying", domid=dom.domid, prior=prior)
+            self.store.update(
+                throttle.id,
+                state="applying",
+                domid=dom.domid,
+                prior=prior,
+                uuid=throttle.uuid or dom.uuid,
+            )
             failure = self._run(throttle, "apply", commands)
             if failure is None:
                 verified = self._verify_applied(throttle, prior)
                 if verified is not None:
                     prior = verified
-                    now = self._clock()
                     # Written after the host changed and the change was seen.
-                    self.store.update(
+                    self.store.activate(
                         throttle.id,
-                        state="active",
-                        prior=prior,
-                        applied_at=now,
-                        expires_at=throttle.created_at + self.config.max_throttle_seconds,
-                        error=None,
+                        self._clock(),
+                        prior,
+                        throttle.created_at + self.config.max_throttle_seconds,
                     )
                     self.metrics.actions.labels(kind, "apply", "ok").inc()
                     self._audit(
@@ -348,9 +376,9 @@ class Engine:
                 problem = failure.describe()
             self.metrics.actions.labels(kind, "apply", "failed").inc()
             log.warning("throttle %d: apply failed (%s), rolling back", throttle.id, problem)
-            current = self.store.get(throttle.id)
-            assert current is not None
-            self._release_locked(current, "apply_failed", error=problem)
+            current = self.store.begin_release(throttle.id, self._clock(), "apply_failed")
+            if current is not None:
+                self._release_locked(current, error=problem)
 
     def _verify_applied(self, throttle: Throttle, prior: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -368,34 +396,46 @@ class Engine:
         if throttle is None:
             return
         with self._domain_lock(throttle.domain):
-            throttle = self.store.get(throttle_id)
-            if throttle is None or throttle.state not in ("pending", "applying", "active",
-                                                          "releasing"):  # fmt: skip
+            was_pending = throttle.state == "pending"
+            # Only if still due: a firing attached since the timer fired cancels the release.
+            releasing = self.store.begin_release(throttle_id, self._clock(), None)
+            if releasing is None:
                 return
-            if throttle.state == "pending":
-                self._end(throttle, "released", throttle.end_reason or "resolved")
+            if was_pending and releasing.domid is None:
+                assert releasing.end_reason is not None
+                self._end(releasing, "released", releasing.end_reason)
                 return
-            reason = throttle.end_reason or (
-                "resolved" if throttle.resolved_at is not None else "max_duration"
-            )
-            self._release_locked(throttle, reason)
+            self._release_locked(releasing)
 
-    def _release_locked(self, throttle: Throttle, reason: str, error: str | None = None) -> None:
+    def _release_locked(self, throttle: Throttle, error: str | None = None) -> None:
+        """Undo a throttle that `begin_release` moved to releasing (its end_reason is set)."""
         kind = throttle.kind
-        self.store.update(throttle.id, state="releasing", end_reason=reason)
+        reason = throttle.end_reason or "resolved"
         try:
             dom = self._observe(throttle)
         except ObserveError as failure:
             self.store.update(throttle.id, error=str(failure))
             self.metrics.actions.labels(kind, "release", "host_unreadable").inc()
             return
+        if throttle.domid is None:
+            self._end(throttle, "released", reason)  # never applied: nothing on the host
+            return
         if dom is None or dom.domid != throttle.domid:
             # Gone or rebooted: the throttle went with that incarnation; only our ifbs may stay.
-            self._remove_stray_ifbs(keep=self._expected_ifbs(exclude=throttle.id))
+            self._remove_stray_ifbs(exclude=throttle.id)
             self.metrics.actions.labels(kind, "release", "domain_gone").inc()
-            self._end(throttle, "released", "domain_gone" if dom is None else "domain_rebooted")
+            if dom is None:
+                reason = "domain_gone"
+            elif reason not in ("domain_replaced", "domain_gone"):
+                reason = "domain_rebooted"
+            self._end(throttle, "released", reason)
             return
         prior = dict(throttle.prior)
+        if kind == "pause" and prior.get("pause_pending"):
+            # `xl pause` failed, timed out or was never confirmed: whether it took effect is
+            # only visible in xl list (xl does not show the pause count).
+            prior = {"pauses": 1 if dom.paused else 0}
+            self.store.update(throttle.id, prior=prior)
         if kind == "pause" and not dom.paused:
             prior["pauses"] = 0  # someone unpaused it already; an unpause now would be refused
         try:
@@ -472,7 +512,12 @@ class Engine:
 
     def reconcile(self) -> None:
         """Make host and record agree: finish half-done work, repair drift, drop strays."""
-        self._last_reconcile = self._clock()
+        now = self._clock()
+        self._last_reconcile = now
+        pruned = self.store.prune(now - self.config.retention_seconds)
+        if pruned:
+            log.info("forgot %d records older than limits.retention", pruned)
+        self._promote_waiting()
         live = self.store.live()
         for throttle in live:
             if throttle.state in ("pending", "applying"):
@@ -488,18 +533,33 @@ class Engine:
             log.warning("reconcile: cannot read the host: %s", error)
             return
         for throttle in active:
-            self._check_active(throttle, host)
-        self._remove_stray_ifbs(keep=self._expected_ifbs(host=host), host=host)
+            try:
+                self._check_active(throttle, host)
+            except PlanError as error:
+                # One throttle that cannot be checked must not stop the others' checks.
+                log.warning("reconcile: throttle %d: %s", throttle.id, error)
+                self.metrics.actions.labels(throttle.kind, "reconcile", error.reason).inc()
+                self.store.update(throttle.id, error=str(error))
+        self._remove_stray_ifbs(host=host)
 
     def _check_active(self, throttle: Throttle, host: HostState) -> None:
         dom = host.domains.get(throttle.domain)
         if dom is None or dom.domid != throttle.domid:
-            if dom is not None and throttle.kind != "command":
+            replaced = (
+                dom is not None
+                and throttle.uuid is not None
+                and dom.uuid is not None
+                and dom.uuid != throttle.uuid
+            )
+            if dom is not None and not replaced and throttle.kind != "command":
                 # Rebooted while throttled (perhaps to escape it): throttle the new incarnation.
                 log.info("throttle %d: %s rebooted, re-applying", throttle.id, throttle.domain)
                 self.store.update(throttle.id, state="pending", domid=None, prior={})
                 self._submit(throttle.id, self._apply)
             else:
+                # Gone, or its name now belongs to another domain (another uuid).
+                reason = "domain_replaced" if replaced else "domain_gone"
+                self.store.request_release(throttle.id, self._clock(), reason)
                 self._submit(throttle.id, self._release)
             return
         if throttle.kind == "pause":
@@ -512,20 +572,13 @@ class Engine:
             self.store.update(throttle.id, state="applying")
             self._submit(throttle.id, self._apply)
 
-    def _expected_ifbs(self, host: HostState | None = None, exclude: int | None = None) -> set[str]:
-        keep = set()
-        for throttle in self.store.live():
-            if throttle.kind != "network_shape" or throttle.id == exclude:
-                continue
-            if throttle.state in ("pending", "applying", "releasing"):
-                # Work in progress owns every ifb of its domid; never race it.
-                keep.add(f"domid:{throttle.domid}")
-            dom = host.domains.get(throttle.domain) if host else None
-            if dom is not None and throttle.domid == dom.domid:
-                keep.update(ifb_name(dom.domid, v.devid, v.emulated) for v in dom.vifs)
-        return keep
+    def _remove_stray_ifbs(self, host: HostState | None = None, exclude: int | None = None) -> None:
+        """Delete ifbs of ours that no live network throttle owns.
 
-    def _remove_stray_ifbs(self, keep: set[str], host: HostState | None = None) -> None:
+        Ownership is by the domid the record holds (an ifb is `jifb<domid>.<devid>`), read after
+        the host was observed: every ifb seen was created by a throttle whose domid was recorded
+        before the `ip link add`, so it is found here unless that throttle has ended.
+        """
         if self.dry_run:
             return
         if host is None:
@@ -533,10 +586,13 @@ class Engine:
                 host = self.host.observe([], [])
             except ObserveError:
                 return
-        busy_domids = {k.split(":", 1)[1] for k in keep if k.startswith("domid:")}
+        owned = {
+            str(t.domid)
+            for t in self.store.live()
+            if t.kind == "network_shape" and t.domid is not None and t.id != exclude
+        }
         for name in host.our_ifbs:
-            domid = name[4:].split(".", 1)[0]
-            if name in keep or domid in busy_domids:
+            if name[len(IFB_PREFIX) :].split(".", 1)[0] in owned:
                 continue
             log.info("removing stray ifb %s (no live throttle owns it)", name)
             result = self.runner.run(self.tools.cmd(self.tools.ip, "link", "del", "dev", name))

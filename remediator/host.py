@@ -68,7 +68,9 @@ class VifState:
 
 
 @dataclass(frozen=True)
-class DomainState:
+class ObservedDomain:
+    """One running domain as the planner sees it (xl's view plus our tc state on its vifs)."""
+
     name: str
     domid: int
     paused: bool
@@ -77,13 +79,14 @@ class DomainState:
     cap: int | None = None
     hard_affinity: tuple[str, ...] = ()  # per vCPU, as xl prints it ("all", "2-3")
     vifs: tuple[VifState, ...] = ()
+    uuid: str | None = None  # None when the toolstack did not say
 
 
 @dataclass(frozen=True)
 class HostState:
     """The domains we were asked about (absent = not running) and stray ifbs of ours."""
 
-    domains: dict[str, DomainState] = field(default_factory=dict)
+    domains: dict[str, ObservedDomain] = field(default_factory=dict)
     our_ifbs: tuple[str, ...] = ()
 
 

@@ -76,6 +76,14 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.max_throttle_reached = Counter(
+            "judicator_remediator_max_throttle_reached",
+            "Throttles released because they reached hold.max_throttle while their alert still "
+            "fired; the episode is admitted again after hold.readmit_after. Alert on any "
+            "increase: an attack outlasted the longest throttle (docs/remediator.md).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.command_seconds = Histogram(
             "judicator_remediator_command_duration_seconds",
             "Duration of host commands run by the remediator, by program.",

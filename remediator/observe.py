@@ -14,9 +14,9 @@ from typing import Protocol
 
 from remediator.host import (
     IFB_PREFIX,
-    DomainState,
     HostState,
     LinkState,
+    ObservedDomain,
     Redirect,
     VifState,
     ifb_name,
@@ -41,6 +41,7 @@ class ToolstackDomain:
     domid: int
     paused: bool
     vcpus: int
+    uuid: str | None = None  # survives a reboot; tells a reboot from a new domain of that name
 
 
 class Toolstack(Protocol):
@@ -57,7 +58,7 @@ class HostReader(Protocol):
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState: ...
 
 
-class Observer:
+class HostObserver:
     """Builds a HostState for the named domains, reading only what the action kinds need."""
 
     def __init__(
@@ -117,11 +118,12 @@ class Observer:
                     for vif in vifs
                     if vif.domid == dom.domid
                 )
-                states[name] = DomainState(
+                states[name] = ObservedDomain(
                     name=name,
                     domid=dom.domid,
                     paused=dom.paused,
                     vcpus=dom.vcpus,
+                    uuid=dom.uuid,
                     scheduler=scheduler,
                     cap=cap,
                     hard_affinity=affinity,

@@ -17,8 +17,8 @@ from remediator.config import OperatorCommand
 from remediator.host import (
     FILTER_PREF,
     QDISC_HANDLE,
-    DomainState,
     LinkState,
+    ObservedDomain,
     VifState,
     ifb_name,
 )
@@ -62,8 +62,36 @@ class Tools:
         return Command(argv=argv, timeout=self.timeout)
 
 
-def capture_prior(action: Action, dom: DomainState) -> dict[str, Any]:
+def strictest(current: Action, new: Action) -> Action:
+    """The throttle that satisfies both alerts: the lower cap, the lower rate (same kind)."""
+    if current.kind != new.kind:
+        return current
+    if current.kind == "cpu_cap" and int(new.params["cap"]) < int(current.params["cap"]):
+        return new
+    if current.kind == "network_shape":
+        params = dict(current.params)
+        if int(new.params["rate_bps"]) < int(params["rate_bps"]):
+            params["rate_bps"] = int(new.params["rate_bps"])
+            params["burst_bytes"] = int(new.params["burst_bytes"])
+        if params["direction"] != new.params["direction"]:
+            params["direction"] = "both"
+        if params != dict(current.params):
+            return Action(kind=current.kind, params=params)
+    return current
+
+
+def _refuse_dom0(dom: ObservedDomain) -> None:
+    # Domain 0 is Dom0 whatever it is called: never ours to throttle.
+    if dom.domid == 0:
+        raise PlanError("protected_domain", f"domain {dom.name!r} is domid 0 (Dom0)")
+
+
+def capture_prior(action: Action, dom: ObservedDomain) -> dict[str, Any]:
     """What the release must restore, read before the first apply step runs."""
+    _refuse_dom0(dom)
+    if action.kind == "network_shape":
+        # An ingress qdisc that was there before us is the operator's: the release keeps it.
+        return {"ingress_before": sorted(v.name for v in dom.vifs if v.link.has_ingress)}
     if action.kind == "cpu_cap":
         if dom.cap is None or dom.scheduler is None:
             raise PlanError("host_state", "the domain's current cap could not be read")
@@ -78,19 +106,20 @@ def capture_prior(action: Action, dom: DomainState) -> dict[str, Any]:
 
 
 def plan_apply(
-    action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools
+    action: Action, dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools
 ) -> list[Command]:
     """The commands that bring `dom` to the throttled state; [] when it already is."""
+    _refuse_dom0(dom)
     params = action.params
     if action.kind == "network_shape":
         return _plan_shape(params, dom, tools)
     if action.kind == "cpu_cap":
         scheduler = _scheduler(dom)
-        cap = int(params["cap"])
+        cap = cap_target(params, prior)
         if cap > 100 * dom.vcpus:
             raise PlanError("bad_parameter", f"cap {cap} above 100 x {dom.vcpus} vCPUs")
-        if dom.cap == cap:
-            return []
+        if dom.cap is not None and 0 < dom.cap <= cap:
+            return []  # as strict or stricter (someone tightened it further): leave it
         return [tools.argv(set_cap_argv(tools.xl, scheduler, str(dom.domid), cap))]
     if action.kind == "cpu_pin":
         target = format_cpu_list(frozenset(int(c) for c in params["cpus"]))
@@ -109,16 +138,17 @@ def plan_apply(
 
 
 def plan_release(
-    action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools
+    action: Action, dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools
 ) -> list[Command]:
     """The commands that undo the throttle on `dom`; [] when nothing of it is left."""
+    _refuse_dom0(dom)
     if action.kind == "network_shape":
-        return _plan_unshape(dom, tools)
+        return _plan_unshape(dom, prior, tools)
     if action.kind == "cpu_cap":
         scheduler = _scheduler(dom)
         previous = int(prior["cap"])
-        if dom.cap == previous:
-            return []
+        if dom.cap == previous or dom.cap != cap_target(action.params, prior):
+            return []  # back where it was, or changed by someone else since: theirs now
         return [tools.argv(set_cap_argv(tools.xl, scheduler, str(dom.domid), previous))]
     if action.kind == "cpu_pin":
         affinity = [str(a) for a in prior["hard_affinity"]]
@@ -142,7 +172,7 @@ def plan_release(
     raise PlanError("unknown_action", f"no plan for {action.kind!r}")
 
 
-def is_applied(action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools) -> bool:
+def is_applied(action: Action, dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -> bool:
     """Does the observed state carry the throttle? (Operator commands cannot be checked.)"""
     if action.kind == "pause":
         return dom.paused
@@ -151,7 +181,9 @@ def is_applied(action: Action, dom: DomainState, prior: Mapping[str, Any], tools
     return not plan_apply(action, dom, prior, tools)
 
 
-def is_released(action: Action, dom: DomainState, prior: Mapping[str, Any], tools: Tools) -> bool:
+def is_released(
+    action: Action, dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools
+) -> bool:
     if action.kind == "pause":
         return int(prior.get("pauses", 0)) == 0
     if action.kind == "command":
@@ -159,7 +191,14 @@ def is_released(action: Action, dom: DomainState, prior: Mapping[str, Any], tool
     return not plan_release(action, dom, prior, tools)
 
 
-def _scheduler(dom: DomainState) -> str:
+def cap_target(params: Mapping[str, Any], prior: Mapping[str, Any]) -> int:
+    """The strictest of the alert's cap and the cap the domain had (0 means uncapped)."""
+    cap = int(params["cap"])
+    before = int(prior.get("cap", 0) or 0)
+    return min(cap, before) if before > 0 else cap
+
+
+def _scheduler(dom: ObservedDomain) -> str:
     if dom.scheduler not in ("credit", "credit2"):
         raise PlanError("unsupported_scheduler", f"scheduler {dom.scheduler!r} has no cap")
     return dom.scheduler
@@ -173,7 +212,7 @@ def _operator_command(params: Mapping[str, Any], tools: Tools) -> OperatorComman
 
 
 def _operator_run(
-    command: OperatorCommand, argv: tuple[str, ...], dom: DomainState, phase: str
+    command: OperatorCommand, argv: tuple[str, ...], dom: ObservedDomain, phase: str
 ) -> Command:
     # Validated values only, as environment: the domain name matched our pattern and exists
     # now, the domid and interface names come from the host.
@@ -222,7 +261,7 @@ def _tbf_matches(link: LinkState, params: Mapping[str, Any]) -> bool:
     )
 
 
-def _plan_shape(params: Mapping[str, Any], dom: DomainState, tools: Tools) -> list[Command]:
+def _plan_shape(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) -> list[Command]:
     if not dom.vifs:
         raise PlanError("no_interfaces", f"domain {dom.name} has no vif in this Dom0")
     direction = params["direction"]
@@ -244,7 +283,7 @@ def _plan_shape(params: Mapping[str, Any], dom: DomainState, tools: Tools) -> li
 
 
 def _plan_shape_send(
-    params: Mapping[str, Any], dom: DomainState, vif: VifState, tools: Tools
+    params: Mapping[str, Any], dom: ObservedDomain, vif: VifState, tools: Tools
 ) -> list[Command]:
     ifb = ifb_name(dom.domid, vif.devid, vif.emulated)
     commands: list[Command] = []
@@ -299,15 +338,17 @@ def _delete_our_filter(vif: str, tools: Tools) -> Command:
     )
 
 
-def _plan_unshape(dom: DomainState, tools: Tools) -> list[Command]:
+def _plan_unshape(dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -> list[Command]:
+    """Remove only what we created: our redirect, and the ingress qdisc if we added it."""
+    theirs = set(prior.get("ingress_before", ()))
     commands: list[Command] = []
     for vif in dom.vifs:
         ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
         others = [r for r in vif.link.redirects if r.pref != FILTER_PREF]
-        if ours and others:
-            commands.append(_delete_our_filter(vif.name, tools))
-        elif vif.link.has_ingress and not others:
+        if vif.link.has_ingress and not others and vif.name not in theirs:
             commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "ingress"))
+        elif ours:
+            commands.append(_delete_our_filter(vif.name, tools))
         if vif.ifb.exists:
             commands.append(tools.cmd(tools.ip, "link", "del", "dev", vif.ifb.name))
         root = vif.link.root

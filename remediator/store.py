@@ -11,7 +11,9 @@ moment its transaction commits. Other processes (the CLI) may open the same file
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,8 +23,13 @@ from typing import Any
 
 from remediator.alerts import Action, Intent
 from remediator.config import Hold
+from remediator.plan import strictest
 
 LIVE = ("pending", "applying", "active", "releasing")
+# Ends decided on purpose: the episode that was throttled stays handled after them.
+DELIBERATE_ENDS = ("operator", "max_duration", "unpaused_elsewhere")
+# Columns added since the first schema, for state files written by an older version.
+_ADDED_COLUMNS = {"throttles": {"uuid": "TEXT"}, "episodes": {"readmit_at": "REAL"}}
 _LIVE_SQL = "('pending', 'applying', 'active', 'releasing')"
 
 SCHEMA = f"""
@@ -43,7 +50,8 @@ CREATE TABLE IF NOT EXISTS throttles (
     expires_at REAL,
     ended_at REAL,
     end_reason TEXT,
-    error TEXT
+    error TEXT,
+    uuid TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_live_throttle
     ON throttles (domain, kind) WHERE state IN {_LIVE_SQL};
@@ -59,7 +67,18 @@ CREATE TABLE IF NOT EXISTS episodes (
     fingerprint TEXT NOT NULL,
     starts_at TEXT NOT NULL,
     seen_at REAL NOT NULL,
+    readmit_at REAL,
     PRIMARY KEY (fingerprint, starts_at)
+);
+CREATE TABLE IF NOT EXISTS waiting (
+    domain TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    starts_at TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    action TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (domain, kind, fingerprint)
 );
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
@@ -73,6 +92,22 @@ CREATE TABLE IF NOT EXISTS decisions (
     detail TEXT NOT NULL
 );
 """
+
+
+class StateLocked(Exception):
+    """Another `serve` process owns this state file."""
+
+
+def lock_state(path: str) -> int:
+    """Take the state file's exclusive serve lock (`<path>.lock`, flock) for this process's
+    life and return its descriptor; two servers on one record would act twice on the host."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateLocked(f"{path} is in use by another serve process") from None
+    return fd
 
 
 @dataclass(frozen=True)
@@ -93,6 +128,7 @@ class Throttle:
     ended_at: float | None
     end_reason: str | None
     error: str | None
+    uuid: str | None = None
 
     @property
     def kind(self) -> str:
@@ -107,9 +143,10 @@ class Throttle:
 
 @dataclass(frozen=True)
 class Admission:
-    decision: str  # accepted | attached | duplicate | already_handled | refused
+    decision: str  # accepted | attached | duplicate | queued | already_handled | refused
     throttle_id: int | None
     reason: str = ""
+    reapply: bool = False  # attached with a stricter action than the throttle had
 
 
 class Store:
@@ -120,6 +157,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -155,6 +197,7 @@ class Store:
             ended_at=row["ended_at"],
             end_reason=row["end_reason"],
             error=row["error"],
+            uuid=row["uuid"],
         )
 
     # -- admission, from the request path: SQLite only, no host access ------------------------
@@ -162,84 +205,173 @@ class Store:
     def admit_firing(self, intent: Intent, now: float, limit: int, hold: Hold) -> Admission:
         assert intent.action is not None
         alert = intent.alert
-        kind = intent.action.kind
         with self._tx() as db:
-            live = db.execute(
-                f"SELECT id FROM throttles WHERE domain = ? AND kind = ? AND state IN {_LIVE_SQL}",
-                (intent.domain, kind),
+            return self._admit(
+                db, intent.domain, intent.action, alert.fingerprint, alert.starts_at, alert.name,
+                now, limit, hold,
+            )  # fmt: skip
+
+    def _admit(
+        self,
+        db: sqlite3.Connection,
+        domain: str,
+        action: Action,
+        fingerprint: str,
+        starts_at: str,
+        alertname: str,
+        now: float,
+        limit: int,
+        hold: Hold,
+    ) -> Admission:
+        kind = action.kind
+        live = db.execute(
+            f"SELECT * FROM throttles WHERE domain = ? AND kind = ? AND state IN {_LIVE_SQL}",
+            (domain, kind),
+        ).fetchone()
+        if live is not None:
+            attached = db.execute(
+                "SELECT status, starts_at FROM throttle_alerts "
+                "WHERE throttle_id = ? AND fingerprint = ?",
+                (live["id"], fingerprint),
             ).fetchone()
-            if live is not None:
-                attached = db.execute(
-                    "SELECT status FROM throttle_alerts WHERE throttle_id = ? AND fingerprint = ?",
-                    (live["id"], alert.fingerprint),
+            same_episode = attached is not None and attached["starts_at"] == starts_at
+            if live["state"] == "releasing" or live["end_reason"] is not None:
+                # Too late to keep this throttle: the episode waits for the release to end and
+                # then gets a throttle of its own. Unless this very episode was released on
+                # purpose (operator, max_throttle): then it is handled.
+                if same_episode and live["end_reason"] in DELIBERATE_ENDS:
+                    return Admission("already_handled", None)
+                waiting = db.execute(
+                    "SELECT starts_at FROM waiting WHERE domain = ? AND kind = ? "
+                    "AND fingerprint = ?",
+                    (domain, kind, fingerprint),
                 ).fetchone()
-                if attached is not None and attached["status"] == "firing":
+                if waiting is not None and waiting["starts_at"] == starts_at:
                     return Admission("duplicate", live["id"])
                 db.execute(
-                    "INSERT OR REPLACE INTO throttle_alerts VALUES (?, ?, ?, ?, 'firing')",
-                    (live["id"], alert.fingerprint, alert.starts_at, alert.name),
+                    "INSERT OR REPLACE INTO waiting VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (domain, kind, fingerprint, starts_at, alertname, action.to_json(), now),
                 )
-                # It offends again while held: the hold starts over when it resolves again.
-                db.execute(
-                    "UPDATE throttles SET release_at = NULL, resolved_at = NULL "
-                    "WHERE id = ? AND state IN ('pending', 'applying', 'active')",
-                    (live["id"],),
-                )
-                db.execute(
-                    "INSERT OR IGNORE INTO episodes VALUES (?, ?, ?)",
-                    (alert.fingerprint, alert.starts_at, now),
-                )
-                return Admission("attached", live["id"])
-            seen = db.execute(
-                "SELECT 1 FROM episodes WHERE fingerprint = ? AND starts_at = ?",
-                (alert.fingerprint, alert.starts_at),
-            ).fetchone()
-            if seen is not None:
-                # Re-sent (repeat_interval) after an operator release or the maximum duration.
-                return Admission("already_handled", None)
-            (active,) = db.execute(
-                f"SELECT COUNT(*) FROM throttles WHERE state IN {_LIVE_SQL}"
-            ).fetchone()
-            if active >= limit:
-                return Admission("refused", None, "throttle_limit")
-            (previous,) = db.execute(
-                "SELECT COUNT(*) FROM throttles WHERE domain = ? AND created_at >= ? "
-                "AND state != 'failed'",
-                (intent.domain, now - hold.repeat_window_seconds),
-            ).fetchone()
-            cursor = db.execute(
-                "INSERT INTO throttles (domain, kind, action, state, reason, offence, created_at) "
-                "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                (intent.domain, kind, intent.action.to_json(), alert.name, previous + 1, now),
-            )
-            throttle_id = cursor.lastrowid
-            assert throttle_id is not None
+                return Admission("queued", live["id"])
+            if same_episode and attached["status"] == "firing":
+                return Admission("duplicate", live["id"])
             db.execute(
-                "INSERT INTO throttle_alerts VALUES (?, ?, ?, ?, 'firing')",
-                (throttle_id, alert.fingerprint, alert.starts_at, alert.name),
+                "INSERT OR REPLACE INTO throttle_alerts VALUES (?, ?, ?, ?, 'firing')",
+                (live["id"], fingerprint, starts_at, alertname),
             )
+            # It offends again while held: the hold starts over when it resolves again.
             db.execute(
-                "INSERT OR IGNORE INTO episodes VALUES (?, ?, ?)",
-                (alert.fingerprint, alert.starts_at, now),
+                "UPDATE throttles SET release_at = NULL, resolved_at = NULL WHERE id = ?",
+                (live["id"],),
             )
-            return Admission("accepted", throttle_id)
+            current = Action.from_json(live["action"])
+            merged = strictest(current, action)
+            reapply = merged != current
+            if reapply:
+                db.execute(
+                    "UPDATE throttles SET action = ?, state = CASE state WHEN 'active' "
+                    "THEN 'applying' ELSE state END WHERE id = ?",
+                    (merged.to_json(), live["id"]),
+                )
+            if live["state"] == "active":
+                self._mark_episodes(db, live["id"], now)
+            return Admission("attached", live["id"], reapply=reapply)
+        seen = db.execute(
+            "SELECT readmit_at FROM episodes WHERE fingerprint = ? AND starts_at = ?",
+            (fingerprint, starts_at),
+        ).fetchone()
+        if seen is not None and (seen["readmit_at"] is None or seen["readmit_at"] > now):
+            # Re-sent (repeat_interval) after an operator release or the maximum duration.
+            # Heard of again: kept until `retention` after the last time.
+            db.execute(
+                "UPDATE episodes SET seen_at = ? WHERE fingerprint = ? AND starts_at = ?",
+                (now, fingerprint, starts_at),
+            )
+            return Admission("already_handled", None)
+        (active,) = db.execute(
+            f"SELECT COUNT(*) FROM throttles WHERE state IN {_LIVE_SQL}"
+        ).fetchone()
+        if active >= limit:
+            return Admission("refused", None, "throttle_limit")
+        (previous,) = db.execute(
+            "SELECT COUNT(*) FROM throttles WHERE domain = ? AND created_at >= ? "
+            "AND state != 'failed'",
+            (domain, now - hold.repeat_window_seconds),
+        ).fetchone()
+        cursor = db.execute(
+            "INSERT INTO throttles (domain, kind, action, state, reason, offence, created_at) "
+            "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+            (domain, kind, action.to_json(), alertname, previous + 1, now),
+        )
+        throttle_id = cursor.lastrowid
+        assert throttle_id is not None
+        db.execute(
+            "INSERT INTO throttle_alerts VALUES (?, ?, ?, ?, 'firing')",
+            (throttle_id, fingerprint, starts_at, alertname),
+        )
+        # The episode is handled once the throttle is active (`activate`), not now: an apply
+        # that fails must leave re-sends free to try again.
+        return Admission("accepted", throttle_id)
 
-    def resolve(self, intent: Intent, now: float, hold: Hold) -> list[int]:
-        """Mark an alert resolved; throttles left without firing alerts get their release time."""
-        fingerprint = intent.alert.fingerprint
+    @staticmethod
+    def _mark_episodes(db: sqlite3.Connection, throttle_id: int, now: float) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO episodes (fingerprint, starts_at, seen_at, readmit_at) "
+            "SELECT fingerprint, starts_at, ?, NULL FROM throttle_alerts WHERE throttle_id = ?",
+            (now, throttle_id),
+        )
+
+    def promote_waiting(self, now: float, limit: int, hold: Hold) -> list[Admission]:
+        """Admit episodes that arrived while their (domain, kind) was being released."""
+        admissions = []
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM waiting ORDER BY received_at").fetchall()
+            for row in rows:
+                busy = db.execute(
+                    f"SELECT 1 FROM throttles WHERE domain = ? AND kind = ? "
+                    f"AND state IN {_LIVE_SQL} AND (state = 'releasing' OR end_reason IS NOT NULL)",
+                    (row["domain"], row["kind"]),
+                ).fetchone()
+                if busy is not None:
+                    continue
+                admission = self._admit(
+                    db, row["domain"], Action.from_json(row["action"]), row["fingerprint"],
+                    row["starts_at"], row["alertname"], now, limit, hold,
+                )  # fmt: skip
+                if admission.decision == "refused":
+                    continue  # stays queued until a throttle slot frees up
+                db.execute(
+                    "DELETE FROM waiting WHERE domain = ? AND kind = ? AND fingerprint = ?",
+                    (row["domain"], row["kind"], row["fingerprint"]),
+                )
+                admissions.append(admission)
+        return admissions
+
+    def resolve(self, intent: Intent, now: float, hold: Hold) -> tuple[list[int], bool]:
+        """Mark an alert episode resolved; throttles left without firing alerts get their
+        release time. Returns those throttles, and whether a queued episode was dropped.
+
+        Only the episode (fingerprint and startsAt) that is attached is resolved: a late copy
+        of an earlier episode's resolution leaves a later episode's throttle alone.
+        """
+        alert = intent.alert
         scheduled = []
         with self._tx() as db:
+            dequeued = db.execute(
+                "DELETE FROM waiting WHERE domain = ? AND fingerprint = ? AND starts_at = ?",
+                (intent.domain, alert.fingerprint, alert.starts_at),
+            ).rowcount
             rows = db.execute(
                 f"SELECT t.id, t.offence FROM throttles t JOIN throttle_alerts a "
-                f"ON a.throttle_id = t.id WHERE a.fingerprint = ? AND a.status = 'firing' "
-                f"AND t.state IN {_LIVE_SQL} AND t.domain = ?",
-                (fingerprint, intent.domain),
+                f"ON a.throttle_id = t.id WHERE a.fingerprint = ? AND a.starts_at = ? "
+                f"AND a.status = 'firing' AND t.state IN {_LIVE_SQL} AND t.domain = ?",
+                (alert.fingerprint, alert.starts_at, intent.domain),
             ).fetchall()
             for row in rows:
                 db.execute(
                     "UPDATE throttle_alerts SET status = 'resolved' "
                     "WHERE throttle_id = ? AND fingerprint = ?",
-                    (row["id"], fingerprint),
+                    (row["id"], alert.fingerprint),
                 )
                 (firing,) = db.execute(
                     "SELECT COUNT(*) FROM throttle_alerts WHERE throttle_id = ? "
@@ -252,14 +384,14 @@ class Store:
                         (now, now + hold.for_offence(row["offence"]), row["id"]),
                     )
                     scheduled.append(row["id"])
-        return scheduled
+        return scheduled, dequeued > 0
 
     # -- transitions, from the worker ---------------------------------------------------------
 
     def update(self, throttle_id: int, **fields: Any) -> None:
         allowed = {
             "state", "domid", "prior", "applied_at", "release_at", "expires_at", "ended_at",
-            "end_reason", "error",
+            "end_reason", "error", "uuid",
         }  # fmt: skip
         assert set(fields) <= allowed, fields
         if "prior" in fields:
@@ -269,6 +401,71 @@ class Store:
             db.execute(
                 f"UPDATE throttles SET {assignments} WHERE id = ?", (*fields.values(), throttle_id)
             )
+
+    def activate(
+        self, throttle_id: int, now: float, prior: dict[str, Any], expires_at: float
+    ) -> None:
+        """The host shows the throttle: it is active, and its episodes are handled."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE throttles SET state = 'active', prior = ?, applied_at = ?, "
+                "expires_at = ?, error = NULL WHERE id = ?",
+                (json.dumps(prior, sort_keys=True), now, expires_at, throttle_id),
+            )
+            self._mark_episodes(db, throttle_id, now)
+
+    def begin_release(self, throttle_id: int, now: float, reason: str | None) -> Throttle | None:
+        """Move a live throttle to `releasing`, atomically with admission.
+
+        `reason` None: only if a release is due (requested, hold or maximum duration over), so
+        that a firing attached a moment ago (which cancels the hold) wins over the timer.
+        """
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT * FROM throttles WHERE id = ? AND state IN {_LIVE_SQL}", (throttle_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            throttle = self._throttle(row)
+            if reason is None:
+                due = throttle.until is not None and throttle.until <= now
+                if throttle.state != "releasing" and throttle.end_reason is None and not due:
+                    return None
+                reason = throttle.end_reason or (
+                    "resolved" if throttle.resolved_at is not None else "max_duration"
+                )
+            db.execute(
+                "UPDATE throttles SET state = 'releasing', end_reason = ? WHERE id = ?",
+                (reason, throttle_id),
+            )
+        return self.get(throttle_id)
+
+    def end(
+        self,
+        throttle_id: int,
+        now: float,
+        state: str,
+        reason: str,
+        error: str | None,
+        readmit_at: float,
+    ) -> None:
+        """Record the end; after `max_duration` its episodes may be admitted again from
+        `readmit_at` on (if they are still firing then, the attack goes on)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE throttles SET state = ?, ended_at = ?, end_reason = ?, error = ? "
+                "WHERE id = ?",
+                (state, now, reason, error, throttle_id),
+            )
+            if state == "dry_run":
+                self._mark_episodes(db, throttle_id, now)
+            if reason == "max_duration":
+                db.execute(
+                    "INSERT OR REPLACE INTO episodes (fingerprint, starts_at, seen_at, readmit_at) "
+                    "SELECT fingerprint, starts_at, ?, ? FROM throttle_alerts "
+                    "WHERE throttle_id = ? AND status = 'firing'",
+                    (now, readmit_at, throttle_id),
+                )
 
     def request_release(self, throttle_id: int, now: float, reason: str) -> bool:
         """Release as soon as the engine gets to it (operator, expiry); False if not live."""
@@ -338,8 +535,30 @@ class Store:
             ).fetchall()
         return [dict(row) for row in rows]
 
-    def prune(self, before: float) -> None:
-        """Forget decisions and alert episodes older than `before` (the store stays small)."""
+    def prune(self, before: float) -> int:
+        """Forget what is older than `before`: decisions, episodes last heard of before it,
+        ended throttles and their alerts, queued episodes. Returns the rows deleted."""
         with self._tx() as db:
-            db.execute("DELETE FROM decisions WHERE at < ?", (before,))
-            db.execute("DELETE FROM episodes WHERE seen_at < ?", (before,))
+            deleted = db.execute("DELETE FROM decisions WHERE at < ?", (before,)).rowcount
+            deleted += db.execute(
+                "DELETE FROM episodes WHERE seen_at < ? AND (readmit_at IS NULL OR readmit_at < ?)",
+                (before, before),
+            ).rowcount
+            deleted += db.execute(
+                f"DELETE FROM throttle_alerts WHERE throttle_id IN (SELECT id FROM throttles "
+                f"WHERE state NOT IN {_LIVE_SQL} AND ended_at < ?)",
+                (before,),
+            ).rowcount
+            deleted += db.execute(
+                f"DELETE FROM throttles WHERE state NOT IN {_LIVE_SQL} AND ended_at < ?",
+                (before,),
+            ).rowcount
+            deleted += db.execute("DELETE FROM waiting WHERE received_at < ?", (before,)).rowcount
+        return deleted
+
+    def table_sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("throttles", "throttle_alerts", "episodes", "waiting", "decisions")
+            }

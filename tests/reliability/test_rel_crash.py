@@ -16,19 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.remediator.conftest import alert, payload
+from tests.remediator.helpers import alert, payload
 from tests.remediator.simhost import (
     INSTANCE,
     Host,
     Launcher,
     audit_events,
-    launcher,
-    simulated_host,
     wait_for,
 )
 
@@ -98,18 +95,6 @@ def _cases() -> Iterator[Any]:
                         id=f"{kind}-{phase}-{mode}-step{step}",
                         marks=[pytest.mark.soak] if soak else [],
                     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    with simulated_host("rlc", tmp_path_factory.mktemp("rel-crash")) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def servers(host: Host, tmp_path: Path) -> Iterator[Launcher]:
-    with launcher(host, tmp_path) as started:
-        yield started
 
 
 def _live(records: list[dict[str, Any]], state: str) -> bool:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.reliability.stack import Restartable, Stack
-from tests.remediator.conftest import TOKEN, alert, payload
+from tests.remediator.helpers import TOKEN, alert, payload
 from tests.remediator.simhost import (
     INSTANCE,
     Host,
@@ -31,7 +31,6 @@ from tests.remediator.simhost import (
     Server,
     audit_events,
     launcher,
-    simulated_host,
     wait_for,
 )
 
@@ -47,12 +46,6 @@ FINGERPRINT_LABELS = {
     "burst": "16kb",
 }
 SHAPE_STEPS, UNSHAPE_STEPS = 5, 2
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    with simulated_host("rld", tmp_path_factory.mktemp("rel-delivery")) as simulated:
-        yield simulated
 
 
 @dataclass

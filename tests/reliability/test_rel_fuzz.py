@@ -19,17 +19,8 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.remediator.conftest import (  # noqa: F401  (fixtures)
-    AUTH,
-    alert,
-    app,
-    clock,
-    engine_of,
-    fake_host,
-    make_app,
-    payload,
-)
 from tests.remediator.fakehost import FakeHost
+from tests.remediator.helpers import AUTH, alert, engine_of, payload
 from tests.support import require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,8 +59,8 @@ hostile_text = st.one_of(
     fingerprint=st.from_regex(r"[0-9a-f]{16}", fullmatch=True) | st.text(max_size=40),
 )
 def test_property_schema_valid_payloads_with_hostile_values(
-    app: Flask,  # noqa: F811
-    fake_host: FakeHost,  # noqa: F811
+    app: Flask,
+    fake_host: FakeHost,
     domain: str,
     remediation: str,
     params: dict[str, str],

@@ -12,20 +12,17 @@ import collections
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.remediator.conftest import TOKEN, alert, payload
+from tests.remediator.helpers import TOKEN, alert, payload
 from tests.remediator.simhost import (
     INSTANCE,
     Host,
     Launcher,
     Server,
-    launcher,
-    simulated_host,
     wait_for,
 )
 
@@ -33,18 +30,6 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 
 SHAPE = {"domain": "guest1", "instance": INSTANCE, "rate": "256kbit", "burst": "16kb"}
 WRONG_TOKEN = "Wr0ng-t0ken-that-must-never-be-logged"
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    with simulated_host("rlh", tmp_path_factory.mktemp("rel-hostile")) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def servers(host: Host, tmp_path: Path) -> Iterator[Launcher]:
-    with launcher(host, tmp_path) as started:
-        yield started
 
 
 def _rss(server: Server) -> int:

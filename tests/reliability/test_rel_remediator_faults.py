@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.remediator.conftest import alert, payload
+from tests.remediator.helpers import alert, payload
 from tests.remediator.simhost import (
     INSTANCE,
     Host,
     Launcher,
-    launcher,
     sim,
-    simulated_host,
     wait_for,
 )
 
@@ -30,18 +28,6 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 
 SHAPE = {"domain": "guest1", "instance": INSTANCE, "rate": "256kbit", "burst": "16kb"}
 CAP = {"domain": "guest2", "instance": INSTANCE, "remediation": "cpu_cap", "cap": "20"}
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    with simulated_host("rlf", tmp_path_factory.mktemp("rel-faults")) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def servers(host: Host, tmp_path: Path) -> Iterator[Launcher]:
-    with launcher(host, tmp_path) as started:
-        yield started
 
 
 def _clean(host: Host) -> bool:

@@ -4,23 +4,31 @@ recorded in `calls`, so a test can assert that nothing was run."""
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from remediator.host import (
     FILTER_PREF,
     IFB_PREFIX,
-    DomainState,
     HostState,
     LinkState,
+    ObservedDomain,
     Qdisc,
     Redirect,
     VifState,
     ifb_name,
 )
+from remediator.observe import ObserveError
 from remediator.plan import Command
 from remediator.runner import Result
+
+_UUIDS = itertools.count(1)
+
+
+def new_uuid() -> str:
+    return f"00000000-0000-4000-8000-{next(_UUIDS):012d}"
 
 
 @dataclass
@@ -33,6 +41,7 @@ class FakeDomain:
     affinity: list[str] = field(default_factory=lambda: ["all", "all"])
     pauses: int = 0  # the hypervisor's toolstack pause refcount
     vifs: list[tuple[int, bool]] = field(default_factory=lambda: [(0, False)])
+    uuid: str = field(default_factory=new_uuid)  # kept across reboots, as Xen does
 
     def vif_names(self) -> list[tuple[str, int, bool]]:
         return [
@@ -58,11 +67,25 @@ class FakeHost:
         self.calls: list[tuple[str, ...]] = []
         self.observations = 0
         self.fail: dict[str, str] = {}  # argv prefix (joined) -> stderr: that command fails
+        # argv prefixes whose command takes effect but is reported timed out (killed late)
+        self.timeout_after: set[str] = set()
+        self.observe_failures = 0  # the next N observations raise ObserveError
+        self.before_run: Callable[[tuple[str, ...]], None] | None = None  # called unlocked
         self.lock = threading.Lock()
 
     def plug(self, dom: FakeDomain) -> None:
         for name, _devid, _emu in dom.vif_names():
             self.links[name] = FakeLink(up=True, root=Qdisc("noqueue", "0:", True))
+
+    def destroy(self, name: str) -> FakeDomain:
+        dom = self.domains.pop(name)
+        for vif, _devid, _emu in dom.vif_names():
+            self.links.pop(vif, None)
+        return dom
+
+    def create(self, dom: FakeDomain) -> None:
+        self.domains[dom.name] = dom
+        self.plug(dom)
 
     def reboot(self, name: str, new_domid: int) -> None:
         dom = self.domains[name]
@@ -79,6 +102,9 @@ class FakeHost:
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
         with self.lock:
             self.observations += 1
+            if self.observe_failures > 0:
+                self.observe_failures -= 1
+                raise ObserveError("fake host: xl list timed out")
             wanted = set(names)
             states = {}
             for dom in self.domains.values():
@@ -94,7 +120,7 @@ class FakeHost:
                     )
                     for vif, devid, emu in dom.vif_names()
                 )
-                states[dom.name] = DomainState(
+                states[dom.name] = ObservedDomain(
                     name=dom.name,
                     domid=dom.domid,
                     paused=dom.pauses > 0,
@@ -103,6 +129,7 @@ class FakeHost:
                     cap=dom.cap,
                     hard_affinity=tuple(dom.affinity),
                     vifs=vifs,
+                    uuid=dom.uuid,
                 )
             ifbs = tuple(sorted(n for n in self.links if n.startswith(IFB_PREFIX)))
             return HostState(domains=states, our_ifbs=ifbs)
@@ -124,6 +151,8 @@ class FakeHost:
 
     def run(self, command: Command) -> Result:
         argv = command.argv
+        if self.before_run is not None:
+            self.before_run(argv)
         with self.lock:
             self.calls.append(argv)
             joined = " ".join(argv)
@@ -134,6 +163,8 @@ class FakeHost:
                 self._execute(list(argv))
             except (KeyError, ValueError, IndexError) as error:
                 return Result(argv, 1, "", f"fake host: {error!r}", 0.001)
+            if any(joined.startswith(prefix) for prefix in self.timeout_after):
+                return Result(argv, -1, "", "", command.timeout, timed_out=True)
             return Result(argv, 0, "", "", 0.001)
 
     def _domain(self, domid: str) -> FakeDomain:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from tests.remediator.conftest import TOKEN
+from tests.remediator.helpers import TOKEN
 from tests.support import REPO, STUB, XENPERF, require, require_binary, require_root, sim
 
 INSTANCE = "simhost:10170"

@@ -10,8 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from remediator.alerts import parse_notification
-from tests.remediator.conftest import AUTH, engine_of, settle
 from tests.remediator.fakehost import FakeDomain, FakeHost
+from tests.remediator.helpers import AUTH, engine_of, settle
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
 

@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.remediator.conftest import AUTH, alert, engine_of, payload, settle
 from tests.remediator.fakehost import FakeHost
+from tests.remediator.helpers import AUTH, alert, engine_of, payload, settle
 
 
 def post(client: FlaskClient, body: bytes, headers: dict[str, str] | None = None) -> int:

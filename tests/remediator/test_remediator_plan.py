@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from remediator.alerts import Action
-from remediator.host import DomainState, LinkState, Qdisc, Redirect, VifState
+from remediator.host import LinkState, ObservedDomain, Qdisc, Redirect, VifState
 from remediator.plan import (
     PlanError,
     Tools,
@@ -43,13 +43,13 @@ def vif(
     )
 
 
-def dom(**fields: Any) -> DomainState:
+def dom(**fields: Any) -> ObservedDomain:
     base: dict[str, Any] = {
         "name": "web01", "domid": 7, "paused": False, "vcpus": 2, "scheduler": "credit2",
         "cap": 0, "hard_affinity": ("all", "all"), "vifs": (vif(),),
     }  # fmt: skip
     base.update(fields)
-    return DomainState(**base)
+    return ObservedDomain(**base)
 
 
 def argvs(commands: list[Any]) -> list[tuple[str, ...]]:
@@ -120,7 +120,7 @@ def test_receive_direction_puts_a_tbf_on_the_vif_itself() -> None:
          "foreign_tc"),
     ],
 )  # fmt: skip
-def test_shaping_refuses_what_it_cannot_do_safely(state: DomainState, reason: str) -> None:
+def test_shaping_refuses_what_it_cannot_do_safely(state: ObservedDomain, reason: str) -> None:
     with pytest.raises(PlanError) as error:
         plan_apply(SHAPE, state, {}, TOOLS)
     assert error.value.reason == reason
@@ -175,7 +175,7 @@ def test_cpu_cap_by_scheduler_and_restore(scheduler: str, command: str) -> None:
         (dom(), Action("command", {"command": "gone"}), "unknown_command"),
     ],
 )
-def test_cpu_and_command_failures(state: DomainState, action: Action, reason: str) -> None:
+def test_cpu_and_command_failures(state: ObservedDomain, action: Action, reason: str) -> None:
     with pytest.raises(PlanError) as error:
         plan_apply(action, state, capture_prior(action, state), TOOLS)
     assert error.value.reason == reason

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from flask import Flask
 
 from remediator.engine import Engine
-from tests.remediator.conftest import AUTH, alert, engine_of, payload, settle
 from tests.remediator.fakehost import FakeHost, FakeLink
+from tests.remediator.helpers import AUTH, alert, engine_of, payload, settle
 
 
 def throttle_web02(app: Flask, **labels: str) -> None:

@@ -1,8 +1,10 @@
-"""The real server process: gunicorn, TLS, bearer token, size limit, health without a token."""
+"""The real server process: hypercorn, TLS, bearer token, size limit, health without a token,
+and 1,000 slow clients."""
 
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import ssl
 import subprocess
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.remediator.conftest import TOKEN, alert, payload
+from tests.remediator.helpers import TOKEN, alert, payload
 from tests.support import require_binary
 from xensim.stack import stop_process_group
 
@@ -100,3 +102,79 @@ def test_tls_token_and_limits_on_the_real_server(tmp_path: Path) -> None:
     # the next reconcile; nothing was run.
     assert throttle["state"] == "pending"
     assert "no-such-xl" in throttle["error"]
+
+
+def _wait_ready(port: int, deadline_seconds: float = 30) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        assert time.monotonic() < deadline, "the server never became ready"
+        time.sleep(0.1)
+
+
+def test_1000_connections_trickling_headers_do_not_stop_alerts(tmp_path: Path) -> None:
+    """Defect 11: with gunicorn's gthread worker, four such connections held every thread."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    (tmp_path / "token").write_text(TOKEN)
+    config = tmp_path / "remediator.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "instances": ["dom0-a:10170"],
+                "state_path": str(tmp_path / "state.db"),
+                "auth": {"bearer_token_file": str(tmp_path / "token")},
+                "paths": {"xl": str(tmp_path / "no-such-xl")},
+                "actions": {"pause": {}},
+            }
+        )
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "remediator", "--config.file", str(config), "serve",
+         "--web.listen-address", f"127.0.0.1:{port}", "--dry-run"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    slow: list[socket.socket] = []
+    try:
+        _wait_ready(port)
+        opened = time.monotonic()
+        for _ in range(1000):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            connection.sendall(b"POST /alerts HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(connection)
+        started = time.monotonic()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/alerts",
+            data=payload(alert(remediation="pause")),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        assert time.monotonic() - started < 2, "the webhook answered slowly"
+        # Their headers never complete: each is closed within the header bound, trickling or not.
+        trickler = slow[0]
+        trickler.settimeout(0.5)
+        closed_after = None
+        while time.monotonic() - opened < 30:
+            try:
+                trickler.sendall(b"a")
+                if trickler.recv(100) == b"":
+                    closed_after = time.monotonic() - opened
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - opened
+                break
+        assert closed_after is not None and closed_after < 20, closed_after
+    finally:
+        for connection in slow:
+            connection.close()
+        stop_process_group(process)

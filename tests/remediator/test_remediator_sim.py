@@ -8,36 +8,20 @@ of an action are in tests/reliability/test_rel_crash.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.remediator.conftest import alert, payload
+from tests.remediator.helpers import alert, payload
 from tests.remediator.simhost import (
     INSTANCE,
     Host,
     Launcher,
-    launcher,
     sim,
-    simulated_host,
     wait_for,
 )
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    with simulated_host("rem", tmp_path_factory.mktemp("remediator-sim")) as simulated:
-        yield simulated
-
-
-@pytest.fixture
-def servers(host: Host, tmp_path: Path) -> Iterator[Launcher]:
-    with launcher(host, tmp_path) as started:
-        yield started
 
 
 def net_alert(status: str = "firing", **labels: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.remediator.conftest import AUTH, Clock, alert, engine_of, payload, settle
 from tests.remediator.fakehost import FakeHost
+from tests.remediator.helpers import AUTH, Clock, alert, engine_of, payload, settle
 
 
 def post(client: FlaskClient, body: bytes, headers: dict[str, str] | None = None) -> tuple:

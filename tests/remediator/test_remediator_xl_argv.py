@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 
 from remediator.alerts import Action
-from remediator.host import DomainState
+from remediator.host import ObservedDomain
 from remediator.plan import Tools, plan_apply, plan_release
 from xentools.xl import pause_argv, set_cap_argv, unpause_argv, vcpu_pin_argv
 
 TOOLS = Tools(xl="/opt/xl")
-DOM = DomainState(
+DOM = ObservedDomain(
     "web01", 7, paused=False, vcpus=2, scheduler="credit", cap=0, hard_affinity=("all", "1")
 )
 
@@ -61,7 +61,7 @@ def test_plans_use_the_shared_builders() -> None:
     assert [c.argv for c in plan_apply(pin, DOM, {}, TOOLS)] == [
         vcpu_pin_argv("/opt/xl", "7", "all", "2-3")
     ]
-    pinned = DomainState("web01", 7, False, 2, hard_affinity=("2-3", "2-3"))
+    pinned = ObservedDomain("web01", 7, False, 2, hard_affinity=("2-3", "2-3"))
     assert [c.argv for c in plan_release(pin, pinned, {"hard_affinity": ["all", "1"]}, TOOLS)] == [
         vcpu_pin_argv("/opt/xl", "7", 0, "all"),
         vcpu_pin_argv("/opt/xl", "7", 1, "1"),

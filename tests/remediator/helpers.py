@@ -1,20 +1,14 @@
-"""Fixtures for the remediator: a config, a fake host, and an app wired to both."""
+"""What the remediator tests share besides fixtures: a config, payloads, a hand-moved clock."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
-from remediator.app import create_app
-from remediator.config import Config, load_config
 from remediator.engine import Engine
-from tests.remediator.fakehost import FakeDomain, FakeHost
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -110,53 +104,6 @@ def payload(*alerts: dict[str, Any], **fields: Any) -> bytes:
     }
     body.update(fields)
     return json.dumps(body).encode()
-
-
-@pytest.fixture
-def fake_host() -> FakeHost:
-    return FakeHost(
-        FakeDomain("web01", 7, vifs=[(0, False), (0, True)]),
-        FakeDomain("web02", 8),
-        FakeDomain("batch03", 9, scheduler="credit", vcpus=4, affinity=["all"] * 4),
-        FakeDomain("infra", 3),
-    )
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def make_app(tmp_path: Path, fake_host: FakeHost, clock: Clock) -> Iterator[Callable[..., Flask]]:
-    engines: list[Engine] = []
-
-    def make(dry_run: bool = False, start: bool = True, **overrides: Any) -> Flask:
-        config: Config = load_config(base_config(tmp_path / "state.db", **overrides))
-        app = create_app(
-            config, fake_host, token=TOKEN, host=fake_host, dry_run=dry_run, clock=clock
-        )
-        engine: Engine = app.extensions["remediator"]
-        engines.append(engine)
-        if start:
-            engine.start()
-            assert engine.ready.wait(5)
-        return app
-
-    yield make
-    for engine in engines:
-        engine.stop()
-        engine.store.close()
-
-
-@pytest.fixture
-def app(make_app: Callable[..., Flask]) -> Flask:
-    return make_app()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def engine_of(app: Flask) -> Engine:
