@@ -156,8 +156,8 @@ def measured_run(clock: PhaseClock, phase: str) -> Callable[..., Any]:
 
 def _instrument(clock: PhaseClock, reader_kind: str) -> None:
     """Charge the scrape path's functions to phases, in the modules that call them."""
-    from exporter import readers, xl_toolstack
-    from xentools import libxenctrl
+    from exporter import readers
+    from xentools import libxenctrl, toolstack
 
     # Patched where they are looked up, so the exporter's own code runs unchanged.
     if reader_kind == "xenperf":
@@ -173,9 +173,9 @@ def _instrument(clock: PhaseClock, reader_kind: str) -> None:
     for owner, attribute, phase in patches:
         setattr(owner, attribute, clock.wrap(phase, getattr(owner, attribute)))
     for method in ("info", "vcpu_list", "pool_cpus", "domains"):
-        original = getattr(xl_toolstack.XlToolstack, method)
-        setattr(xl_toolstack.XlToolstack, method, clock.wrap("xl", original))
-    setattr(xl_toolstack, "run_command", measured_run(clock, "xl"))  # noqa: B010
+        original = getattr(toolstack.XlToolstack, method)
+        setattr(toolstack.XlToolstack, method, clock.wrap("xl", original))
+    setattr(toolstack, "run_command", measured_run(clock, "xl"))  # noqa: B010
 
 
 def _build_exporter(args: argparse.Namespace) -> Any:
@@ -184,7 +184,7 @@ def _build_exporter(args: argparse.Namespace) -> Any:
     from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
     from exporter.perfc import PerfcCollector
     from exporter.readers import open_reader
-    from exporter.xl_toolstack import XlToolstack
+    from xentools.toolstack import XlToolstack
 
     collectors: list[SourceCollector] = [
         PerfcCollector(open_reader(args.reader, args.xenperf)),

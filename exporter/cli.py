@@ -21,8 +21,8 @@ from exporter.perfc import PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from exporter.xl_toolstack import XlToolstack
 from xentools.libxenctrl import LibraryNotFound
+from xentools.toolstack import XlToolstack
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ COLLECTORS = {
     "network": "per-vif traffic counters (sysfs class/net)",
     "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
 }
+# gunicorn threads: a scrape or two at once, plus the landing page.
+WEB_THREADS = 4
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
 LOG_LEVELS["error"] = logging.ERROR
 
@@ -56,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         help="exporter-toolkit web config (TLS, basic auth)",
     )
-    web.add_argument("--web.threads", dest="threads", type=int, default=4, help=argparse.SUPPRESS)
     collectors = parser.add_argument_group("collectors")
     for name, help_text in COLLECTORS.items():
         collectors.add_argument(
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", ".join(c.name for c in collectors) or "none",
     )
     gunicorn_level = "warning" if args.log_level == "warn" else args.log_level
-    EmbeddedGunicorn(app, gunicorn_options(bind, web_config, args.threads, gunicorn_level)).run()
+    EmbeddedGunicorn(app, gunicorn_options(bind, web_config, WEB_THREADS, gunicorn_level)).run()
     return 0
 
 
