@@ -22,7 +22,7 @@ from exporter.readers import READERS, open_reader
 from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 from xentools.libxenctrl import LibraryNotFound
-from xentools.toolstack import XlToolstack
+from xentools.toolstack import TOOLSTACK_READERS, ToolstackError, open_toolstack
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=READERS,
         default="auto",
         help="how to read the counters: libxenctrl (ctypes) where it loads, else xenperf",
+    )
+    sources.add_argument(
+        "--toolstack.reader",
+        dest="toolstack_reader",
+        choices=TOOLSTACK_READERS,
+        default="auto",
+        help="how to read domains and vCPUs: libxenctrl and libxenstore (ctypes, no process "
+        "per scrape) where they load, else xl",
     )
     sources.add_argument("--xenperf.path", dest="xenperf_path", default="xenperf")
     sources.add_argument("--xl.path", dest="xl_path", default="xl")
@@ -155,9 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         collectors.append(NetworkCollector(args.sysfs))
     if args.collector_block:
         collectors.append(BlockCollector(args.sysfs))
-    exporter = Exporter(
-        collectors, XlToolstack(args.xl_path), args.command_timeout, args.scrape_timeout
-    )
+    try:
+        toolstack = open_toolstack(args.toolstack_reader, args.xl_path)
+    except (LibraryNotFound, ToolstackError) as error:
+        parser.error(f"--toolstack.reader=libxenctrl: {error}")
+    exporter = Exporter(collectors, toolstack, args.command_timeout, args.scrape_timeout)
     app = create_app(exporter, args.telemetry_path, web_config, package_version())
     log.info(
         "judicator-exporter %s listening on %s%s, collectors: %s",

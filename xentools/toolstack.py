@@ -1,26 +1,43 @@
-"""The Xen toolstack as the exporter and the remediator read it: one `XlToolstack`, for both.
+"""The Xen toolstack as the exporter and the remediator read it, shared by both.
 
-It runs `xl` (through `xentools.command.run_command`, or the caller's runner) and parses what
-xl prints with `xentools.xl`'s parsers, so nothing runs or parses xl twice. Every method takes
-the timeout of the commands it runs; a failure of any kind (xl missing, killed at its timeout,
-exiting non-zero, printing what the parser refuses) is a `ToolstackError` naming the command.
+Two implementations of the same methods:
 
-The maximum memory (`xl list -l`, xl's costliest answer) is kept between calls: asked again
-when the set of domids changes, and every `MAX_MEMORY_REFRESH_CALLS` calls.
+- `XlToolstack` runs `xl` (through `xentools.command.run_command`, or the caller's runner) and
+  parses what xl prints with `xentools.xl`'s parsers, so nothing runs or parses xl twice. The
+  maximum memory (`xl list -l`, xl's costliest answer) is kept between calls: asked again when
+  the set of domids changes, and every `MAX_MEMORY_REFRESH_CALLS` calls.
+- `LibraryToolstack` makes the calls xl itself makes, through libxenctrl (host CPUs, domains,
+  vCPUs and their affinity) and libxenstore (names), with ctypes: no process per question.
+  What those libraries do not answer cheaply (cpupools, schedulers, caps) it asks its
+  `XlToolstack`.
+
+`open_toolstack("auto", ...)` is the library where both load, else xl. Every method takes the
+timeout of the commands it may run; a failure of any kind (xl missing, killed at its timeout,
+exiting non-zero, printing what the parser refuses, a library call failing) is a
+`ToolstackError` naming the command or call.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-from xentools import xl
+from xentools import libxenctrl, xenstore, xl
 from xentools.command import CommandError, run_command
+from xentools.cpulist import format_cpulist
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIB = 1 << 20
 KIB = 1 << 10
 MAX_MEMORY_REFRESH_CALLS = 30
+NS = 1e9
+TOOLSTACK_READERS = ("auto", "libxenctrl", "xl")
 DOMAIN_STATES = ("running", "blocked", "paused", "shutdown", "crashed", "dying")
 
 
@@ -217,3 +234,178 @@ class XlToolstack:
             self._max_memory_domids = domids
             self._max_memory_age = 1
         return max_memory
+
+
+class Toolstack(Protocol):
+    """What `XlToolstack` and `LibraryToolstack` both answer."""
+
+    def info(self, timeout: float) -> HostInfo: ...
+
+    def vcpu_list(self, timeout: float) -> list[VcpuPlacement]: ...
+
+    def hard_affinity(self, domid: int, timeout: float) -> list[str]: ...
+
+    def pool_cpus(self, timeout: float) -> frozenset[int]: ...
+
+    def scheduler(self, domid: int, timeout: float) -> str: ...
+
+    def cap(self, domid: int, scheduler: str, timeout: float) -> int: ...
+
+    def domains(self, timeout: float, *, max_memory: bool = True) -> list[DomainStats]: ...
+
+
+class LibraryToolstack:
+    """libxenctrl and libxenstore through ctypes, `fallback` (xl) for the rest.
+
+    One connection to each, opened on first use and again after a failure; calls are
+    serialised (the handles are not for concurrent use). Library calls take no timeout: they
+    are hypercalls and a xenstore read, not processes.
+    """
+
+    def __init__(
+        self,
+        xenctrl: libxenctrl.LibXenCtrl,
+        store: xenstore.LibXenStore,
+        fallback: XlToolstack,
+    ) -> None:
+        self._xenctrl = xenctrl
+        self._xenstore = store
+        self._fallback = fallback
+        self._lock = threading.Lock()
+        self._ctrl: libxenctrl.Interface | None = None
+        self._store: xenstore.XenStore | None = None
+
+    def _handles(self) -> tuple[libxenctrl.Interface, xenstore.XenStore]:
+        if self._ctrl is None:
+            self._ctrl = self._xenctrl.open()
+        if self._store is None:
+            self._store = self._xenstore.open()
+        return self._ctrl, self._store
+
+    def _reset(self) -> None:
+        for handle in (self._ctrl, self._store):
+            if handle is not None:
+                handle.close()
+        self._ctrl = self._store = None
+
+    def _call(
+        self, what: str, compute: Callable[[libxenctrl.Interface, xenstore.XenStore], T]
+    ) -> T:
+        with self._lock:
+            try:
+                return compute(*self._handles())
+            except OSError as error:  # XenCtrlError, XenStoreError
+                self._reset()
+                raise ToolstackError(f"{what}: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def info(self, timeout: float) -> HostInfo:
+        physinfo = self._call("xc_physinfo", lambda ctrl, _: ctrl.physinfo())
+        return HostInfo(physinfo.nr_cpus, physinfo.max_cpu_id)
+
+    @staticmethod
+    def _named(
+        ctrl: libxenctrl.Interface, store: xenstore.XenStore
+    ) -> list[tuple[str, libxenctrl.XcDomain]]:
+        named = []
+        for domain in ctrl.domains():
+            name = store.domain_name(domain.domid)
+            if name is None:  # being built or torn down: xl would print no name either
+                log.debug("domain %d has no name in xenstore yet; skipped", domain.domid)
+                continue
+            named.append((name, domain))
+        return named
+
+    def vcpu_list(self, timeout: float) -> list[VcpuPlacement]:
+        def compute(ctrl: libxenctrl.Interface, store: xenstore.XenStore) -> list[VcpuPlacement]:
+            every_cpu = frozenset(range(ctrl.physinfo().max_cpu_id + 1))
+            placements = []
+            for name, domain in self._named(ctrl, store):
+                for vcpu in _vcpu_ids(domain):
+                    info = ctrl.vcpu(domain.domid, vcpu)
+                    hard = ctrl.hard_affinity(domain.domid, vcpu) & every_cpu
+                    placements.append(
+                        VcpuPlacement(
+                            domain=name,
+                            domid=domain.domid,
+                            vcpu=vcpu,
+                            cpu=info.cpu if info.online else None,
+                            hard=None if hard == every_cpu else hard,
+                            time_seconds=info.cpu_time_ns / NS,
+                        )
+                    )
+            return placements
+
+        return self._call("vCPU placement (xc_vcpu_getinfo)", compute)
+
+    def hard_affinity(self, domid: int, timeout: float) -> list[str]:
+        def compute(ctrl: libxenctrl.Interface, _: xenstore.XenStore) -> list[str]:
+            nr_cpus = ctrl.physinfo().max_cpu_id + 1
+            for domain in ctrl.domains():
+                if domain.domid == domid:
+                    return [
+                        format_cpulist(ctrl.hard_affinity(domid, vcpu), nr_cpus)
+                        for vcpu in _vcpu_ids(domain)
+                    ]
+            raise ToolstackError(f"no domain {domid}")
+
+        return self._call(f"vCPU affinity of domain {domid} (xc_vcpu_getaffinity)", compute)
+
+    def domains(self, timeout: float, *, max_memory: bool = True) -> list[DomainStats]:
+        def compute(ctrl: libxenctrl.Interface, store: xenstore.XenStore) -> list[DomainStats]:
+            return [
+                DomainStats(
+                    name=name,
+                    domid=domain.domid,
+                    uuid=domain.uuid,
+                    memory_bytes=domain.memory_bytes,
+                    max_memory_bytes=domain.max_memory_bytes if max_memory else None,
+                    vcpus=domain.online_vcpus,
+                    cpu_seconds=domain.cpu_time_ns / NS,
+                    states=domain.states,
+                )
+                for name, domain in self._named(ctrl, store)
+            ]
+
+        return self._call("domains (xc_domain_getinfolist)", compute)
+
+    def pool_cpus(self, timeout: float) -> frozenset[int]:
+        return self._fallback.pool_cpus(timeout)
+
+    def scheduler(self, domid: int, timeout: float) -> str:
+        return self._fallback.scheduler(domid, timeout)
+
+    def cap(self, domid: int, scheduler: str, timeout: float) -> int:
+        return self._fallback.cap(domid, scheduler, timeout)
+
+
+def _vcpu_ids(domain: libxenctrl.XcDomain) -> range:
+    """vCPUs 0 .. max_vcpu_id, as xl vcpu-list lists them (offline ones too)."""
+    return range(0 if domain.max_vcpu_id is None else domain.max_vcpu_id + 1)
+
+
+def open_toolstack(kind: str, xl_path: str = "xl", run: Run = run_tool) -> Toolstack:
+    """The toolstack `kind` names; "auto" is the libraries where both load and answer, else xl.
+
+    Raises `LibraryNotFound` (or `ToolstackError`) for "libxenctrl" when they do not.
+    """
+    if kind not in TOOLSTACK_READERS:
+        raise ValueError(f"unknown toolstack reader {kind!r}, expected one of {TOOLSTACK_READERS}")
+    fallback = XlToolstack(xl_path, run=run)
+    if kind == "xl":
+        return fallback
+    try:
+        library = LibraryToolstack(
+            libxenctrl.LibXenCtrl.load(), xenstore.LibXenStore.load(), fallback
+        )
+        library.info(timeout=0)  # both open and answer
+    except (libxenctrl.LibraryNotFound, ToolstackError) as error:
+        if kind == "libxenctrl":
+            raise
+        log.info("libxenctrl/libxenstore not usable (%s); reading domains with %s", error, xl_path)
+        return fallback
+    log.info("reading domains and vCPUs through libxenctrl and libxenstore")
+    return library
