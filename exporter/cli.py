@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ import yaml
 
 from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
-from exporter.perfc import PerfcCollector
+from exporter.perfc import DEFAULT_INCLUDE, PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 10170
 COLLECTORS = {
     "perfc": "hypervisor performance counters (xenperf / libxenctrl) and CPU -> domain shares",
-    "domain": "per-domain CPU time, memory, vCPUs, state and info (xl list)",
+    "domain": "per-domain CPU time, memory, vCPUs, state and info (libxenctrl or xl list)",
     "network": "per-vif traffic counters (sysfs class/net)",
     "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
 }
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=True,
             help=help_text,
         )
+    collectors.add_argument(
+        "--collector.perfc.include",
+        dest="perfc_include",
+        default=DEFAULT_INCLUDE,
+        help="regex of the perf counters to export, matched against the whole metric name "
+        "without _total; default: those the shipped policies and dashboards read "
+        "(%(default)s); '.*' for all",
+    )
     sources = parser.add_argument_group("sources")
     sources.add_argument(
         "--perfc.reader",
@@ -144,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.command_timeout < args.scrape_timeout:
         problems.append("--command.timeout must be positive and below --scrape.timeout")
     try:
+        perfc_include = re.compile(args.perfc_include)
+    except re.error as error:
+        problems.append(f"--collector.perfc.include {args.perfc_include!r}: {error}")
+    try:
         web_config = read_web_config(args.web_config_file)
     except WebConfigError as error:
         problems.append(str(error))
@@ -156,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reader = open_reader(args.perfc_reader, args.xenperf_path)
         except LibraryNotFound as error:
             parser.error(f"--perfc.reader=libxenctrl: {error}")
-        collectors.append(PerfcCollector(reader))
+        collectors.append(PerfcCollector(reader, perfc_include))
     if args.collector_domain:
         collectors.append(DomainCollector())
     if args.collector_network:
