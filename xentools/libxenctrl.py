@@ -198,6 +198,16 @@ class XcVcpu:
     cpu: int
 
 
+def mask_cpus(mask: int) -> frozenset[int]:
+    """The CPU ids of the bits set in `mask`."""
+    cpus = []
+    while mask:
+        lowest = mask & -mask
+        cpus.append(lowest.bit_length() - 1)
+        mask ^= lowest
+    return frozenset(cpus)
+
+
 def _uuid(handle: bytes) -> str:
     text = handle.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
@@ -409,23 +419,27 @@ class Interface:
             cpu=int(info.cpu),
         )
 
-    def hard_affinity(self, domid: int, vcpu: int) -> frozenset[int]:
-        """The CPU ids the vCPU may run on (`xc_vcpu_getaffinity`, hard map)."""
-        handle = self._checked_handle()
-        size = self._library.cpumap_size(handle)
+    def cpumap_size(self) -> int:
+        """Bytes of a CPU bitmap (`xc_get_cpumap_size`: one bit per CPU id to max_cpu_id)."""
+        size = int(self._library.cpumap_size(self._checked_handle()))
         if size <= 0:
             raise self._failed("xc_get_cpumap_size")
+        return size
+
+    def hard_affinity_mask(self, domid: int, vcpu: int, size: int) -> int:
+        """The vCPU's hard affinity as an integer, bit i = CPU id i (`xc_vcpu_getaffinity`);
+        `size` is `cpumap_size()`."""
+        handle = self._checked_handle()
         hard = (ctypes.c_uint8 * size)()
         soft = (ctypes.c_uint8 * size)()
         ctypes.set_errno(0)
         if self._library.vcpu_getaffinity(handle, domid, vcpu, hard, soft, XEN_VCPUAFFINITY_HARD):
             raise self._failed(f"xc_vcpu_getaffinity({domid}, {vcpu})")
-        return frozenset(
-            index * 8 + bit
-            for index, byte in enumerate(hard)
-            for bit in range(8)
-            if byte >> bit & 1
-        )
+        return int.from_bytes(bytes(hard), "little")
+
+    def hard_affinity(self, domid: int, vcpu: int) -> frozenset[int]:
+        """The CPU ids the vCPU may run on."""
+        return mask_cpus(self.hard_affinity_mask(domid, vcpu, self.cpumap_size()))
 
     def perfc_snapshot(self, max_cpu_id: int, online_cpus: int | None = None) -> PerfcSnapshot:
         descriptors: list[tuple[str, Sequence[int] | None]] = list(self.perfc_query(max_cpu_id))

@@ -321,19 +321,20 @@ class LibraryToolstack:
 
     def vcpu_list(self, timeout: float) -> list[VcpuPlacement]:
         def compute(ctrl: libxenctrl.Interface, store: xenstore.XenStore) -> list[VcpuPlacement]:
-            every_cpu = frozenset(range(ctrl.physinfo().max_cpu_id + 1))
+            every_cpu = (1 << (ctrl.physinfo().max_cpu_id + 1)) - 1
+            size = ctrl.cpumap_size()
             placements = []
             for name, domain in self._named(ctrl, store):
                 for vcpu in _vcpu_ids(domain):
                     info = ctrl.vcpu(domain.domid, vcpu)
-                    hard = ctrl.hard_affinity(domain.domid, vcpu) & every_cpu
+                    hard = ctrl.hard_affinity_mask(domain.domid, vcpu, size) & every_cpu
                     placements.append(
                         VcpuPlacement(
                             domain=name,
                             domid=domain.domid,
                             vcpu=vcpu,
                             cpu=info.cpu if info.online else None,
-                            hard=None if hard == every_cpu else hard,
+                            hard=None if hard == every_cpu else libxenctrl.mask_cpus(hard),
                             time_seconds=info.cpu_time_ns / NS,
                         )
                     )
