@@ -9,6 +9,7 @@ XEN_ROOT := $(CACHE)/xen/root
 XENPERF := $(XEN_ROOT)/usr/lib/xen-4.17/bin/xenperf
 STUB_DIR := build/stub
 STUB := $(STUB_DIR)/libxenctrl.so.4.17
+STUB_XENSTORE := $(STUB_DIR)/libxenstore.so.4
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager iproute2 iputils-ping gcc libc6-dev
 PYTEST_ARGS ?=
 
@@ -24,10 +25,10 @@ test: deps lint typecheck check-configs
 # The daily lane: lint, types and every test that needs neither root nor a running Prometheus or
 # Alertmanager, nor is marked slow (about two minutes, no root, no Debian packages installed).
 # `make test` stays the whole contract; CI runs that.
-test-fast: $(VENV)/.installed $(XENPERF) $(STUB) lint typecheck
+test-fast: $(VENV)/.installed $(XENPERF) $(STUB) $(STUB_XENSTORE) lint typecheck
 	JUDICATOR_LANE=fast $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
-deps: debian-packages $(VENV)/.installed $(XENPERF) $(STUB)
+deps: debian-packages $(VENV)/.installed $(XENPERF) $(STUB) $(STUB_XENSTORE)
 
 # The published experiment end to end (docs/demo.md); SCENARIO=udp-flood|cpu-hog|memory|disk
 # for the other abuse classes. Report, PNG and logs go to demo-output/.
@@ -47,11 +48,19 @@ $(VENV)/.installed: pyproject.toml
 $(XENPERF):
 	tools/fetch-xenperf $(CACHE)/xen
 
-$(STUB): xensim/stub/libxenctrl.c xensim/stub/libxenctrl.map
+$(STUB): xensim/stub/libxenctrl.c xensim/stub/simstate.c xensim/stub/simstate.h \
+	    xensim/stub/libxenctrl.map
 	mkdir -p $(STUB_DIR)
 	gcc -O2 -Wall -Wextra -Werror -shared -fPIC \
 	    -Wl,-soname,libxenctrl.so.4.17 -Wl,--version-script=xensim/stub/libxenctrl.map \
-	    -o $@ xensim/stub/libxenctrl.c
+	    -o $@ xensim/stub/libxenctrl.c xensim/stub/simstate.c
+
+$(STUB_XENSTORE): xensim/stub/libxenstore.c xensim/stub/simstate.c xensim/stub/simstate.h \
+	    xensim/stub/libxenstore.map
+	mkdir -p $(STUB_DIR)
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC \
+	    -Wl,-soname,libxenstore.so.4 -Wl,--version-script=xensim/stub/libxenstore.map \
+	    -o $@ xensim/stub/libxenstore.c xensim/stub/simstate.c
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -17,19 +18,19 @@ import yaml
 
 from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
-from exporter.perfc import PerfcCollector
+from exporter.perfc import DEFAULT_INCLUDE, PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import create_app, hypercorn_config, run_server
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from exporter.xl_toolstack import XlToolstack
 from xentools.libxenctrl import LibraryNotFound
+from xentools.toolstack import TOOLSTACK_READERS, ToolstackError, open_toolstack
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 10170
 COLLECTORS = {
     "perfc": "hypervisor performance counters (xenperf / libxenctrl) and CPU -> domain shares",
-    "domain": "per-domain CPU time, memory, vCPUs, state and info (xl list)",
+    "domain": "per-domain CPU time, memory, vCPUs, state and info (libxenctrl or xl list)",
     "network": "per-vif traffic counters (sysfs class/net)",
     "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
 }
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=True,
             help=help_text,
         )
+    collectors.add_argument(
+        "--collector.perfc.include",
+        dest="perfc_include",
+        default=DEFAULT_INCLUDE,
+        help="regex of the perf counters to export, matched against the whole metric name "
+        "without _total; default: those the shipped policies and dashboards read "
+        "(%(default)s); '.*' for all",
+    )
     sources = parser.add_argument_group("sources")
     sources.add_argument(
         "--perfc.reader",
@@ -72,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=READERS,
         default="auto",
         help="how to read the counters: libxenctrl (ctypes) where it loads, else xenperf",
+    )
+    sources.add_argument(
+        "--toolstack.reader",
+        dest="toolstack_reader",
+        choices=TOOLSTACK_READERS,
+        default="auto",
+        help="how to read domains and vCPUs: libxenctrl and libxenstore (ctypes, no process "
+        "per scrape) where they load, else xl",
     )
     sources.add_argument("--xenperf.path", dest="xenperf_path", default="xenperf")
     sources.add_argument("--xl.path", dest="xl_path", default="xl")
@@ -134,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.command_timeout < args.scrape_timeout:
         problems.append("--command.timeout must be positive and below --scrape.timeout")
     try:
+        perfc_include = re.compile(args.perfc_include)
+    except re.error as error:
+        problems.append(f"--collector.perfc.include {args.perfc_include!r}: {error}")
+    try:
         web_config = read_web_config(args.web_config_file)
     except WebConfigError as error:
         problems.append(str(error))
@@ -146,16 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             reader = open_reader(args.perfc_reader, args.xenperf_path)
         except LibraryNotFound as error:
             parser.error(f"--perfc.reader=libxenctrl: {error}")
-        collectors.append(PerfcCollector(reader))
+        collectors.append(PerfcCollector(reader, perfc_include))
     if args.collector_domain:
         collectors.append(DomainCollector())
     if args.collector_network:
         collectors.append(NetworkCollector(args.sysfs))
     if args.collector_block:
         collectors.append(BlockCollector(args.sysfs))
-    exporter = Exporter(
-        collectors, XlToolstack(args.xl_path), args.command_timeout, args.scrape_timeout
-    )
+    try:
+        toolstack = open_toolstack(args.toolstack_reader, args.xl_path)
+    except (LibraryNotFound, ToolstackError) as error:
+        parser.error(f"--toolstack.reader=libxenctrl: {error}")
+    exporter = Exporter(collectors, toolstack, args.command_timeout, args.scrape_timeout)
     app = create_app(exporter, args.telemetry_path, web_config, package_version())
     log.info(
         "judicator-exporter %s listening on %s%s, collectors: %s",

@@ -1,6 +1,7 @@
 """Stock per-domain statistics: they work on every Xen, with or without perf counters.
 
-`xl list -v` / `-l` for CPU time, memory, vCPUs and state; Dom0's sysfs for vif and vbd
+The domain list (libxenctrl's `xc_domain_getinfolist` and xenstore names, or `xl list -v` /
+`-l`: `xentools.toolstack`) for CPU time, memory, vCPUs and state; Dom0's sysfs for vif and vbd
 counters. Every series is labelled by the domain's name (stable across reboots); its domid and
 uuid are in `xen_domain_info`.
 """
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class DomainCollector:
-    """Per-domain facts from `xl list -v` and `xl list -l`.
+    """Per-domain facts from the domain list (libxenctrl and xenstore, or `xl list -v`/`-l`).
 
     Sample::
 

@@ -1,10 +1,10 @@
 """What the collectors need from the Xen toolstack, and one scrape's view of it.
 
-The collectors see the host through the small `Toolstack` protocol below (tests give them fakes);
-`exporter.xl_toolstack.XlToolstack` implements it with `xentools.xl`, the one place that runs and
-parses `xl`. `Scrape` asks each question at most once per scrape and shares the answer between
-collectors; it keeps nothing from one scrape to the next (what is worth keeping, the toolstack
-and the collectors keep themselves, and say so).
+The collectors see the host through the small `Toolstack` protocol below (tests give them
+fakes); `xentools.toolstack` implements it, shared with the remediator. `Scrape` asks each
+question at most once per scrape and shares the answer between collectors; it keeps nothing
+from one scrape to the next (what is worth keeping, the toolstack and the collectors keep
+themselves, and say so).
 """
 
 from __future__ import annotations
@@ -13,49 +13,25 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from xentools.toolstack import DOMAIN_STATES, DomainStats, HostInfo, VcpuPlacement
+
+__all__ = [
+    "DOMAINS",
+    "DOMAIN_STATES",
+    "INFO",
+    "POOL_CPUS",
+    "VCPU_LIST",
+    "DomainStats",
+    "HostInfo",
+    "Scrape",
+    "ScrapeTimeout",
+    "Toolstack",
+    "VcpuPlacement",
+]
+
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """`xl info`: `nr_cpus` is the number of online CPUs, `max_cpu_id` the highest CPU id."""
-
-    nr_cpus: int
-    max_cpu_id: int
-    xen_version: str = ""
-
-
-@dataclass(frozen=True)
-class VcpuPlacement:
-    """One vCPU from `xl vcpu-list`. `cpu` is None for an offline vCPU; `hard` None = all CPUs."""
-
-    domain: str
-    domid: int
-    vcpu: int
-    cpu: int | None
-    hard: frozenset[int] | None
-    time_seconds: float
-
-
-@dataclass(frozen=True)
-class DomainStats:
-    """One domain as `xl list` and friends describe it."""
-
-    name: str
-    domid: int
-    uuid: str
-    memory_bytes: int
-    max_memory_bytes: int | None
-    vcpus: int
-    cpu_seconds: float
-    states: frozenset[str]  # those of DOMAIN_STATES that hold
-    extra_info: dict[str, str] = field(default_factory=dict)
-
-
-DOMAIN_STATES = ("running", "blocked", "paused", "shutdown", "crashed", "dying")
 
 
 class Toolstack(Protocol):

@@ -7,7 +7,6 @@ engine runs on a fresh observation after executing a plan. Nothing here runs a c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +22,12 @@ from remediator.host import (
     ifb_name,
 )
 from remediator.units import format_cpu_list
+from xentools.cpulist import is_cpulist
 from xentools.xl import pause_argv, set_cap_argv, unpause_argv, vcpu_pin_argv
 
 # Root qdiscs the kernel installs by itself; anything else on a vif is an operator's and we
 # refuse to replace it.
 DEFAULT_ROOT_KINDS = frozenset({"noqueue", "pfifo_fast", "mq", "fq_codel", "pfifo", "fq"})
-XL_CPU_LIST = re.compile(r"all|none|[0-9]{1,4}(?:-[0-9]{1,4})?(?:,[0-9]{1,4}(?:-[0-9]{1,4})?)*")
 
 
 class PlanError(Exception):
@@ -97,7 +96,7 @@ def capture_prior(action: Action, dom: ObservedDomain) -> dict[str, Any]:
             raise PlanError("host_state", "the domain's current cap could not be read")
         return {"cap": dom.cap, "scheduler": dom.scheduler}
     if action.kind == "cpu_pin":
-        if not dom.hard_affinity or not all(XL_CPU_LIST.fullmatch(a) for a in dom.hard_affinity):
+        if not dom.hard_affinity or not all(is_cpulist(a) for a in dom.hard_affinity):
             raise PlanError("host_state", "the domain's vCPU affinity could not be read")
         return {"hard_affinity": list(dom.hard_affinity)}
     if action.kind == "pause":
@@ -155,7 +154,7 @@ def plan_release(
         commands = []
         for vcpu, now in enumerate(dom.hard_affinity):
             if vcpu < len(affinity) and now != affinity[vcpu]:
-                if not XL_CPU_LIST.fullmatch(affinity[vcpu]):
+                if not is_cpulist(affinity[vcpu]):
                     raise PlanError("host_state", f"recorded affinity {affinity[vcpu]!r}")
                 commands.append(
                     tools.argv(vcpu_pin_argv(tools.xl, str(dom.domid), vcpu, affinity[vcpu]))

@@ -1,15 +1,17 @@
-"""The one place that runs host commands: argv lists, never a shell, always with a timeout."""
+"""The remediator's view of the one runner (`xentools.command.run_command`): argv lists, never
+a shell, always with a timeout that kills the command's whole process group, so an operator
+script's children cannot outlive it and act after a rollback."""
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from remediator.plan import Command
+from xentools.command import CommandError, CommandTimeout, run_command
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,7 @@ class SubprocessRunner:
         env.update(command.env)
         started = time.monotonic()
         try:
-            completed = subprocess.run(
-                list(command.argv),
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=command.timeout,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
+            completed = run_command(command.argv, command.timeout, env=env)
             result = Result(
                 argv=command.argv,
                 returncode=completed.returncode,
@@ -72,9 +65,9 @@ class SubprocessRunner:
                 stderr=completed.stderr,
                 seconds=time.monotonic() - started,
             )
-        except subprocess.TimeoutExpired:
+        except CommandTimeout:
             result = Result(command.argv, -1, "", "", time.monotonic() - started, timed_out=True)
-        except OSError as error:
+        except CommandError as error:
             result = Result(command.argv, -1, "", str(error), time.monotonic() - started)
         log.debug("ran %s: rc=%s in %.3fs", command.argv, result.returncode, result.seconds)
         if self._on_result is not None:

@@ -1,5 +1,7 @@
 """Pure parsers for the tc-style quantities that reach us from configs and alert labels.
 
+CPU lists are xl's grammar, `xentools.cpulist`; the two functions here only fix its plain form.
+
 Values are parsed into plain integers and re-rendered in one canonical unit, so the text of a
 label never reaches an argv list: only the number we parsed from it does.
 """
@@ -7,6 +9,8 @@ label never reaches an argv list: only the number we parsed from it does.
 from __future__ import annotations
 
 import re
+
+from xentools.cpulist import MAX_CPUS, format_cpulist, parse_cpulist
 
 _RATE = re.compile(r"(?P<num>[0-9]{1,12}(?:\.[0-9]{1,6})?)(?P<unit>[a-z]*)")
 # tc(8) "RATES": bit units are decimal, bps units are bytes per second.
@@ -47,43 +51,18 @@ def parse_size(text: str) -> int:
     return int(size)
 
 
-def parse_cpu_list(text: str, max_cpus: int = 4096) -> frozenset[int]:
-    """Parse a plain xl CPU list (`3`, `2-3`, `0,2-3`) into CPU ids.
-
-    Only the plain form is accepted: `all`, exclusions and NUMA node syntax are refused because a
-    penalty set must be explicit.
-    """
-    cpus: set[int] = set()
-    parts = text.strip().split(",")
-    if len(parts) > 64:
-        raise ValueError("too many CPU ranges")
-    for part in parts:
-        match = re.fullmatch(r"([0-9]{1,4})(?:-([0-9]{1,4}))?", part)
-        if match is None:
-            raise ValueError(f"not an xl CPU list: {text!r}")
-        first = int(match[1])
-        last = int(match[2]) if match[2] is not None else first
-        if last < first or last >= max_cpus:
-            raise ValueError(f"bad CPU range {part!r}")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)
+def parse_cpu_list(text: str, max_cpus: int = MAX_CPUS) -> frozenset[int]:
+    """A penalty set in xl's CPU list grammar (`xentools.cpulist`), plain form only (`3`,
+    `2-3`, `0,2-3`): `all`, exclusions and NUMA node syntax are refused because a penalty set
+    must be explicit."""
+    return parse_cpulist(text, max_cpus, plain=True)
 
 
 def format_cpu_list(cpus: frozenset[int]) -> str:
     """Render CPU ids as an xl CPU list with ranges, in ascending order (`0,2-3`)."""
     if not cpus:
         raise ValueError("empty CPU set")
-    ordered = sorted(cpus)
-    ranges: list[str] = []
-    start = prev = ordered[0]
-    for cpu in ordered[1:]:
-        if cpu == prev + 1:
-            prev = cpu
-            continue
-        ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
-        start = prev = cpu
-    ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ",".join(ranges)
+    return format_cpulist(cpus)
 
 
 def parse_duration(text: str | int | float) -> float:

@@ -1,50 +1,53 @@
-"""The remediator's `Toolstack`: xl run through our runner (one runner, one timeout policy),
-parsed by the shared `xentools.xl` parsers (nothing parses xl output twice)."""
+"""The remediator's `Toolstack`: `xentools.toolstack.XlToolstack` (the one reading of xl, shared
+with the exporter), its commands run through the remediator's runner so that its metrics count
+them, and its failures turned into `ObserveError` (the action waits rather than act blind)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from remediator.observe import ObserveError, ToolstackDomain
 from remediator.plan import Command, Tools
 from remediator.runner import Runner
-from xentools.xl import parse_cpupool_list, parse_list, parse_sched, parse_vcpu_list
+from xentools import toolstack
 
 
 class XlToolstack:
     def __init__(self, runner: Runner, tools: Tools) -> None:
         self._runner = runner
-        self._tools = tools
+        self._timeout = tools.timeout
+        self._xl = toolstack.XlToolstack(tools.xl, run=self._run)
 
-    def _xl(self, *args: str) -> str:
-        result = self._runner.run(
-            Command(argv=(self._tools.xl, *args), timeout=self._tools.timeout)
-        )
+    def _run(self, argv: Sequence[str], timeout: float) -> str:
+        result = self._runner.run(Command(argv=tuple(argv), timeout=timeout))
         if not result.ok:
-            raise ObserveError(result.describe())
+            raise toolstack.ToolstackError(result.describe())
         return result.stdout
 
     def domains(self) -> list[ToolstackDomain]:
+        try:
+            rows = self._xl.domains(self._timeout, max_memory=False)
+        except toolstack.ToolstackError as error:
+            raise ObserveError(str(error)) from None
         return [
-            ToolstackDomain(name=d.name, domid=d.domid, paused=d.state.paused, vcpus=d.vcpus)
-            for d in parse_list(self._xl("list"))
+            ToolstackDomain(name=d.name, domid=d.domid, paused=d.paused, vcpus=d.vcpus)
+            for d in rows
         ]
 
     def scheduler(self, domid: int) -> str:
-        rows = parse_list(self._xl("list", "-c", str(domid)))
-        if len(rows) != 1 or rows[0].pool is None:
-            raise ObserveError(f"xl list -c {domid}: expected one row with a cpupool")
-        for pool in parse_cpupool_list(self._xl("cpupool-list")):
-            if pool.name == rows[0].pool and pool.scheduler is not None:
-                return pool.scheduler
-        raise ObserveError(f"cpupool {rows[0].pool!r} of domain {domid} not in xl cpupool-list")
+        try:
+            return self._xl.scheduler(domid, self._timeout)
+        except toolstack.ToolstackError as error:
+            raise ObserveError(str(error)) from None
 
     def cap(self, domid: int, scheduler: str) -> int:
-        if scheduler not in ("credit", "credit2"):
-            raise ObserveError(f"scheduler {scheduler!r} has no cap")
-        rows = parse_sched(self._xl(f"sched-{scheduler}", "-d", str(domid)))
-        if len(rows) != 1:
-            raise ObserveError(f"xl sched-{scheduler} -d {domid}: expected one row")
-        return rows[0].cap
+        try:
+            return self._xl.cap(domid, scheduler, self._timeout)
+        except toolstack.ToolstackError as error:
+            raise ObserveError(str(error)) from None
 
     def hard_affinity(self, domid: int) -> list[str]:
-        vcpus = sorted(parse_vcpu_list(self._xl("vcpu-list", str(domid))), key=lambda v: v.vcpu)
-        return [v.hard_affinity for v in vcpus]
+        try:
+            return self._xl.hard_affinity(domid, self._timeout)
+        except toolstack.ToolstackError as error:
+            raise ObserveError(str(error)) from None

@@ -1,9 +1,12 @@
-"""Run a toolstack command (xl, xenperf) with a timeout that really holds.
+"""Run a host command (xl, xenperf, tc, an operator's script) with a timeout that really holds.
+
+This is the one runner of the product: the exporter's readers, the toolstack and the
+remediator's `SubprocessRunner` all start their commands here.
 
 `subprocess.run(timeout=...)` kills the child but then waits for its pipes to close, which a
-grandchild (a wrapper script's `sleep`, a hung helper) can hold open forever. The command is
-started in its own session and, when time is up, its whole process group is killed. The
-exporter's readers and `xentools.xl.Xl` both run commands through `run_command`.
+grandchild (a wrapper script's `sleep`, a hung helper) can hold open forever, and the
+grandchild lives on to act after the caller gave up. The command is started in its own session
+and, when time is up, its whole process group is killed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class CommandError(RuntimeError):
@@ -31,8 +34,13 @@ class CommandTimeout(CommandError):
         self.timeout = timeout
 
 
-def run_command(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run `argv` (no shell) with stdin closed; its exit status is the caller's to judge."""
+def run_command(
+    argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` (no shell) with stdin closed; its exit status is the caller's to judge.
+
+    `env` None inherits this process's environment. Undecodable output is replaced, not fatal.
+    """
     argv = list(argv)
     try:
         process = subprocess.Popen(
@@ -41,6 +49,8 @@ def run_command(argv: Sequence[str], timeout: float) -> subprocess.CompletedProc
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            errors="replace",
+            env=None if env is None else dict(env),
             start_new_session=True,
         )
     except OSError as error:

@@ -1,4 +1,5 @@
-"""The hypervisor's performance counters through libxenctrl, with ctypes (no process per read).
+"""libxenctrl through ctypes (no process per read): the hypervisor's performance counters, and
+the host's CPUs, domains and vCPUs as `xl` itself reads them.
 
 ABI facts (docs/xen-reference.md §2): `xc_perfc_desc_t` is `{char name[80]; uint32_t nr_vals}`
 (84 bytes), values are uint32, and `xc_perfc_query` wants hypercall buffers
@@ -7,6 +8,22 @@ no buffer sizes: if a CPU comes online between `xc_perfc_query_number` and `xc_p
 the hypervisor writes more values than were counted. So we allocate room for every plain
 counter to have `max_cpu_id + 1` values, and ask `xc_perfc_query_number` again afterwards;
 if the counts moved, we read again.
+
+Domains and vCPUs (the calls xl's `list` and `vcpu-list` make through libxl), with Xen 4.17's
+layouts, checked below and, in the simulator's stub, at compile time:
+
+- `xc_physinfo(xch, xc_physinfo_t *)`: `struct xen_sysctl_physinfo` (xen/include/public/
+  sysctl.h), 112 bytes; `nr_cpus` (online) at 8, `max_cpu_id` at 12.
+- `xc_domain_getinfolist(xch, first_domid, max, xc_domaininfo_t *)` returns how many it
+  filled, in domid order: `struct xen_domctl_getdomaininfo` (domctl.h, interface version
+  0x15), 112 bytes: `domain` u16 at 0, `flags` (XEN_DOMINF_*, shutdown code in bits 16-23) at
+  4, `tot_pages` 8, `max_pages` 16, `outstanding_pages` 24, `cpu_time` (ns) 56,
+  `nr_online_vcpus` 64, `max_vcpu_id` 68, `handle` (the uuid's 16 bytes) 76.
+- `xc_vcpu_getinfo(xch, domid, vcpu, xc_vcpuinfo_t *)`: `struct xen_domctl_getvcpuinfo`, 24
+  bytes: `online`/`blocked`/`running` u8 at 4/5/6, `cpu_time` 8, `cpu` 16.
+- `xc_vcpu_getaffinity(xch, domid, vcpu, hard, soft, flags)` fills `xc_get_cpumap_size()`
+  bytes (one bit per CPU id up to `max_cpu_id`) of each map `flags` asks for
+  (XEN_VCPUAFFINITY_HARD = 1, SOFT = 2).
 
 The SONAME carries the Xen version and the ABI is not promised across versions, so we load
 `libxenctrl.so.4.17` (what we were written against) and else the newest `libxenctrl.so.4.*`
@@ -21,6 +38,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from xentools.xenperf import PerfcSnapshot, snapshot_from_descriptors
@@ -59,6 +77,142 @@ class _PerfcDesc(ctypes.Structure):
 assert ctypes.sizeof(_PerfcDesc) == DESCRIPTOR_BYTES
 
 
+class _PhysInfo(ctypes.Structure):
+    _fields_ = [
+        ("threads_per_core", ctypes.c_uint32),
+        ("cores_per_socket", ctypes.c_uint32),
+        ("nr_cpus", ctypes.c_uint32),
+        ("max_cpu_id", ctypes.c_uint32),
+        ("nr_nodes", ctypes.c_uint32),
+        ("max_node_id", ctypes.c_uint32),
+        ("cpu_khz", ctypes.c_uint32),
+        ("capabilities", ctypes.c_uint32),
+        ("arch_capabilities", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("total_pages", ctypes.c_uint64),
+        ("free_pages", ctypes.c_uint64),
+        ("scrub_pages", ctypes.c_uint64),
+        ("outstanding_pages", ctypes.c_uint64),
+        ("max_mfn", ctypes.c_uint64),
+        ("hw_cap", ctypes.c_uint32 * 8),
+    ]
+
+
+class _DomainInfo(ctypes.Structure):
+    _fields_ = [
+        ("domain", ctypes.c_uint16),
+        ("pad1", ctypes.c_uint16),
+        ("flags", ctypes.c_uint32),
+        ("tot_pages", ctypes.c_uint64),
+        ("max_pages", ctypes.c_uint64),
+        ("outstanding_pages", ctypes.c_uint64),
+        ("shr_pages", ctypes.c_uint64),
+        ("paged_pages", ctypes.c_uint64),
+        ("shared_info_frame", ctypes.c_uint64),
+        ("cpu_time", ctypes.c_uint64),
+        ("nr_online_vcpus", ctypes.c_uint32),
+        ("max_vcpu_id", ctypes.c_uint32),
+        ("ssidref", ctypes.c_uint32),
+        ("handle", ctypes.c_uint8 * 16),
+        ("cpupool", ctypes.c_uint32),
+        ("gpaddr_bits", ctypes.c_uint8),
+        ("pad2", ctypes.c_uint8 * 7),
+        ("emulation_flags", ctypes.c_uint32),  # struct xen_arch_domainconfig (x86)
+        ("misc_flags", ctypes.c_uint32),
+    ]
+
+
+class _VcpuInfo(ctypes.Structure):
+    _fields_ = [
+        ("vcpu", ctypes.c_uint32),
+        ("online", ctypes.c_uint8),
+        ("blocked", ctypes.c_uint8),
+        ("running", ctypes.c_uint8),
+        ("cpu_time", ctypes.c_uint64),
+        ("cpu", ctypes.c_uint32),
+    ]
+
+
+assert ctypes.sizeof(_PhysInfo) == 112 and _PhysInfo.max_cpu_id.offset == 12
+assert ctypes.sizeof(_DomainInfo) == 112 and _DomainInfo.handle.offset == 76
+assert _DomainInfo.cpu_time.offset == 56 and _DomainInfo.nr_online_vcpus.offset == 64
+assert ctypes.sizeof(_VcpuInfo) == 24 and _VcpuInfo.cpu_time.offset == 8
+
+PAGE_BYTES = 4096
+XEN_DOMINF_DYING = 1 << 0
+XEN_DOMINF_SHUTDOWN = 1 << 2
+XEN_DOMINF_PAUSED = 1 << 3
+XEN_DOMINF_BLOCKED = 1 << 4
+XEN_DOMINF_RUNNING = 1 << 5
+XEN_DOMINF_SHUTDOWNSHIFT = 16
+SHUTDOWN_CRASH = 3  # xen/include/public/sched.h
+XEN_VCPUAFFINITY_HARD = 1 << 0
+XEN_INVALID_MAX_VCPU_ID = 0xFFFFFFFF
+DOMAINS_PER_CALL = 256
+
+
+@dataclass(frozen=True)
+class PhysInfo:
+    nr_cpus: int  # online
+    max_cpu_id: int
+
+
+@dataclass(frozen=True)
+class XcDomain:
+    """One `xc_domaininfo_t`, in the units we use."""
+
+    domid: int
+    uuid: str
+    flags: int
+    memory_bytes: int  # tot_pages + outstanding_pages, as xl list's Mem
+    max_memory_bytes: int  # max_pages
+    cpu_time_ns: int
+    online_vcpus: int
+    max_vcpu_id: int | None  # None: no vCPUs
+
+    @property
+    def states(self) -> frozenset[str]:
+        """The names xl list's state flags have (`xentools.xl.DomainState.names`)."""
+        shutdown = bool(self.flags & XEN_DOMINF_SHUTDOWN)
+        code = (self.flags >> XEN_DOMINF_SHUTDOWNSHIFT) & 0xFF
+        return frozenset(
+            name
+            for name, on in (
+                ("running", self.flags & XEN_DOMINF_RUNNING),
+                ("blocked", self.flags & XEN_DOMINF_BLOCKED),
+                ("paused", self.flags & XEN_DOMINF_PAUSED),
+                ("shutdown", shutdown),
+                ("crashed", shutdown and code == SHUTDOWN_CRASH),
+                ("dying", self.flags & XEN_DOMINF_DYING),
+            )
+            if on
+        )
+
+
+@dataclass(frozen=True)
+class XcVcpu:
+    online: bool
+    blocked: bool
+    running: bool
+    cpu_time_ns: int
+    cpu: int
+
+
+def mask_cpus(mask: int) -> frozenset[int]:
+    """The CPU ids of the bits set in `mask`."""
+    cpus = []
+    while mask:
+        lowest = mask & -mask
+        cpus.append(lowest.bit_length() - 1)
+        mask ^= lowest
+    return frozenset(cpus)
+
+
+def _uuid(handle: bytes) -> str:
+    text = handle.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", os.path.basename(path).split(".so.")[1]))
 
@@ -89,6 +243,18 @@ class LibXenCtrl:
             "xc__hypercall_buffer_alloc", vp, [vp, buffer_p, ctypes.c_size_t]
         )
         self.free = self._function("xc__hypercall_buffer_free", None, [vp, buffer_p])
+        u32 = ctypes.c_uint32
+        self.physinfo = self._function("xc_physinfo", ctypes.c_int, [vp, ctypes.POINTER(_PhysInfo)])
+        self.cpumap_size = self._function("xc_get_cpumap_size", ctypes.c_int, [vp])
+        self.getinfolist = self._function(
+            "xc_domain_getinfolist", ctypes.c_int, [vp, u32, ctypes.c_uint, ctypes.c_void_p]
+        )
+        self.vcpu_getinfo = self._function(
+            "xc_vcpu_getinfo", ctypes.c_int, [vp, u32, u32, ctypes.POINTER(_VcpuInfo)]
+        )
+        self.vcpu_getaffinity = self._function(
+            "xc_vcpu_getaffinity", ctypes.c_int, [vp, u32, ctypes.c_int, vp, vp, u32]
+        )
 
     def _function(self, name: str, restype: Any, argtypes: list[Any]) -> Any:
         function = getattr(self._lib, name)
@@ -191,6 +357,89 @@ class Interface:
             for buffer in (descriptors, values):
                 if buffer.hbuf:
                     lib.free(self._handle, ctypes.byref(buffer))
+
+    def _failed(self, call: str) -> XenCtrlError:
+        number = ctypes.get_errno()
+        return XenCtrlError(number, f"{call}: {os.strerror(number)}")
+
+    def _checked_handle(self) -> int:
+        if self._handle is None:
+            raise XenCtrlError(0, "interface closed")
+        return self._handle
+
+    def physinfo(self) -> PhysInfo:
+        handle = self._checked_handle()
+        info = _PhysInfo()
+        ctypes.set_errno(0)
+        if self._library.physinfo(handle, ctypes.byref(info)):
+            raise self._failed("xc_physinfo")
+        return PhysInfo(nr_cpus=int(info.nr_cpus), max_cpu_id=int(info.max_cpu_id))
+
+    def domains(self) -> list[XcDomain]:
+        """Every domain, in domid order (`xc_domain_getinfolist`, as `xl list`)."""
+        handle = self._checked_handle()
+        table = (_DomainInfo * DOMAINS_PER_CALL)()
+        domains: list[XcDomain] = []
+        first = 0
+        while True:
+            ctypes.set_errno(0)
+            count = self._library.getinfolist(handle, first, DOMAINS_PER_CALL, table)
+            if count < 0:
+                raise self._failed("xc_domain_getinfolist")
+            for entry in table[:count]:
+                domains.append(
+                    XcDomain(
+                        domid=int(entry.domain),
+                        uuid=_uuid(bytes(entry.handle)),
+                        flags=int(entry.flags),
+                        memory_bytes=(entry.tot_pages + entry.outstanding_pages) * PAGE_BYTES,
+                        max_memory_bytes=int(entry.max_pages) * PAGE_BYTES,
+                        cpu_time_ns=int(entry.cpu_time),
+                        online_vcpus=int(entry.nr_online_vcpus),
+                        max_vcpu_id=None
+                        if entry.max_vcpu_id == XEN_INVALID_MAX_VCPU_ID
+                        else int(entry.max_vcpu_id),
+                    )
+                )
+            if count < DOMAINS_PER_CALL:
+                return domains
+            first = domains[-1].domid + 1
+
+    def vcpu(self, domid: int, vcpu: int) -> XcVcpu:
+        handle = self._checked_handle()
+        info = _VcpuInfo()
+        ctypes.set_errno(0)
+        if self._library.vcpu_getinfo(handle, domid, vcpu, ctypes.byref(info)):
+            raise self._failed(f"xc_vcpu_getinfo({domid}, {vcpu})")
+        return XcVcpu(
+            online=bool(info.online),
+            blocked=bool(info.blocked),
+            running=bool(info.running),
+            cpu_time_ns=int(info.cpu_time),
+            cpu=int(info.cpu),
+        )
+
+    def cpumap_size(self) -> int:
+        """Bytes of a CPU bitmap (`xc_get_cpumap_size`: one bit per CPU id to max_cpu_id)."""
+        size = int(self._library.cpumap_size(self._checked_handle()))
+        if size <= 0:
+            raise self._failed("xc_get_cpumap_size")
+        return size
+
+    def hard_affinity_mask(self, domid: int, vcpu: int, size: int) -> int:
+        """The vCPU's hard affinity as an integer, bit i = CPU id i (`xc_vcpu_getaffinity`);
+        `size` is `cpumap_size()`."""
+        handle = self._checked_handle()
+        hard = (ctypes.c_uint8 * size)()
+        soft = (ctypes.c_uint8 * size)()
+        ctypes.set_errno(0)
+        if self._library.vcpu_getaffinity(handle, domid, vcpu, hard, soft, XEN_VCPUAFFINITY_HARD):
+            raise self._failed(f"xc_vcpu_getaffinity({domid}, {vcpu})")
+        return int.from_bytes(bytes(hard), "little")
+
+    def hard_affinity(self, domid: int, vcpu: int) -> frozenset[int]:
+        """The CPU ids the vCPU may run on."""
+        return mask_cpus(self.hard_affinity_mask(domid, vcpu, self.cpumap_size()))
 
     def perfc_snapshot(self, max_cpu_id: int, online_cpus: int | None = None) -> PerfcSnapshot:
         descriptors: list[tuple[str, Sequence[int] | None]] = list(self.perfc_query(max_cpu_id))

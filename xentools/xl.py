@@ -1,32 +1,32 @@
-"""Run Xen's ``xl`` and parse what it prints: the one place Judicator talks to the toolstack.
-
-Two layers, as everywhere in Judicator:
+"""Parse what Xen's ``xl`` prints, and build the argv of the commands that change a domain.
 
 - Pure parsers, text in, dataclasses out, raising ``XlParseError`` (which quotes the offending
   line) on anything they do not recognise: ``parse_list`` (``xl list``, also ``-c``),
   ``parse_list_verbose`` (``-v``), ``parse_list_long`` (``-l``, JSON), ``parse_vcpu_list``,
   ``parse_info``, ``parse_cpupool_list`` (with or without ``-c``), ``parse_sched``
-  (``xl sched-credit`` / ``sched-credit2`` output, with or without ``Cpupool`` lines),
-  ``parse_network_list``. CPU lists: ``xentools.cpulist``.
-- ``Xl``, which runs the binary with an argv list and a timeout and offers the few operations
-  the exporter and the remediator need.
+  (``xl sched-credit`` / ``sched-credit2`` output, with or without ``Cpupool`` lines).
+  CPU lists: ``xentools.cpulist``.
 - Argv builders for the commands that change a domain (``set_cap_argv``, ``pause_argv``,
-  ``unpause_argv``, ``vcpu_pin_argv``): ``Xl`` runs them and the remediator plans with them, so
-  the argv of each such command is written once.
+  ``unpause_argv``, ``vcpu_pin_argv``): the remediator plans with them, so the argv of each
+  such command is written once.
+
+Running xl and reading the host through these parsers is ``xentools.toolstack``'s.
 
 Formats are Xen 4.17's ``tools/xl/*.c`` (see ``docs/xen-reference.md`` section 4). Names are
 matched with regexes anchored on the numeric columns, never by fixed columns, since a name may
 be longer than its column.
 
-Quirks of xl that callers must know, handled here where it is possible:
+Quirks of xl that callers must know (the remediator therefore checks every step by reading
+the host again, never by the exit status alone):
 
 - ``xl pause`` / ``xl unpause`` exit 0 even when libxl failed (the toolstack pause count is
-  full at 255, or the domain was not paused); ``Xl.pause``/``Xl.unpause`` therefore also fail
-  when xl printed a libxl error. Pauses are reference-counted: one unpause per pause.
-- ``xl vcpu-pin DOM all ...`` exits 0 even when setting the affinity failed; ``Xl.vcpu_pin``
-  checks stderr for that too.
+  full at 255, or the domain was not paused), printing a ``libxl: error:`` line. Pauses are
+  reference-counted: one unpause per pause.
+- ``xl vcpu-pin DOM all ...`` exits 0 even when setting the affinity failed ("Could not set
+  affinity.").
 - ``xl sched-credit`` and ``xl sched-credit2`` must match the scheduler of the domain's cpupool,
-  otherwise they fail (exit 1); ``Xl.set_cap`` picks the right one. A cap is a percentage of one
+  otherwise they fail (exit 1); ``set_cap_argv`` takes that scheduler
+  (``xentools.toolstack.XlToolstack.scheduler``). A cap is a percentage of one
   physical CPU, 0 = uncapped, at most 100 x vCPUs; xl reads numbers with ``strtol``, so garbage
   silently becomes 0 (uncapped): validate before calling.
 - ``xl mem-set`` takes MiB for a bare number (the man page is wrong).
@@ -37,13 +37,9 @@ Quirks of xl that callers must know, handled here where it is possible:
 from __future__ import annotations
 
 import json
-import logging
 import re
-import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xentools.command import CommandError, CommandTimeout, run_command
 from xentools.cpulist import CpuListError, format_cpulist, parse_cpulist
 
 __all__ = [
@@ -52,15 +48,11 @@ __all__ = [
     "DomainInfo",
     "DomainState",
     "LongDomainInfo",
-    "NetworkInterface",
     "SchedParams",
     "VcpuInfo",
     "VerboseDomainInfo",
-    "Xl",
-    "XlError",
     "XlInfo",
     "XlParseError",
-    "XlTimeout",
     "format_cpulist",
     "parse_cpulist",
     "parse_cpupool_list",
@@ -68,7 +60,6 @@ __all__ = [
     "parse_list",
     "parse_list_long",
     "parse_list_verbose",
-    "parse_network_list",
     "parse_sched",
     "parse_vcpu_list",
     "pause_argv",
@@ -77,32 +68,7 @@ __all__ = [
     "vcpu_pin_argv",
 ]
 
-log = logging.getLogger(__name__)
-
 SCHEDULERS = ("credit", "credit2")
-
-
-class XlError(Exception):
-    """xl failed: it exited non-zero, could not be run, or reported a libxl error."""
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        super().__init__(argv, returncode, stderr)
-
-    def __str__(self) -> str:
-        detail = self.stderr.strip().replace("\n", " | ") or "no message"
-        status = "could not run" if self.returncode is None else f"exit {self.returncode}"
-        return f"{' '.join(self.argv)}: {status}: {detail}"
-
-
-class XlTimeout(XlError):
-    """xl did not finish within the timeout (it was killed)."""
-
-    def __init__(self, argv: Sequence[str], timeout: float) -> None:
-        super().__init__(argv, None, f"timed out after {timeout:g} s")
-        self.timeout = timeout
 
 
 class XlParseError(ValueError):
@@ -284,21 +250,6 @@ class SchedParams:
     weight: int
     cap: int
     pool: str | None = None
-
-
-@dataclass(frozen=True)
-class NetworkInterface:
-    """A row of ``xl network-list``; xenstore keys that are missing read as -1."""
-
-    devid: int
-    backend_domid: int
-    mac: str
-    handle: int
-    state: int
-    event_channel: int
-    tx_ring_ref: int
-    rx_ring_ref: int
-    backend_path: str
 
 
 # --- parsers ---------------------------------------------------------------------------------
@@ -604,37 +555,6 @@ def parse_sched(text: str) -> list[SchedParams]:
     return rows
 
 
-_NETWORK_HEADER = "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path"
-_NETWORK_ROW = re.compile(
-    r"(?P<devid>-?\d+) +(?P<be>-?\d+) +(?P<mac>[0-9a-f]{2}(?::[0-9a-f]{2}){5}) *"
-    r"(?P<handle>-?\d+) +(?P<state>-?\d+) +(?P<evtch>-?\d+) +(?P<tx>-?\d+)/(?P<rx>-?\d+) +"
-    r"(?P<path>\S+) *"
-)
-
-
-def parse_network_list(text: str) -> list[NetworkInterface]:
-    """``xl network-list DOMAIN...`` (one header, rows of every domain named)."""
-    rows = []
-    for line in _header(_lines(text), _NETWORK_HEADER, "xl network-list"):
-        match = _NETWORK_ROW.fullmatch(line)
-        if match is None:
-            raise XlParseError("xl network-list: unrecognised row", line)
-        rows.append(
-            NetworkInterface(
-                devid=int(match["devid"]),
-                backend_domid=int(match["be"]),
-                mac=match["mac"],
-                handle=int(match["handle"]),
-                state=int(match["state"]),
-                event_channel=int(match["evtch"]),
-                tx_ring_ref=int(match["tx"]),
-                rx_ring_ref=int(match["rx"]),
-                backend_path=match["path"],
-            )
-        )
-    return rows
-
-
 # --- argv builders for the commands that change a domain -------------------------------------
 
 
@@ -663,130 +583,6 @@ def vcpu_pin_argv(
 ) -> tuple[str, ...]:
     """``xl vcpu-pin DOMAIN VCPU HARD SOFT``; ``vcpu`` may be ``all``, ``-`` keeps an affinity."""
     return (xl_path, "vcpu-pin", domain, str(vcpu), hard, soft)
-
-
-# --- running xl ------------------------------------------------------------------------------
-
-
-class Xl:
-    """Runs ``xl`` (``path``) with argv lists; every call is bounded by ``timeout`` seconds."""
-
-    def __init__(self, path: str = "xl", timeout: float = 5.0) -> None:
-        self.path = path
-        self.timeout = timeout
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``xl ARGS``; raise XlError on a non-zero exit or if it cannot run."""
-        return self._execute((self.path, *args))
-
-    def _execute(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-        argv = list(argv)
-        try:
-            # Own session, whole group killed on timeout: a hung child of xl cannot hold
-            # the pipes open past the timeout.
-            result = run_command(argv, self.timeout)
-        except CommandTimeout:
-            raise XlTimeout(argv, self.timeout) from None
-        except CommandError as e:
-            raise XlError(argv, None, str(e)) from e
-        if result.returncode != 0:
-            raise XlError(argv, result.returncode, result.stderr)
-        if result.stderr:
-            log.debug("%s printed on stderr: %s", argv, result.stderr.strip())
-        return result
-
-    def output(self, *args: str) -> str:
-        return self.run(*args).stdout
-
-    def _run_checked(self, argv: Sequence[str], failure_marks: Sequence[str]) -> None:
-        """For commands that exit 0 on failure: a known failure message on stderr is an error."""
-        result = self._execute(argv)
-        if any(mark in result.stderr for mark in failure_marks):
-            raise XlError(result.args, result.returncode, result.stderr)
-
-    def list_domains(self) -> list[DomainInfo]:
-        return parse_list(self.output("list"))
-
-    def list_domains_verbose(self) -> list[VerboseDomainInfo]:
-        return parse_list_verbose(self.output("list", "-v"))
-
-    def list_domains_long(self) -> list[LongDomainInfo]:
-        return parse_list_long(self.output("list", "-l"))
-
-    def vcpu_list(self, *domains: str) -> list[VcpuInfo]:
-        return parse_vcpu_list(self.output("vcpu-list", *domains))
-
-    def info(self) -> XlInfo:
-        return parse_info(self.output("info"))
-
-    def cpupools(self) -> list[CpuPool]:
-        return parse_cpupool_list(self.output("cpupool-list"))
-
-    def cpupool_cpus(self) -> dict[str, tuple[int, ...]]:
-        return {
-            pool.name: pool.cpus or ()
-            for pool in parse_cpupool_list(self.output("cpupool-list", "-c"))
-        }
-
-    def pool_of(self, domain: str) -> str:
-        rows = parse_list(self.output("list", "-c", domain))
-        if len(rows) != 1 or rows[0].pool is None:
-            raise XlParseError(f"xl list -c {domain}: expected one row with a cpupool")
-        return rows[0].pool
-
-    def scheduler_of(self, domain: str) -> str:
-        """The scheduler (``credit`` or ``credit2``) of the cpupool the domain runs in."""
-        pool = self.pool_of(domain)
-        for candidate in self.cpupools():
-            if candidate.name == pool:
-                if candidate.scheduler is None:
-                    break
-                return candidate.scheduler
-        raise XlParseError(f"cpupool {pool!r} of domain {domain!r} not in xl cpupool-list")
-
-    def sched_params(self, domain: str, scheduler: str | None = None) -> SchedParams:
-        """The domain's weight and cap (``xl sched-credit[2] -d DOMAIN``)."""
-        scheduler = scheduler or self.scheduler_of(domain)
-        rows = parse_sched(self.output(_sched_command(scheduler), "-d", domain))
-        if len(rows) != 1:
-            raise XlParseError(f"xl {_sched_command(scheduler)} -d {domain}: expected one row")
-        return rows[0]
-
-    def set_cap(self, domain: str, cap: int, scheduler: str | None = None) -> None:
-        """Cap the domain at ``cap`` percent of one physical CPU (0 = uncapped).
-
-        Picks ``sched-credit`` or ``sched-credit2`` by the domain's cpupool. xl itself refuses
-        caps above 100 x vCPUs (exit 1); negative caps are refused here, since xl would read
-        -1 as "leave unchanged".
-        """
-        if cap < 0:
-            raise ValueError(f"CPU cap must be >= 0, not {cap}")
-        scheduler = scheduler or self.scheduler_of(domain)
-        self._execute(set_cap_argv(self.path, scheduler, domain, cap))
-
-    def pause(self, domain: str) -> None:
-        """``xl pause``; reference-counted by Xen, so pair every pause with one unpause.
-
-        xl exits 0 even when the pause failed; the libxl error it prints raises XlError here.
-        """
-        self._run_checked(pause_argv(self.path, domain), failure_marks=("libxl: error:",))
-
-    def unpause(self, domain: str) -> None:
-        """``xl unpause``; fails (XlError) when libxl refused, e.g. the domain was not paused."""
-        self._run_checked(unpause_argv(self.path, domain), failure_marks=("libxl: error:",))
-
-    def vcpu_pin(self, domain: str, vcpu: int | str, hard: str, soft: str = "-") -> None:
-        """``xl vcpu-pin DOMAIN VCPU HARD SOFT``; ``vcpu`` may be ``all``, ``-`` keeps one.
-
-        With ``all`` xl exits 0 even on failure; its "Could not set affinity." raises here.
-        """
-        self._run_checked(
-            vcpu_pin_argv(self.path, domain, vcpu, hard, soft),
-            failure_marks=("Could not set affinity", "libxl: error:"),
-        )
-
-    def network_list(self, domain: str) -> list[NetworkInterface]:
-        return parse_network_list(self.output("network-list", domain))
 
 
 def _sched_command(scheduler: str) -> str:

@@ -17,10 +17,10 @@ from exporter.collector import Exporter, SourceCollector
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
 from exporter.perfc import PerfcCollector
 from exporter.readers import LibxenctrlReader, PerfcReader, XenperfReader
-from exporter.xl_toolstack import XlToolstack
 from tests.exporter.statichost import STUB_DIR, XENPERF, StaticHost, make_static_host
 from tests.support import require, require_binary
 from xentools.libxenctrl import LibXenCtrl
+from xentools.toolstack import XlToolstack
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "expected" / "exporter.prom"
 # Samples whose values differ run to run; their HELP and TYPE lines stay.

@@ -19,11 +19,10 @@ from exporter.collector import Exporter
 from exporter.domains import DomainCollector
 from exporter.perfc import INFO_REFRESH_SCRAPES, PerfcCollector
 from exporter.toolstack import DomainStats, HostInfo, VcpuPlacement
-from exporter.xl_toolstack import MAX_MEMORY_REFRESH_CALLS, XlToolstack
 from tests.exporter.fakes import FakeReader, FakeToolstack, fixture_snapshot
 from tests.exporter.test_exporter_perfc import scrape, snapshot
 from xentools.command import CommandTimeout, run_command
-from xentools.xl import Xl, XlTimeout
+from xentools.toolstack import MAX_MEMORY_REFRESH_CALLS, ToolstackError, XlToolstack
 
 XL_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xl"
 
@@ -165,14 +164,14 @@ def alive(pid: int) -> bool:
     return status != "Z"
 
 
-@pytest.mark.parametrize("runner", ["run_command", "Xl"])
+@pytest.mark.parametrize("runner", ["run_command", "XlToolstack"])
 def test_timeout_holds_against_a_grandchild_and_kills_it(tmp_path: Path, runner: str) -> None:
     argv0, pid_file = grandchild_holding_the_pipes(tmp_path)
     started = time.monotonic()
     try:
-        if runner == "Xl":
-            with pytest.raises(XlTimeout):
-                Xl(argv0, timeout=0.3).run("list")
+        if runner == "XlToolstack":
+            with pytest.raises(ToolstackError, match="did not finish"):
+                XlToolstack(argv0).domains(timeout=0.3)
         else:
             with pytest.raises(CommandTimeout):
                 run_command([argv0, "list"], timeout=0.3)

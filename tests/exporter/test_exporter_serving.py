@@ -167,7 +167,9 @@ def test_misbehaving_xl_never_hangs_the_scrape(
     host: StaticHost, tmp_path: Path, behaviour: str
 ) -> None:
     xl = write_script(tmp_path / "bad-xl", MISBEHAVIOURS[behaviour])
-    with exporter_process(host, f"--xl.path={xl}", "--command.timeout=1") as base:
+    with exporter_process(
+        host, "--toolstack.reader=xl", f"--xl.path={xl}", "--command.timeout=1"
+    ) as base:
         started = time.monotonic()
         status, text = get(base + "/metrics")
         elapsed = time.monotonic() - started
@@ -179,9 +181,27 @@ def test_misbehaving_xl_never_hangs_the_scrape(
     assert "xen_exporter_build_info{" in text
 
 
+def test_with_the_libraries_a_scrape_starts_no_process(host: StaticHost, tmp_path: Path) -> None:
+    """libxenctrl and libxenstore (the stubs here) answer every scrape's questions: xl is not
+    started once, and the answers are the host's."""
+    calls = tmp_path / "xl-calls"
+    xl = write_script(tmp_path / "counting-xl", f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    with exporter_process(host, "--toolstack.reader=libxenctrl", f"--xl.path={xl}") as base:
+        for _ in range(3):
+            status, text = get(base + "/metrics")
+            assert status == 200
+    assert not calls.exists(), calls.read_text()
+    for collector in ("perfc", "domain", "network", "block"):
+        assert sample(text, f'xen_exporter_collector_success{{collector="{collector}"}}') == 1
+    assert sample(text, 'xen_domain_vcpus{domain="guest2"}') == 1
+    assert sample(text, 'xen_pcpu_domain_share_ratio{cpu="2",domain="guest2"}') == 1
+
+
 def test_scrape_budget_follows_prometheus_timeout_header(host: StaticHost, tmp_path: Path) -> None:
     xl = write_script(tmp_path / "slow-xl", MISBEHAVIOURS["hanging"])
-    with exporter_process(host, f"--xl.path={xl}", "--command.timeout=5") as base:
+    with exporter_process(
+        host, "--toolstack.reader=xl", f"--xl.path={xl}", "--command.timeout=5"
+    ) as base:
         started = time.monotonic()
         status, _ = get(base + "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "2"})
         assert status == 200

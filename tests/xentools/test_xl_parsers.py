@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xentools.cpulist import CpuListError, format_cpulist, parse_cpulist
+from xentools.cpulist import CpuListError, format_cpulist, is_cpulist, parse_cpulist
 from xentools.xl import (
     DomainState,
     XlParseError,
@@ -16,7 +16,6 @@ from xentools.xl import (
     parse_list,
     parse_list_long,
     parse_list_verbose,
-    parse_network_list,
     parse_sched,
     parse_vcpu_list,
 )
@@ -225,47 +224,6 @@ def test_parse_sched_empty_listing() -> None:
     assert parse_sched("") == []
 
 
-# --- xl network-list -------------------------------------------------------------------------
-
-NETWORK_CASES = {
-    "ref-network-list.txt": [
-        (0, 0, "00:16:3e:5e:6c:00", 0, 4, 39, 1280, 1281, "/local/domain/0/backend/vif/7/0")
-    ],
-    "fake-network-list.txt": [
-        (0, 0, "00:16:3e:6f:9b:3c", 0, 4, 19, 1280, 1281, "/local/domain/0/backend/vif/3/0"),
-        (1, 0, "00:16:3e:6f:9b:3d", 1, 4, 21, 1282, 1283, "/local/domain/0/backend/vif/3/1"),
-        (0, 0, "00:16:3e:11:11:11", 0, 4, 19, 1280, 1281, "/local/domain/0/backend/vif/7/0"),
-    ],
-}
-
-
-@pytest.mark.parametrize("name", sorted(NETWORK_CASES))
-def test_parse_network_list(name: str) -> None:
-    rows = parse_network_list(fixture(name))
-    got = [
-        (
-            r.devid,
-            r.backend_domid,
-            r.mac,
-            r.handle,
-            r.state,
-            r.event_channel,
-            r.tx_ring_ref,
-            r.rx_ring_ref,
-            r.backend_path,
-        )
-        for r in rows
-    ]
-    assert got == NETWORK_CASES[name]
-
-
-def test_parse_network_list_missing_keys() -> None:
-    header = fixture("ref-network-list.txt").splitlines()[0]
-    row = "0   0  00:16:3e:5e:6c:00     0    -1     -1    -1/-1          /local/domain/0/backend/vif/7/0"  # noqa: E501
-    [nic] = parse_network_list(f"{header}\n{row}\n")
-    assert (nic.state, nic.event_channel, nic.tx_ring_ref, nic.rx_ring_ref) == (-1, -1, -1, -1)
-
-
 # --- malformed input -------------------------------------------------------------------------
 
 LIST_HEADER = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
@@ -296,8 +254,6 @@ MALFORMED = [
     (parse_cpupool_list, "Name               CPUs   Sched     Active   Domain count\nPool-0 4 credit2\n", "Pool-0 4 credit2"),  # noqa: E501
     (parse_sched, "web01 7 256 0\n", "web01 7 256 0"),
     (parse_sched, "Name                                ID Weight  Cap\nweb01 7 256\n", "web01 7 256"),  # noqa: E501
-    (parse_network_list, "Idx BE\n", "Idx BE"),
-    (parse_network_list, fixture("ref-network-list.txt").splitlines()[0] + "\n0 0 zz:16\n", "0 0 zz:16"),  # noqa: E501
     (parse_list_long, '[\n  {"domid": 1,\n  "config": {\n}\n', None),
     (parse_list_long, '{"domid": 1}', None),
     (parse_list_long, '[{"domid": 1, "config": {"c_info": {}}}]', None),
@@ -321,7 +277,6 @@ CUT_SHORT = [
     (parse_info, "fake-info.txt"),
     (parse_cpupool_list, "fake-cpupool-list-c.txt"),
     (parse_sched, "fake-sched-credit2.txt"),
-    (parse_network_list, "ref-network-list.txt"),
 ]
 
 
@@ -371,3 +326,29 @@ def test_cpulist(text: str, nr_cpus: int, cpus: set[int], printed: str) -> None:
 def test_cpulist_refused(text: str) -> None:
     with pytest.raises(CpuListError):
         parse_cpulist(text, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus", "written"),
+    [("3", {3}, "3"), ("2-3", {2, 3}, "2-3"), ("0,2-3,5", {0, 2, 3, 5}, "0,2-3,5")],
+)
+def test_plain_cpulist_is_the_penalty_set_form(text: str, cpus: set[int], written: str) -> None:
+    assert parse_cpulist(text, plain=True) == cpus
+    assert format_cpulist(cpus) == written  # without nr_cpus: ranges, never "all"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "all", "none", "^1", "0-3,^1", "1,,2", "nodes:0", "99999", ",".join(["1"] * 65)]
+)
+def test_plain_cpulist_refuses_what_is_not_explicit(text: str) -> None:
+    with pytest.raises(CpuListError):
+        parse_cpulist(text, plain=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("all", True), ("none", True), ("0,2-3", True), ("2-3 / all", False), ("", False),
+     ("4096", False)],
+)  # fmt: skip
+def test_is_cpulist(text: str, ok: bool) -> None:
+    assert is_cpulist(text) is ok

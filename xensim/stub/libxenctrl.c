@@ -1,11 +1,18 @@
 /*
  * A stand-in for Xen 4.17's libxenctrl.so.4.17, just large enough for Debian's real xenperf
- * binary (and a ctypes binding) to read the simulated hypervisor's performance counters.
+ * binary (and a ctypes binding) to read the simulated hypervisor's performance counters, and
+ * for the exporter to read domains and vCPUs as xl does (xentools.libxenctrl).
  *
  * Exported, with the exact 4.17 x86_64 ABI (tools/include/xenctrl.h, tools/libs/ctrl/):
  *   xc_interface_open, xc_interface_close,
  *   xc__hypercall_buffer_alloc, xc__hypercall_buffer_free,
- *   xc_perfc_query_number, xc_perfc_query, xc_perfc_reset.
+ *   xc_perfc_query_number, xc_perfc_query, xc_perfc_reset,
+ *   xc_physinfo, xc_get_max_cpus, xc_get_cpumap_size,
+ *   xc_domain_getinfolist, xc_vcpu_getinfo, xc_vcpu_getaffinity.
+ *
+ * Domains, vCPUs and the host's CPUs come from the simulator's toolstack state
+ * ($XENSIM_STATE_DIR/state.json, xensim/state.py; read by simstate.c), the file the fake xl
+ * reads too, so the library and xl describe the same host.
  *
  * The "hypervisor" is the file $XENSIM_STATE_DIR/perfc (default /run/judicator-sim/default),
  * laid out as docs/design.md says. Every sysctl re-reads it under flock(LOCK_SH) (LOCK_EX for
@@ -31,6 +38,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "simstate.h"
+
 #define EXPORT __attribute__((visibility("default")))
 
 #define DEFAULT_STATE_DIR "/run/judicator-sim/default"
@@ -44,6 +53,7 @@ typedef struct xentoollog_logger xentoollog_logger;
 
 typedef struct xc_interface_core {
     char state_path[PATH_MAX];
+    struct sim_cache state;
 } xc_interface;
 
 /* tools/include/xenctrl.h; DECLARE_HYPERCALL_BUFFER sets {NULL, NULL, 0, (void *)-1, 0}. */
@@ -316,6 +326,8 @@ fail:
 
 EXPORT int xc_interface_close(xc_interface *xch)
 {
+    if (xch != NULL)
+        sim_cache_free(&xch->state);
     free(xch);
     return 0;
 }
@@ -382,4 +394,257 @@ EXPORT int xc_perfc_query(xc_interface *xch, xc_hypercall_buffer_t *desc,
     uint32_t nr_desc, nr_vals;
 
     return perfc_op(xch, PERFCOP_QUERY, desc, val, &nr_desc, &nr_vals);
+}
+
+/* --- domains, vCPUs and the host's CPUs ------------------------------------------------------ */
+
+/* xen/include/public/sysctl.h, struct xen_sysctl_physinfo (xc_physinfo_t) */
+typedef struct xen_sysctl_physinfo {
+    uint32_t threads_per_core;
+    uint32_t cores_per_socket;
+    uint32_t nr_cpus;
+    uint32_t max_cpu_id;
+    uint32_t nr_nodes;
+    uint32_t max_node_id;
+    uint32_t cpu_khz;
+    uint32_t capabilities;
+    uint32_t arch_capabilities;
+    uint32_t pad;
+    uint64_t total_pages;
+    uint64_t free_pages;
+    uint64_t scrub_pages;
+    uint64_t outstanding_pages;
+    uint64_t max_mfn;
+    uint32_t hw_cap[8];
+} xc_physinfo_t;
+
+/* xen/include/public/domctl.h, struct xen_domctl_getdomaininfo (xc_domaininfo_t), interface
+ * version 0x15; arch_config is x86's struct xen_arch_domainconfig (arch-x86/xen.h). */
+typedef struct xen_domctl_getdomaininfo {
+    uint16_t domain;
+    uint16_t pad1;
+    uint32_t flags;
+    uint64_t tot_pages;
+    uint64_t max_pages;
+    uint64_t outstanding_pages;
+    uint64_t shr_pages;
+    uint64_t paged_pages;
+    uint64_t shared_info_frame;
+    uint64_t cpu_time;
+    uint32_t nr_online_vcpus;
+    uint32_t max_vcpu_id;
+    uint32_t ssidref;
+    uint8_t handle[16];
+    uint32_t cpupool;
+    uint8_t gpaddr_bits;
+    uint8_t pad2[7];
+    struct {
+        uint32_t emulation_flags;
+        uint32_t misc_flags;
+    } arch_config;
+} xc_domaininfo_t;
+
+/* xen/include/public/domctl.h, struct xen_domctl_getvcpuinfo (xc_vcpuinfo_t) */
+typedef struct xen_domctl_getvcpuinfo {
+    uint32_t vcpu;
+    uint8_t online;
+    uint8_t blocked;
+    uint8_t running;
+    uint64_t cpu_time;
+    uint32_t cpu;
+} xc_vcpuinfo_t;
+
+/* The sizes and offsets of Xen 4.17's headers (x86_64), so a layout slip fails the build. */
+_Static_assert(sizeof(xc_physinfo_t) == 112, "xen_sysctl_physinfo size");
+_Static_assert(offsetof(xc_physinfo_t, nr_cpus) == 8, "physinfo.nr_cpus");
+_Static_assert(offsetof(xc_physinfo_t, max_cpu_id) == 12, "physinfo.max_cpu_id");
+_Static_assert(offsetof(xc_physinfo_t, cpu_khz) == 24, "physinfo.cpu_khz");
+_Static_assert(offsetof(xc_physinfo_t, total_pages) == 40, "physinfo.total_pages");
+_Static_assert(offsetof(xc_physinfo_t, hw_cap) == 80, "physinfo.hw_cap");
+_Static_assert(sizeof(xc_domaininfo_t) == 112, "xen_domctl_getdomaininfo size");
+_Static_assert(offsetof(xc_domaininfo_t, flags) == 4, "getdomaininfo.flags");
+_Static_assert(offsetof(xc_domaininfo_t, tot_pages) == 8, "getdomaininfo.tot_pages");
+_Static_assert(offsetof(xc_domaininfo_t, max_pages) == 16, "getdomaininfo.max_pages");
+_Static_assert(offsetof(xc_domaininfo_t, cpu_time) == 56, "getdomaininfo.cpu_time");
+_Static_assert(offsetof(xc_domaininfo_t, nr_online_vcpus) == 64, "getdomaininfo.nr_online_vcpus");
+_Static_assert(offsetof(xc_domaininfo_t, max_vcpu_id) == 68, "getdomaininfo.max_vcpu_id");
+_Static_assert(offsetof(xc_domaininfo_t, ssidref) == 72, "getdomaininfo.ssidref");
+_Static_assert(offsetof(xc_domaininfo_t, handle) == 76, "getdomaininfo.handle");
+_Static_assert(offsetof(xc_domaininfo_t, cpupool) == 92, "getdomaininfo.cpupool");
+_Static_assert(offsetof(xc_domaininfo_t, gpaddr_bits) == 96, "getdomaininfo.gpaddr_bits");
+_Static_assert(offsetof(xc_domaininfo_t, arch_config) == 104, "getdomaininfo.arch_config");
+_Static_assert(sizeof(xc_vcpuinfo_t) == 24, "xen_domctl_getvcpuinfo size");
+_Static_assert(offsetof(xc_vcpuinfo_t, online) == 4, "getvcpuinfo.online");
+_Static_assert(offsetof(xc_vcpuinfo_t, running) == 6, "getvcpuinfo.running");
+_Static_assert(offsetof(xc_vcpuinfo_t, cpu_time) == 8, "getvcpuinfo.cpu_time");
+_Static_assert(offsetof(xc_vcpuinfo_t, cpu) == 16, "getvcpuinfo.cpu");
+
+/* domctl.h XEN_DOMINF_*, XEN_VCPUAFFINITY_* */
+#define XEN_DOMINF_dying (1u << 0)
+#define XEN_DOMINF_hvm_guest (1u << 1)
+#define XEN_DOMINF_shutdown (1u << 2)
+#define XEN_DOMINF_paused (1u << 3)
+#define XEN_DOMINF_blocked (1u << 4)
+#define XEN_DOMINF_running (1u << 5)
+#define XEN_DOMINF_shutdownshift 16
+#define XEN_VCPUAFFINITY_HARD (1u << 0)
+#define XEN_VCPUAFFINITY_SOFT (1u << 1)
+#define XEN_INVALID_MAX_VCPU_ID (~0u)
+#define PAGE_KIB 4
+
+EXPORT int xc_physinfo(xc_interface *xch, xc_physinfo_t *info)
+{
+    const struct sim_host *host = sim_state(&xch->state);
+    uint64_t used = 0;
+
+    if (host == NULL)
+        return -1;
+    for (uint32_t i = 0; i < host->nr_domains; i++)
+        used += host->domains[i].memory_kib;
+    memset(info, 0, sizeof(*info));
+    info->threads_per_core = host->threads_per_core;
+    info->cores_per_socket = host->cores_per_socket;
+    info->nr_cpus = host->online_cpus;
+    info->max_cpu_id = host->nr_cpus - 1;
+    info->nr_nodes = 1;
+    info->cpu_khz = host->cpu_mhz * 1000;
+    info->total_pages = host->total_memory_kib / PAGE_KIB;
+    info->free_pages = used < host->total_memory_kib ? (host->total_memory_kib - used) / PAGE_KIB : 0;
+    info->max_mfn = info->total_pages;
+    return 0;
+}
+
+/* tools/libs/ctrl/xc_misc.c: max_cpu_id + 1, and a bitmap of that many bits in bytes */
+EXPORT int xc_get_max_cpus(xc_interface *xch)
+{
+    const struct sim_host *host = sim_state(&xch->state);
+
+    return host == NULL ? -1 : (int)host->nr_cpus;
+}
+
+EXPORT int xc_get_cpumap_size(xc_interface *xch)
+{
+    int max_cpus = xc_get_max_cpus(xch);
+
+    return max_cpus < 0 ? -1 : (max_cpus + 7) / 8;
+}
+
+static void fill_domaininfo(const struct sim_domain *d, xc_domaininfo_t *info)
+{
+    int any_running = 0, all_blocked = 1, online = 0;
+    uint32_t max_vcpu_id = XEN_INVALID_MAX_VCPU_ID;
+
+    memset(info, 0, sizeof(*info));
+    for (uint32_t i = 0; i < d->nr_vcpus; i++) {
+        const struct sim_vcpu *v = &d->vcpus[i];
+
+        if (max_vcpu_id == XEN_INVALID_MAX_VCPU_ID || v->id > max_vcpu_id)
+            max_vcpu_id = v->id;
+        if (!v->online)
+            continue;
+        online++;
+        any_running |= v->running;
+        all_blocked &= v->blocked && !v->running;
+    }
+    info->domain = (uint16_t)d->domid;
+    info->flags = (d->dying ? XEN_DOMINF_dying : 0) | (d->hvm ? XEN_DOMINF_hvm_guest : 0) |
+                  (d->pause_count > 0 ? XEN_DOMINF_paused : 0) |
+                  (any_running ? XEN_DOMINF_running : 0) |
+                  (online > 0 && all_blocked ? XEN_DOMINF_blocked : 0);
+    if (d->shutdown_code >= 0)
+        info->flags |= XEN_DOMINF_shutdown | (uint32_t)d->shutdown_code << XEN_DOMINF_shutdownshift;
+    info->tot_pages = d->memory_kib / PAGE_KIB;
+    info->max_pages = d->max_memory_kib / PAGE_KIB;
+    info->cpu_time = d->cpu_time_ns;
+    info->nr_online_vcpus = (uint32_t)online;
+    info->max_vcpu_id = max_vcpu_id;
+    info->ssidref = d->ssidref;
+    memcpy(info->handle, d->handle, sizeof(info->handle));
+    info->cpupool = d->cpupool;
+    info->gpaddr_bits = 52;
+}
+
+/* Domains with domid >= first_domain, in domid order, at most max_domains; their number. */
+EXPORT int xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain,
+                                 unsigned int max_domains, xc_domaininfo_t *info)
+{
+    const struct sim_host *host = sim_state(&xch->state);
+    unsigned int n = 0;
+    uint32_t next = first_domain;
+
+    if (host == NULL)
+        return -1;
+    while (n < max_domains) {
+        const struct sim_domain *best = NULL;
+
+        for (uint32_t i = 0; i < host->nr_domains; i++) {
+            const struct sim_domain *d = &host->domains[i];
+
+            if (d->domid >= next && (best == NULL || d->domid < best->domid))
+                best = d;
+        }
+        if (best == NULL)
+            break;
+        fill_domaininfo(best, &info[n++]);
+        next = best->domid + 1;
+    }
+    return (int)n;
+}
+
+static const struct sim_vcpu *find_vcpu(xc_interface *xch, uint32_t domid, uint32_t vcpu)
+{
+    const struct sim_host *host = sim_state(&xch->state);
+    const struct sim_domain *d;
+
+    if (host == NULL)
+        return NULL;
+    d = sim_domain(host, domid);
+    if (d == NULL) {
+        errno = ESRCH;
+        return NULL;
+    }
+    for (uint32_t i = 0; i < d->nr_vcpus; i++)
+        if (d->vcpus[i].id == vcpu)
+            return &d->vcpus[i];
+    errno = EINVAL; /* XEN_DOMCTL_getvcpuinfo: vcpu >= max_vcpus */
+    return NULL;
+}
+
+EXPORT int xc_vcpu_getinfo(xc_interface *xch, uint32_t domid, uint32_t vcpu, xc_vcpuinfo_t *info)
+{
+    const struct sim_vcpu *v = find_vcpu(xch, domid, vcpu);
+
+    if (v == NULL)
+        return -1;
+    memset(info, 0, sizeof(*info));
+    info->vcpu = vcpu;
+    info->online = (uint8_t)v->online;
+    info->blocked = (uint8_t)(v->online && v->blocked);
+    info->running = (uint8_t)(v->online && v->running);
+    info->cpu_time = v->time_ns;
+    info->cpu = v->cpu;
+    return 0;
+}
+
+/* Copies xc_get_cpumap_size() bytes of each affinity asked for into the caller's maps. */
+EXPORT int xc_vcpu_getaffinity(xc_interface *xch, uint32_t domid, int vcpu,
+                               uint8_t *cpumap_hard, uint8_t *cpumap_soft, uint32_t flags)
+{
+    const struct sim_vcpu *v;
+    int size = xc_get_cpumap_size(xch);
+
+    if (size <= 0)
+        return -1;
+    if (vcpu < 0 || (flags & (XEN_VCPUAFFINITY_HARD | XEN_VCPUAFFINITY_SOFT)) == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    v = find_vcpu(xch, domid, (uint32_t)vcpu);
+    if (v == NULL)
+        return -1;
+    if ((flags & XEN_VCPUAFFINITY_HARD) && cpumap_hard != NULL)
+        memcpy(cpumap_hard, v->hard, (size_t)size);
+    if ((flags & XEN_VCPUAFFINITY_SOFT) && cpumap_soft != NULL)
+        memcpy(cpumap_soft, v->soft, (size_t)size);
+    return 0;
 }
