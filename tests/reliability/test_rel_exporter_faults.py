@@ -142,7 +142,7 @@ def test_truncated_xl_output_answers_with_the_rest(
         f'    : > "{cut}"; "{host.xl}" "$@" | head -c {half}; exit 0\nfi\n'
         f'exec "{host.xl}" "$@"\n',
     )
-    with exporter(host, f"--xl.path={xl}") as running:
+    with exporter(host, "--toolstack.reader=xl", f"--xl.path={xl}") as running:
         seconds, samples = running.scrape()
     assert seconds < 5
     gauges = success(samples)
@@ -217,7 +217,7 @@ def test_a_domain_vanishing_mid_scrape(host: StaticHost, tmp_path: Path) -> None
         f"PYTHONPATH={REPO} {sys.executable} -c {shlex.quote(destroy)}; exit 0; fi\n"
         f'exec "{host.xl}" "$@"\n',
     )
-    with exporter(host, f"--xl.path={xl}") as running:
+    with exporter(host, "--toolstack.reader=xl", f"--xl.path={xl}") as running:
         seconds, samples = running.scrape()
         _, next_scrape = running.scrape()
     assert seconds < 5
