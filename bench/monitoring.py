@@ -259,7 +259,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "reader": args.reader,
         "toolstack": type(exporter.toolstack).__name__,
         "batches": batches,
-        "profile": out.getvalue(),
+        # paths relative to the checkout: results must not name the machine they ran on
+        "profile": out.getvalue().replace(str(REPO_ROOT) + os.sep, ""),
     }
 
 

@@ -52,6 +52,7 @@ DEFAULT_COUNTERS = (
 DEFAULT_INCLUDE = PREFIX + "(" + "|".join(DEFAULT_COUNTERS) + ")"
 # `xl info` is asked again at least this often, even when the online CPU count stays the same.
 INFO_REFRESH_SCRAPES = 60
+MAX_CPU_LABELS = 65_536
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
 
@@ -238,6 +239,8 @@ class PerfcCollector:
         self._unavailable_logged = False
         self._unmapped_logged = False
         self._duplicates_logged: set[str] = set()
+        # Labels and text of each CPU with its owner, by (CPUs mapped, CPU, owner).
+        self._cpu_labels: dict[tuple[bool, int, str | None], tuple[dict[str, str], str]] = {}
         # Labels and text of each array element; elements only ever appear (WrapAccumulator).
         self._array_series: dict[tuple[str, int], tuple[dict[str, str], str]] = {}
 
@@ -397,13 +400,22 @@ class PerfcCollector:
         )
 
         # The same labels, and their text, for every per-CPU counter of this scrape (not to
-        # be modified): the per-series work left is a lookup and a concatenation.
+        # be modified), made once per (CPU, owner) ever: the per-series work left is a lookup
+        # and a concatenation.
+        known = self._cpu_labels
+        if len(known) > MAX_CPU_LABELS:  # owners that come and go: start over, not grow
+            known.clear()
         cpu_labels: dict[int, tuple[dict[str, str], str]] = {}
         for cpu in cpu_ids or range(snapshot.online_cpus):
-            labels = {"cpu": str(cpu) if cpu_ids is not None else f"index{cpu}"}
-            if cpu_ids is not None and cpu in owners:
-                labels["domain"] = owners[cpu]
-            cpu_labels[cpu] = labels, "{" + label_text(labels) + "} "
+            owner = owners.get(cpu) if cpu_ids is not None else None
+            key = (cpu_ids is not None, cpu, owner)
+            entry = known.get(key)
+            if entry is None:
+                labels = {"cpu": str(cpu) if cpu_ids is not None else f"index{cpu}"}
+                if owner is not None:
+                    labels["domain"] = owner
+                entry = known[key] = labels, "{" + label_text(labels) + "} "
+            cpu_labels[cpu] = entry
         seen: set[str] = set()
         for counter in counters:
             name = metric_name(counter.name)
