@@ -17,6 +17,7 @@ import yaml
 
 from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
+from exporter.flowdirection import FlowDirectionCollector
 from exporter.perfc import PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
@@ -32,7 +33,11 @@ COLLECTORS = {
     "domain": "per-domain CPU time, memory, vCPUs, state and info (xl list)",
     "network": "per-vif traffic counters (sysfs class/net)",
     "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
+    "flowdirection": "per-vif counts of echo requests/replies and TCP SYN/SYN-ACK the guest "
+    "sends (installs counting tc filters on each vif's ingress; off by default)",
 }
+# Collectors that change Dom0's state are off unless asked for.
+OPT_IN_COLLECTORS = frozenset({"flowdirection"})
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
 LOG_LEVELS["error"] = logging.ERROR
 
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"--collector.{name}",
             dest=f"collector_{name}",
             action=argparse.BooleanOptionalAction,
-            default=True,
+            default=name not in OPT_IN_COLLECTORS,
             help=help_text,
         )
     sources = parser.add_argument_group("sources")
@@ -154,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         collectors.append(NetworkCollector(args.sysfs))
     if args.collector_block:
         collectors.append(BlockCollector(args.sysfs))
+    if args.collector_flowdirection:
+        collectors.append(FlowDirectionCollector(args.sysfs))
     exporter = Exporter(
         collectors, XlToolstack(args.xl_path), args.command_timeout, args.scrape_timeout
     )
