@@ -17,7 +17,7 @@ import yaml
 
 from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
-from exporter.flowdirection import FlowDirectionCollector
+from exporter.flowdirection import DEFAULT_SINK, FlowDirectionCollector
 from exporter.perfc import PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import EmbeddedGunicorn, create_app, gunicorn_options
@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--xenperf.path", dest="xenperf_path", default="xenperf")
     sources.add_argument("--xl.path", dest="xl_path", default="xl")
     sources.add_argument("--path.sysfs", dest="sysfs", default="/sys")
+    sources.add_argument(
+        "--flowdirection.sink",
+        dest="flowdirection_sink",
+        default=DEFAULT_SINK,
+        help="ifb device the flowdirection counters mirror into where tc has no act_gact "
+        "(created, up, dropping everything; default %(default)s)",
+    )
     sources.add_argument(
         "--command.timeout",
         dest="command_timeout",
@@ -160,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.collector_block:
         collectors.append(BlockCollector(args.sysfs))
     if args.collector_flowdirection:
-        collectors.append(FlowDirectionCollector(args.sysfs))
+        collectors.append(FlowDirectionCollector(args.sysfs, sink=args.flowdirection_sink))
     exporter = Exporter(
         collectors, XlToolstack(args.xl_path), args.command_timeout, args.scrape_timeout
     )
