@@ -167,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.collector_block:
         collectors.append(BlockCollector(args.sysfs))
     if args.collector_flowdirection:
-        collectors.append(FlowDirectionCollector(args.sysfs, sink=args.flowdirection_sink))
+        collectors.append(
+            FlowDirectionCollector(
+                args.sysfs, sink=args.flowdirection_sink, command_timeout=args.command_timeout
+            )
+        )
     exporter = Exporter(
         collectors, XlToolstack(args.xl_path), args.command_timeout, args.scrape_timeout
     )

@@ -125,6 +125,37 @@ def show_argv(tc: str, vif: str) -> list[str]:
     return [tc, "-s", "-j", "filter", "show", "dev", vif, "parent", "ffff:"]
 
 
+def actions_argv(tc: str, kind: str) -> list[str]:
+    """Every action of `kind` (gact or mirred) in the namespace, with its statistics."""
+    return [tc, "-s", "-j", "actions", "ls", "action", kind]
+
+
+def parse_action_counts(text: str) -> dict[int, int]:
+    """`tc -s -j actions ls action KIND` -> packets, by action index."""
+    counts: dict[int, int] = {}
+    data = json.loads(text) if text.strip() else []
+    for entry in data if isinstance(data, list) else []:
+        for action in entry.get("actions", []) if isinstance(entry, dict) else []:
+            index, stats = action.get("index"), action.get("stats", {})
+            if isinstance(index, int) and isinstance(stats.get("packets"), int):
+                counts[index] = stats["packets"]
+    return counts
+
+
+def parse_flow_indexes(text: str) -> dict[int, int]:
+    """`tc -s -j filter show dev VIF parent ffff:` -> our priority -> its action's index."""
+    indexes: dict[int, int] = {}
+    data = json.loads(text) if text.strip() else []
+    for entry in data if isinstance(data, list) else []:
+        pref = entry.get("pref")
+        if pref not in FLOW_PREFS:
+            continue
+        for action in entry.get("options", {}).get("actions", []) or []:
+            if isinstance(action.get("index"), int):
+                indexes[pref] = action["index"]
+    return indexes
+
+
 def parse_flow_counts(text: str) -> dict[int, int]:
     """`tc -s -j filter show dev VIF parent ffff:` -> packets counted, by our priority."""
     counts: dict[int, int] = {}
