@@ -18,6 +18,7 @@ import yaml
 
 from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
+from exporter.flowdirection import DEFAULT_SINK, FlowDirectionCollector
 from exporter.perfc import DEFAULT_INCLUDE, PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import create_app, hypercorn_config, run_server
@@ -33,7 +34,11 @@ COLLECTORS = {
     "domain": "per-domain CPU time, memory, vCPUs, state and info (libxenctrl or xl list)",
     "network": "per-vif traffic counters (sysfs class/net)",
     "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
+    "flowdirection": "per-vif counts of echo requests/replies and TCP SYN/SYN-ACK the guest "
+    "sends (installs counting tc filters on each vif's ingress; off by default)",
 }
+# Collectors that change Dom0's state are off unless asked for.
+OPT_IN_COLLECTORS = frozenset({"flowdirection"})
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
 LOG_LEVELS["error"] = logging.ERROR
 
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"--collector.{name}",
             dest=f"collector_{name}",
             action=argparse.BooleanOptionalAction,
-            default=True,
+            default=name not in OPT_IN_COLLECTORS,
             help=help_text,
         )
     collectors.add_argument(
@@ -93,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--xenperf.path", dest="xenperf_path", default="xenperf")
     sources.add_argument("--xl.path", dest="xl_path", default="xl")
     sources.add_argument("--path.sysfs", dest="sysfs", default="/sys")
+    sources.add_argument(
+        "--flowdirection.sink",
+        dest="flowdirection_sink",
+        default=DEFAULT_SINK,
+        help="ifb device the flowdirection counters mirror into where tc has no act_gact "
+        "(created, up, dropping everything; default %(default)s)",
+    )
     sources.add_argument(
         "--command.timeout",
         dest="command_timeout",
@@ -174,6 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         collectors.append(NetworkCollector(args.sysfs))
     if args.collector_block:
         collectors.append(BlockCollector(args.sysfs))
+    if args.collector_flowdirection:
+        collectors.append(
+            FlowDirectionCollector(
+                args.sysfs, sink=args.flowdirection_sink, command_timeout=args.command_timeout
+            )
+        )
     try:
         toolstack = open_toolstack(args.toolstack_reader, args.xl_path)
     except (LibraryNotFound, ToolstackError) as error:

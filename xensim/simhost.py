@@ -123,14 +123,29 @@ class SimHost:
         return [k for k in kinds if k not in ("noqueue", "noop", "pfifo_fast", "mq")]
 
     def shaped_links(self) -> dict[str, list[str]]:
-        """Every guest vif that carries a qdisc of ours, with those qdiscs' kinds."""
+        """Every guest vif that carries a qdisc of ours, with those qdiscs' kinds.
+
+        An ingress qdisc counts only while it redirects somewhere: the exporter's direction
+        counters (filters that count and pass every packet) sit on an ingress qdisc too, and
+        shape nothing.
+        """
         shaped = {}
         for guest in self.guests.values():
             for vif in guest.interfaces:
                 kinds = self.qdiscs(vif)
+                if "ingress" in kinds and not self._redirects(vif):
+                    kinds.remove("ingress")
                 if kinds:
                     shaped[vif] = kinds
         return shaped
+
+    def _redirects(self, link: str) -> bool:
+        filters = self._tool_json(["tc", "-j", "filter", "show", "dev", link, "ingress"])
+        return any(
+            action.get("kind") == "mirred" and action.get("mirred_action") == "redirect"
+            for entry in filters
+            for action in (entry.get("options") or {}).get("actions") or []
+        )
 
     def xl(self, *args: str) -> str:
         result = subprocess.run(

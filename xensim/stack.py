@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,13 @@ class Stack:
         return self.exporter.address
 
 
+def _delete_link(name: str, netns: str | None) -> None:
+    argv = ["ip", "link", "del", name]
+    if netns is not None:
+        argv = ["ip", "-n", netns, "link", "del", name]
+    subprocess.run(argv, capture_output=True, timeout=10, check=False)
+
+
 @contextlib.contextmanager
 def run_stack(
     host: SimHost,
@@ -160,9 +168,17 @@ def run_stack(
     shipped_alertmanager = yaml.safe_load(SHIPPED_ALERTMANAGER_CONFIG.read_text())
     shipped_remediator = yaml.safe_load(SHIPPED_REMEDIATOR_CONFIG.read_text())
     with contextlib.ExitStack() as stack:
+        # The direction counters (who starts the traffic) install tc filters on the vifs and,
+        # on a kernel without act_gact, a sink device: one per simulated host, removed at the end.
+        sink = f"jdfs{host.name}"[:15]
+        stack.callback(_delete_link, sink, netns)
         exporter = stack.enter_context(
             run_exporter(
-                host.env, netns=netns, ready_timeout=ready_timeout, log_path=log_path("exporter")
+                host.env,
+                netns=netns,
+                ready_timeout=ready_timeout,
+                log_path=log_path("exporter"),
+                extra_args=("--collector.flowdirection", f"--flowdirection.sink={sink}"),
             )
         )
         remediator_config = render_remediator_config(

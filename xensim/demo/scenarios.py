@@ -110,8 +110,9 @@ SCENARIOS = {
             remediation="network_shape",
             headline="sent_pps",
             min_fall=10.0,
-            attacker_measures=("sent_pps", "interrupts", "context_switches"),
-            victim_measures=("interrupts", "received_pps"),
+            attacker_measures=("sent_pps", "interrupts", "context_switches", "cpu"),
+            # The victim pays its own kernel's work for every answer (docs/simulator.md).
+            victim_measures=("interrupts", "received_pps", "cpu"),
         ),
         Scenario(
             name="udp-flood",
