@@ -42,6 +42,7 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
         attackers = [g for g in s.guests if g.expected == "throttled"]
         others = [g for g in s.guests if g.expected == "spared"]
         attacker_text = ", ".join(f"{g.guest} {MARKS[g.verdict]}" for g in attackers) or "-"
+        achieved = [g.achieved for g in attackers if g.achieved]
         flagged = [g for g in others if g.verdict == "false_throttle"]
         other_text = (
             ", ".join(f"{g.guest} FALSE" for g in flagged)
@@ -54,6 +55,14 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
             f"{s.scenario:<28} {ok:<4} {attacker_text:<30} {other_text:<34}"
             f" {' '.join(times) or '-':<12} {_harm_text(s)}"
         )
+        if achieved:
+            lines.append(
+                f"{'':<33} achieved: "
+                + "; ".join(
+                    f"{a['sent_pps'] / 1000:.1f} kpps sent, {a['cpu']:.2f} CPU s/s"
+                    for a in achieved
+                )
+            )
         if s.error:
             lines.append(f"{'':<28} error: {s.error}")
     matrix = totals["confusion"]

@@ -66,6 +66,8 @@ class GuestScore:
     time_to_throttle: float | None
     alerts: list[str]
     harm: dict[str, float] | None = None
+    # An attacker's CPU s/s and packets/s over the attack: what the abuse achieved here.
+    achieved: dict[str, float] | None = None
 
 
 @dataclass
@@ -170,6 +172,10 @@ def score(scenario: Scenario, record: RunRecord) -> ScenarioScore:
         if spec.role == "victim" and attack_start is not None and attack_end is not None:
             base = (min(WARMUP_SECONDS, attack_start), attack_start)
             guest_harm = harm(record, spec.name, base, (attack_start, attack_end))
+        achieved = None
+        if spec.role == "attacker" and attack_start is not None and attack_end is not None:
+            rates = window_rates(record.samples, spec.name, attack_start, attack_end)
+            achieved = None if rates is None else {k: round(v, 2) for k, v in rates.items()}
         guests.append(
             GuestScore(
                 guest=spec.name,
@@ -181,6 +187,7 @@ def score(scenario: Scenario, record: RunRecord) -> ScenarioScore:
                 time_to_throttle=ttt,
                 alerts=sorted(record.alerts.get(spec.name, {})),
                 harm=guest_harm,
+                achieved=achieved,
             )
         )
     return ScenarioScore(
