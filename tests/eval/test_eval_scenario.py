@@ -111,3 +111,13 @@ def test_select_by_glob_by_file_and_fast(tmp_path: Path) -> None:
     assert [s.name for s in select([], [str(extra)])] == ["three"]
     with pytest.raises(ScenarioError, match="no scenario matches nothing"):
         select(paths, ["nothing"])
+
+
+def test_the_simulator_takes_a_guest_with_two_vifs() -> None:
+    from xensim.cli import UsageError
+    from xensim.cli import load_scenario as load_host
+
+    host, _ = load_host("guests:\n  - {name: a, cpus: [1], vifs: 2}\n", "host.yaml")
+    assert host.guests[0].vifs == 2
+    with pytest.raises(UsageError, match=r"vifs must be an integer 1\.\.2"):
+        load_host("guests:\n  - {name: a, vifs: 3}\n", "host.yaml")
