@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scores.append(result)
         verdicts = ", ".join(f"{g.guest} {report.MARKS[g.verdict]}" for g in result.guests)
         say(f"    => {verdicts} ({result.wall_seconds:.0f} s)")
+        # What is done so far survives an interrupted run.
+        partial = {"scenarios": [s.as_dict() for s in scores], "partial": True}
+        report.write_json(output / "eval.json", partial)
     evasion_result: dict[str, Any] | None = None
     if not args.no_evasion:
         say("evasion: bisecting duty cycles and rates over synthetic series with promtool ...")
