@@ -133,21 +133,28 @@ def plot(path: Path, scores: Sequence[ScenarioScore], evasion: Mapping[str, Any]
         false = s.count("false_throttle")
         if times:
             ax.barh(row, max(times), color="tab:green")
+        notes = []
         if missed:
-            ax.text(0.5, row, f"MISSED {missed}", va="center", color="tab:red", fontsize=8)
+            notes.append(f"MISSED {missed}")
         if false:
-            ax.text(
-                (max(times) if times else 0) + 1,
-                row,
-                f"FALSE THROTTLE {false}",
-                va="center",
-                color="tab:orange",
-                fontsize=8,
-            )
+            notes.append(f"FALSE THROTTLE {false}")
         if s.error:
-            ax.text(0.5, row, "error", va="center", color="black", fontsize=8)
+            notes.append("error")
+        if not notes and not times:
+            notes.append("spared")
+        colour = "tab:red" if missed or false or s.error else "tab:gray"
+        ax.text(
+            (max(times) if times else 0) + 1,
+            row,
+            ", ".join(notes),
+            va="center",
+            color=colour,
+            fontsize=8,
+        )
+    longest = max((g.time_to_throttle or 0.0 for s in scores for g in s.guests), default=0.0)
+    ax.set_xlim(0, max(60.0, longest + 25))
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xlabel("seconds from attack start to throttle in place")
     ax.set_title("Scenarios: time to throttle; misses and false throttles")
     if panels == 2 and evasion is not None:
