@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 export XENSIM_XENPERF := $(abspath $(XENPERF))
 export XENSIM_STUB_DIR := $(abspath $(STUB_DIR))
 
-.PHONY: test test-fast demo bench soak deps lint typecheck check-configs clean
+.PHONY: test test-fast demo bench soak deps lint typecheck check-configs clean eval
 
 test: deps lint typecheck check-configs
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -84,3 +84,10 @@ soak: deps
 
 clean:
 	rm -rf build $(VENV) $(CACHE)
+
+# The evaluation (docs/evaluation.md): every scenario of xeneval/scenarios/ on the simulated host
+# with the shipped policies, then the evasion search (promtool). SCENARIOS='ping-flood udp-*'
+# for a subset, EVAL_ARGS=--fast for the quick ones. Needs root; the corpus takes about 25
+# minutes here. Report in eval-output/ (eval.json, eval.png).
+eval: deps
+	$(BIN)/python -m xeneval $(EVAL_ARGS) $(SCENARIOS)

@@ -54,6 +54,7 @@ DEFAULT_XENPERF = REPO_ROOT / ".cache/xen/root/usr/lib/xen-4.17/bin/xenperf"
 DEFAULT_STUB_DIR = REPO_ROOT / "build/stub"
 DEFAULT_NAME = "default"
 MAX_CPUS = 256
+MAX_VIFS = 2
 DAEMON_START_TIMEOUT = 10.0
 SERVER_HEADSTART = 2.0
 
@@ -72,6 +73,7 @@ class GuestSpec:
     vcpus: int = 1
     memory_mib: int = 512
     emu_vif: bool = False
+    vifs: int = 1
 
 
 @dataclass
@@ -155,7 +157,7 @@ def load_scenario(text: str, origin: str) -> tuple[Scenario, str | None]:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             problems.append(f"{where}: needs a name")
             continue
-        unknown = set(raw) - {"name", "cpus", "vcpus", "memory_mib", "emu_vif"}
+        unknown = set(raw) - {"name", "cpus", "vcpus", "memory_mib", "emu_vif", "vifs"}
         problems += [f"{where}: unknown key {key!r}" for key in sorted(unknown)]
         cpus = raw.get("cpus")
         if cpus is not None and (
@@ -171,11 +173,15 @@ def load_scenario(text: str, origin: str) -> tuple[Scenario, str | None]:
         if not isinstance(memory, int) or memory < 1:
             problems.append(f"{where}: memory_mib must be a positive integer")
             memory = 512
+        vifs = raw.get("vifs", 1)
+        if not isinstance(vifs, int) or not 1 <= vifs <= MAX_VIFS:
+            problems.append(f"{where}: vifs must be an integer 1..{MAX_VIFS}")
+            vifs = 1
         if raw["name"] in guest_names:
             problems.append(f"{where}: duplicate guest {raw['name']!r}")
         guest_names.add(raw["name"])
         scenario.guests.append(
-            GuestSpec(raw["name"], cpus, vcpus, memory, bool(raw.get("emu_vif", False)))
+            GuestSpec(raw["name"], cpus, vcpus, memory, bool(raw.get("emu_vif", False)), vifs)
         )
     for index, raw in enumerate(data.get("workloads") or []):
         where = f"workloads[{index}]"
@@ -416,6 +422,7 @@ def _build(names: Names, scenario: Scenario, args: argparse.Namespace) -> None:
             vcpus=guest.vcpus,
             memory_mib=guest.memory_mib,
             emu_vif=guest.emu_vif,
+            vifs=guest.vifs,
         )
     start_daemon(names, interval=args.tick, seed=args.seed)
     for spec in scenario.workloads:

@@ -45,6 +45,8 @@ NETNS_PREFIX = "jsim-"
 CGROUP_PREFIX = "judicator-sim"
 HOST_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 GUEST_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
+# A guest's vif devid d > 0 has the address of guest number + d x this (numbers stay below it).
+SECOND_VIF_OFFSET = 120
 # Xen's netback gives every backend vif this MAC; the frontend (guest) carries the real one.
 BACKEND_MAC = "fe:ff:ff:ff:ff:ff"
 COMMAND_TIMEOUT = 15.0
@@ -191,6 +193,11 @@ def attach_vifs(names: Names, domain: Domain, number: int) -> None:
     if pairs:
         ip_in(netns, "addr", "add", f"{names.guest_address(number)}/24", "dev", "eth0")
         ip_in(netns, "route", "replace", "default", "via", names.bridge_address)
+    for devid in domain.vifs[1:]:
+        # A second vif gets an address of its own (guest number + 120), so a program can send
+        # on it (SO_BINDTODEVICE) and be answered on it.
+        address = names.guest_address(number + SECOND_VIF_OFFSET * devid)
+        ip_in(netns, "addr", "add", f"{address}/24", "dev", f"eth{devid}")
 
 
 def detach_vifs(names: Names, domain: Domain) -> None:
@@ -233,6 +240,7 @@ def create_guest(
     vcpus: int = 1,
     memory_mib: int = 512,
     emu_vif: bool = False,
+    vifs: int = 1,
 ) -> Domain:
     """Add a domain to the state and give it a namespace, vifs and a cgroup."""
     if not GUEST_NAME_PATTERN.match(guest):
@@ -246,6 +254,7 @@ def create_guest(
             pinned_cpus=cpus,
             netns=names.guest_netns(guest),
             cgroup=cgroup,
+            vifs=range(vifs),
         )
         domain.emu_vif = emu_vif
         guests = host.extra.setdefault("guest_numbers", {})

@@ -1,0 +1,5 @@
+import sys
+
+from xeneval.cli import main
+
+sys.exit(main())
