@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--guests", type=int, default=3)
     up.add_argument("--hypervisor", choices=["perfc", "stock"], default="perfc")
     sub.add_parser("down", help="stop the running lab (always safe to call)")
+    fixtures = sub.add_parser("fixtures", help="capture the real fixtures from the lab")
+    fixtures.add_argument("--out", type=Path, default=Path("tests/fixtures"))
+    fixtures.add_argument("--hypervisor", choices=["perfc", "stock", "both"], default="both")
+    demo = sub.add_parser("demo", help="the published experiment on the real hypervisor")
+    demo.add_argument("--out", type=Path, default=Path("lab-output"))
     run = sub.add_parser("run", help="run a command in the running lab's Dom0")
     run.add_argument("argv", nargs="+")
     return parser
@@ -66,6 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xenlab.vm import stop
 
         stop(paths)
+        return 0
+    if args.command == "fixtures":
+        from xenlab.capture import capture_perfc, capture_stock
+        from xenlab.vm import booted, standard_guests
+
+        if args.hypervisor in ("perfc", "both"):
+            with booted(paths, guests=standard_guests(3), hypervisor="perfc") as lab:
+                capture_perfc(lab, args.out)
+        if args.hypervisor in ("stock", "both"):
+            with booted(paths, guests=standard_guests(1), hypervisor="stock") as lab:
+                capture_stock(lab, args.out)
+        return 0
+    if args.command == "demo":
+        from xenlab.demo import run_demo
+
+        run_demo(paths, args.out)
+        print((args.out / "report.md").read_text())
         return 0
     if args.command == "run":
         from xenlab.vm import attach

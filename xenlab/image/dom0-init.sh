@@ -8,6 +8,9 @@ export PYTHONDONTWRITEBYTECODE=1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# devtmpfs lacks these; the hotplug scripts' locking stats /dev/stdin
+ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm
 mount -t tmpfs run /run
 mkdir -p /run/xen /run/lock /run/xenstored /var/log/xen/console /var/lib/xenlab /tmp
