@@ -99,4 +99,4 @@ lab-demo: lab-deps
 
 # The lab's end-to-end test (.ci/run calls it after `make test`).
 lab-test: lab-deps
-	$(BIN)/pytest tests/lab $(PYTEST_ARGS)
+	XENLAB_TEST=1 $(BIN)/pytest tests/lab $(PYTEST_ARGS)
