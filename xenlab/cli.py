@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     fixtures.add_argument("--hypervisor", choices=["perfc", "stock", "both"], default="both")
     demo = sub.add_parser("demo", help="the published experiment on the real hypervisor")
     demo.add_argument("--out", type=Path, default=Path("lab-output"))
+    demo.add_argument("--fixtures", type=Path, help="also capture the real fixtures here")
     run = sub.add_parser("run", help="run a command in the running lab's Dom0")
     run.add_argument("argv", nargs="+")
     return parser
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     paths = LabPaths(args.cache.resolve())
+    if args.command in ("up", "fixtures", "demo"):
+        from xenlab.images import build
+
+        build(paths)  # seconds when the images are newer than the sources
     if args.command == "deps":
         from xenlab.fetch import deps
 
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from xenlab.demo import run_demo
 
-        run_demo(paths, args.out)
+        run_demo(paths, args.out, args.fixtures)
         print((args.out / "report.md").read_text())
         return 0
     if args.command == "run":

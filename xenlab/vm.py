@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 QEMU = "qemu-system-x86_64"
 AGENT_PORT, EXPORTER_PORT, REMEDIATOR_PORT = 8000, 10170, 9095
 BOOT_TIMEOUT_SECONDS = 420.0
-GUEST_TIMEOUT_SECONDS = 180.0
+GUEST_TIMEOUT_SECONDS = 600.0
 STOP_TIMEOUT_SECONDS = 30.0
 GUEST_NET = "198.18.77"
 GUEST_MEMORY_MIB = 128
@@ -227,7 +227,7 @@ class Lab:
                     pending.discard(name)
             if pending and time.monotonic() > deadline:
                 raise LabError(f"guests {sorted(pending)} not up after {timeout:.0f}s")
-            time.sleep(1)
+            time.sleep(3)  # each look is a process in Dom0, whose one vCPU is emulated
 
     def guest_command(self, name: str, *words: str, timeout: float = 60.0) -> str:
         """One command line to a guest's control port (domu-ctl.sh); returns its output."""
