@@ -54,10 +54,15 @@ class GuestSpec:
     disk: bool = True
 
 
+DOM0_VCPUS = 2
+
+
 def standard_guests(count: int) -> list[GuestSpec]:
-    """guest1..guestN on physical CPUs 1..N, 198.18.77.11.., each with a 16 MiB disk."""
+    """guest1..guestN on the physical CPUs after Dom0's, 198.18.77.11.., a 16 MiB disk each."""
     return [
-        GuestSpec(f"guest{i}", i, f"{GUEST_NET}.{10 + i}", f"00:16:3e:00:77:{10 + i:02x}")
+        GuestSpec(
+            f"guest{i}", DOM0_VCPUS + i - 1, f"{GUEST_NET}.{10 + i}", f"00:16:3e:00:77:{10 + i:02x}"
+        )
         for i in range(1, count + 1)
     ]
 
@@ -114,7 +119,7 @@ def qemu_argv(paths: LabPaths, state: LabState, memory_mib: int) -> list[str]:
         )
     )
     xen_args = (
-        "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=1 "
+        f"console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus={DOM0_VCPUS} "
         "dom0_vcpus_pin sched=credit2 bootscrub=false loglvl=all guest_loglvl=all"
     )
     return [
@@ -294,7 +299,7 @@ def start(
         remediator_port=_free_port(),
         console=str(console),
         hypervisor=hypervisor,
-        smp=max(4, len(guests) + 1),
+        smp=max(4, len(guests) + DOM0_VCPUS),
         guests=[asdict(g) for g in guests],
     )
     argv = qemu_argv(paths, state, memory_mib)
