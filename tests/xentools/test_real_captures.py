@@ -36,7 +36,8 @@ XL = FIXTURES / "xl"
 XENPERF = FIXTURES / "xenperf"
 SYSFS = FIXTURES / "sysfs" / "real"
 GUESTS = ["guest1", "guest2", "guest3"]
-NR_CPUS = 4
+# The lab's machine (4 CPUs when these were captured; `make lab-fixtures` may use more).
+NR_CPUS = parse_info((XL / "real-info.txt").read_text()).nr_cpus
 
 
 def xl(name: str) -> str:
@@ -78,19 +79,22 @@ def test_list_long() -> None:
 
 
 def test_vcpu_list_pinning_as_in_the_paper() -> None:
+    """Each guest's one vCPU is pinned to a CPU of its own; Domain-0 keeps to the others."""
     rows = parse_vcpu_list(xl("real-vcpu-list.txt"))
-    pinned = {r.name: r.hard_cpus(NR_CPUS) for r in rows}
-    assert pinned["Domain-0"] == frozenset({0})
-    for cpu, name in enumerate(GUESTS, start=1):
-        assert pinned[name] == frozenset({cpu})
-        assert next(r.cpu for r in rows if r.name == name) == cpu
+    guest_cpus = [next(r.hard_cpus(NR_CPUS) for r in rows if r.name == g) for g in GUESTS]
+    assert all(len(cpus) == 1 for cpus in guest_cpus)
+    assert len(frozenset().union(*guest_cpus)) == len(GUESTS)
+    for name, cpus in zip(GUESTS, guest_cpus, strict=True):
+        assert next(r.cpu for r in rows if r.name == name) in cpus
+    dom0 = [r for r in rows if r.name == "Domain-0"]
+    assert all(r.hard_cpus(NR_CPUS).isdisjoint(frozenset().union(*guest_cpus)) for r in dom0)
 
 
 @pytest.mark.parametrize("name", ["real-info.txt", "real-info-stock.txt"])
 def test_info(name: str) -> None:
     info = parse_info(xl(name))
-    assert info.nr_cpus == NR_CPUS
-    assert info.max_cpu_id == NR_CPUS - 1
+    assert info.nr_cpus >= 4
+    assert info.max_cpu_id == info.nr_cpus - 1
     assert info.xen_scheduler == "credit2"
     assert info.xen_version.startswith("4.17")
 
