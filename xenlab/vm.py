@@ -10,7 +10,8 @@ once). Dom0 has two vCPUs pinned to physical CPUs 0-1 (one emulated vCPU could n
 toolstack, the exporter and the remediator in time); guest i has one vCPU pinned to physical
 CPU i+1 (hard affinity): each domain on CPUs of its own, as in the paper. Dom0 reaches the
 host only through QEMU's restricted user network: three host ports on 127.0.0.1 forward to
-the agent, the exporter and the remediator. Every wait is bounded; QEMU is killed by its pid (SIGTERM, then SIGKILL) whatever happened.
+the agent, the exporter and the remediator. Every wait is bounded; QEMU is killed by its pid
+(SIGTERM, then SIGKILL) whatever happened.
 """
 
 from __future__ import annotations
