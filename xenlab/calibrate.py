@@ -1,0 +1,102 @@
+"""What the simulator assumes, measured on the real hypervisor: per-packet costs and baselines.
+
+Pure arithmetic on the demo's windows (xenlab.measure.window): the flood window's per-second
+rates minus the quiet baseline's, divided by the flood's packet rate. Emulation inflates
+absolute CPU time, so CPU is reported as ratios (victim / attacker, Dom0 / victim); event
+counts per packet are counts, which emulation slows but does not multiply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from xensim import model
+
+ATTACKER, VICTIM, IDLE, DOM0 = "guest1", "guest2", "guest3", "Domain-0"
+
+
+@dataclass(frozen=True)
+class Row:
+    quantity: str
+    lab: float | None
+    simulator: float | None
+    how: str
+
+
+def _rate(window: Mapping[str, Any], key: str, cpu: int) -> float:
+    values = window["cpu_counters"].get(key)
+    if values is None or cpu >= len(values):
+        return 0.0
+    return float(values[cpu]) / float(window["seconds"])
+
+
+def _excess(flood: Mapping[str, Any], base: Mapping[str, Any], key: str, cpu: int) -> float:
+    return _rate(flood, key, cpu) - _rate(base, key, cpu)
+
+
+def _cpu_rate(window: Mapping[str, Any], domain: str) -> float:
+    return float(window["cpu_seconds"].get(domain, 0.0)) / float(window["seconds"])
+
+
+def _sim(table: Mapping[str, float], *names: str) -> float:
+    return sum(table.get(n, 0.0) for n in names)
+
+
+def calibrate(windows: Mapping[str, Mapping[str, Any]]) -> list[Row]:
+    """Rows of the calibration table from the `baseline` and `flood` windows."""
+    base, flood = windows["baseline"], windows["flood"]
+    cpus = flood["domain_cpu"]
+    a, v, i = cpus[ATTACKER], cpus[VICTIM], cpus[IDLE]
+    packets = float(flood["vifs"][ATTACKER]["rx_packets"]) / float(flood["seconds"])
+    rows = [Row("ping flood rate (echo requests/s, attacker's vif)", packets, None,
+                "vif rx_packets of guest1's vif in Dom0 over the flood window")]  # fmt: skip
+    if packets <= 0:
+        return rows
+    sent, received = model.GUEST_PER_SENT_PACKET, model.GUEST_PER_RECEIVED_PACKET
+    for key, name in (("interrupts", "#interrupts"), ("ipis", "#IPIs"),
+                      ("context_switches", "sched: context switches"),
+                      ("scheduler_runs", "sched: runs through scheduler")):  # fmt: skip
+        simulated = _sim(sent, name) + _sim(received, name)  # each side sends 1, receives 1
+        rows.append(Row(f"attacker CPU: {name} per ping (request out, reply in)",
+                        _excess(flood, base, key, a) / packets, simulated,
+                        f"(flood - baseline) per s on CPU {a} / pings per s"))  # fmt: skip
+        rows.append(Row(f"victim CPU: {name} per ping (request in, reply out)",
+                        _excess(flood, base, key, v) / packets, simulated,
+                        f"(flood - baseline) per s on CPU {v} / pings per s"))  # fmt: skip
+    rows.append(Row("attacker CPU: apic timer interrupts per s during the flood",
+                    _rate(flood, "apic_timer", a), None, f"flood window, CPU {a}"))  # fmt: skip
+    rows.append(Row("victim CPU: apic timer interrupts per s during the flood",
+                    _rate(flood, "apic_timer", v), None, f"flood window, CPU {v}"))  # fmt: skip
+    hypercalls = (flood["hypercalls_all_cpus"] / flood["seconds"]
+                  - base["hypercalls_all_cpus"] / base["seconds"]) / packets  # fmt: skip
+    simulated_hc = 2 * (sum(model.HYPERCALLS_PER_SENT_PACKET.values())
+                        + sum(model.HYPERCALLS_PER_RECEIVED_PACKET.values()))  # fmt: skip
+    rows.append(Row("hypercalls per ping, all CPUs (both guests and Dom0)", hypercalls,
+                    simulated_hc, "stock perfc sums the hypercalls array over CPUs"))  # fmt: skip
+    cpu_a = _cpu_rate(flood, ATTACKER) - _cpu_rate(base, ATTACKER)
+    cpu_v = _cpu_rate(flood, VICTIM) - _cpu_rate(base, VICTIM)
+    cpu_0 = _cpu_rate(flood, DOM0) - _cpu_rate(base, DOM0)
+    rows.append(Row("victim CPU time / attacker CPU time (flood - baseline)",
+                    cpu_v / cpu_a if cpu_a > 0 else None, 0.0,
+                    "xl list Time(s) deltas; the simulator's victim spends 0.0 s"))  # fmt: skip
+    rows.append(Row("Dom0 CPU time / victim CPU time (flood - baseline)",
+                    cpu_0 / cpu_v if cpu_v > 0 else None, None,
+                    "xl list Time(s); Dom0 also runs the exporter and remediator"))  # fmt: skip
+    for key, name, sim in (("interrupts", "#interrupts", "#interrupts"),
+                           ("apic_timer", "apic timer interrupts", "apic timer interrupts"),
+                           ("context_switches", "sched: context switches",
+                            "sched: context switches")):  # fmt: skip
+        simulated = _sim(model.CPU_BASELINE_PER_SECOND, sim) + _sim(
+            model.DOMAIN_BASELINE_PER_SECOND, sim
+        )
+        rows.append(Row(f"idle guest's CPU: {name} per s", _rate(base, key, i), simulated,
+                        f"baseline window, CPU {i} (guest3 idle)"))  # fmt: skip
+    rows.append(Row("idle guest CPU seconds per s (emulated)", _cpu_rate(base, IDLE),
+                    model.GUEST_CPU_BASELINE, "xl list Time(s), baseline"))  # fmt: skip
+    return rows
+
+
+def as_dicts(rows: list[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,34 @@
+#!/bin/sh
+# One command per TCP connection from Dom0 (busybox nc -e): the guest's workloads.
+# Every workload is bounded in count and time.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+read -t 10 cmd a1 a2 a3 a4 || exit 0
+up() { cut -d' ' -f1 /proc/uptime; }
+case "$cmd" in
+  hello) echo "hello $(cat /etc/xenlab-name) uptime $(up)";;
+  ping)  # ping IP COUNT: ordinary ping (reachability, ARP)
+         timeout 30 ping -c "$a2" -i 0.2 -W 1 "$a1"; echo "rc=$?";;
+  pingflood) # pingflood IP COUNT DEADLINE [SIZE]: iputils flood ping in the background, quiet;
+         # `ping -i 0` can hang under emulation: -f with both -c and -w, under timeout
+         (timeout $((a3 + 10)) ping -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
+          echo "rc=$? end $(up)" >> /tmp/pingflood.out) </dev/null >/dev/null 2>&1 &
+         echo "started pingflood $a1 at $(up)";;
+  udpflood) # udpflood IP SECONDS: 1000-byte datagrams to port 9 as fast as nc can send
+         (timeout "$a2" sh -c "yes $(printf '%0999d' 0) | nc -u $a1 9" ;
+          echo "end $(up)" > /tmp/udpflood.out) </dev/null >/dev/null 2>&1 &
+         echo "started udpflood $a1 at $(up)";;
+  cpu)   # cpu SECONDS: one busy loop
+         (timeout "$a1" sh -c 'while :; do :; done') </dev/null >/dev/null 2>&1 &
+         echo "started cpu at $(up)";;
+  disk)  # disk MIB: write then read MIB MiB on the guest's disk, direct
+         if [ -b /dev/xvda ]; then
+           dd if=/dev/zero of=/dev/xvda bs=64k count=$((a1 * 16)) oflag=direct 2>&1 | tail -1
+           dd if=/dev/xvda of=/dev/null bs=64k count=$((a1 * 16)) iflag=direct 2>&1 | tail -1
+         else echo "no disk"; fi;;
+  result) cat /tmp/pingflood.out 2>/dev/null;;
+  stop)  killall ping yes 2>/dev/null; echo stopped;;
+  stat)  echo "uptime $(up)"; head -1 /proc/stat; grep -E 'xen|CPU0' /proc/interrupts
+         grep -E '^Icmp:' /proc/net/snmp
+         for c in rx_packets tx_packets; do echo "eth0 $c $(cat /sys/class/net/eth0/statistics/$c)"; done;;
+  *)     echo "unknown command '$cmd'";;
+esac

@@ -1,0 +1,18 @@
+#!/bin/sh
+# /init of a lab guest (PV, busybox, iputils ping). Name and address come from the kernel
+# command line (xenlab.name=, xenlab.ip=); Dom0 drives it through TCP port 5000 (/ctl.sh).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /tmp
+arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^xenlab\.$1=//p"; }
+NAME=$(arg name); IP=$(arg ip)
+echo "$NAME" > /etc/xenlab-name
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
+modprobe xen-netfront; modprobe xen-blkfront
+i=0; while [ $i -lt 50 ] && [ ! -e /sys/class/net/eth0 ]; do sleep 0.1; i=$((i+1)); done
+ip link set lo up
+ip addr add "$IP/24" dev eth0
+ip link set eth0 up
+echo "XENLAB-GUEST-UP $NAME $IP uptime $(cut -d' ' -f1 /proc/uptime)s"
+while true; do nc -l -p 5000 -e /ctl.sh; done

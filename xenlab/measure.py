@@ -1,0 +1,104 @@
+"""Snapshots of the real hypervisor's counters and the per-window arithmetic on them.
+
+A snapshot is `xenperf -f`, `xl list`, `xl vcpu-list` and each watched vif's counters, read in
+Dom0 at one moment; a window is the difference of two snapshots, per physical CPU (xenperf's
+per-CPU counters, in online-CPU order, which here is CPU id order) and per domain (CPU seconds,
+vif packets). Parsing goes through xentools, as the product's does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from xenlab.vm import Lab
+from xentools.xenperf import CounterKind, parse_xenperf
+from xentools.xl import parse_list, parse_vcpu_list
+
+VIF_STATS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
+# xenperf counter names (Xen 4.17 perfc_defn.h) used by the report and the calibration.
+COUNTERS = {
+    "interrupts": "#interrupts",
+    "ipis": "#IPIs",
+    "apic_timer": "apic timer interrupts",
+    "context_switches": "sched: context switches",
+    "scheduler_runs": "sched: runs through scheduler",
+    "mmu_update": "calls to mmu_update",
+    "page_faults": "page faults",
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    xenperf: str
+    xl_list: str
+    vcpu_list: str
+    vifs: dict[str, dict[str, int]]
+
+
+def take_snapshot(lab: Lab, vifs: Mapping[str, str]) -> Snapshot:
+    """`vifs` maps a domain name to its vif in Dom0."""
+    at = time.time()
+    xenperf = lab.run("xenperf", "-f").check("xenperf -f").stdout
+    xl_list = lab.xl("list").check("xl list").stdout
+    vcpu_list = lab.xl("vcpu-list").check("xl vcpu-list").stdout
+    stats: dict[str, dict[str, int]] = {}
+    for domain, vif in vifs.items():
+        paths = [f"/sys/class/net/{vif}/statistics/{s}" for s in VIF_STATS]
+        values = lab.run("cat", *paths).check(f"{vif} statistics").stdout.split()
+        stats[domain] = {s: int(v) for s, v in zip(VIF_STATS, values, strict=True)}
+    return Snapshot(at, xenperf, xl_list, vcpu_list, stats)
+
+
+def per_cpu(text: str) -> dict[str, list[int]]:
+    snapshot = parse_xenperf(text)
+    found: dict[str, list[int]] = {}
+    for key, name in COUNTERS.items():
+        try:
+            counter = snapshot.counter(name)
+        except KeyError:
+            continue
+        if counter.kind is CounterKind.PER_CPU:
+            found[key] = list(counter.values)
+    return found
+
+
+def hypercalls_total(text: str) -> int:
+    """All CPUs' hypercalls (stock perfc sums the `hypercalls` array over CPUs)."""
+    snapshot = parse_xenperf(text)
+    try:
+        return sum(snapshot.counter("hypercalls").values)
+    except KeyError:
+        return 0
+
+
+def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
+    """Deltas between two snapshots: per CPU, per domain, per vif; and each domain's pCPU."""
+    seconds = b.at - a.at
+    counters_a, counters_b = per_cpu(a.xenperf), per_cpu(b.xenperf)
+    cpu = {
+        key: [y - x for x, y in zip(counters_a[key], counters_b[key], strict=True)]
+        for key in counters_a
+        if key in counters_b
+    }
+    times_a = {d.name: d.cpu_seconds for d in parse_list(a.xl_list)}
+    times_b = {d.name: d.cpu_seconds for d in parse_list(b.xl_list)}
+    pinned = {v.name: v.cpu for v in parse_vcpu_list(b.vcpu_list) if v.cpu is not None}
+    vif = {
+        domain: {s: b.vifs[domain][s] - a.vifs[domain][s] for s in VIF_STATS}
+        for domain in vifs
+        if domain in a.vifs and domain in b.vifs
+    }
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_counters": cpu,
+        "hypercalls_all_cpus": hypercalls_total(b.xenperf) - hypercalls_total(a.xenperf),
+        "cpu_seconds": {
+            name: round(times_b[name] - times_a[name], 2) for name in times_b if name in times_a
+        },
+        "domain_cpu": pinned,
+        "vifs": vif,
+    }

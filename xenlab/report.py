@@ -1,0 +1,151 @@
+"""The lab demo's report: report.md (and report.png when matplotlib is there) from results."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from xenlab.calibrate import as_dicts, calibrate
+
+log = logging.getLogger(__name__)
+
+ROLES = (("guest1", "attacker"), ("guest2", "victim"), ("guest3", "idle"), ("Domain-0", "Dom0"))
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+WINDOWS = ("baseline", "flood", "flood_until_shaped", "shaped")
+
+
+def render(results: dict[str, Any]) -> str:
+    windows = results["windows"]
+    names = [n for n in WINDOWS if n in windows]
+    timeline = results.get("timeline") or {}
+    lines = [
+        "# Judicator on real Xen 4.17 (perf counters) under QEMU: the published experiment",
+        "",
+        "guest1 ping-floods guest2 (iputils `ping -f -s 1400`); guest3 idles. Phase 1 measures",
+        "with a quiet Dom0 (windows `baseline`, `flood`). Phase 2: Dom0 runs the exporter",
+        "(libxenctrl reader) and the remediator; Prometheus and Alertmanager run beside the VM",
+        "with the shipped rules and the lab's thresholds (xenlab/thresholds.yml); guest1 floods",
+        "again (`flood_until_shaped`) until tc acts (`shaped`). Software emulation: absolute",
+        "rates are far below hardware; compare ratios.",
+        "",
+        f"Boot (QEMU start to three guests up): {_fmt(results.get('boot_seconds'), 0)} s; "
+        f"whole run {_fmt(results.get('total_seconds'), 0)} s.",
+        "",
+        "## Detection",
+        "",
+        f"- phase 2: {results.get('error') or 'completed'}",
+        f"- alert: `{timeline.get('alert')}` on guest1",
+        f"- pending {_fmt(timeline.get('pending_after_s'), 1)} s, firing "
+        f"{_fmt(timeline.get('firing_after_s'), 1)} s, tc on guest1's vif "
+        f"{_fmt(timeline.get('shaped_after_s'), 1)} s after the flood started",
+        "",
+        "## Flood rate (guest1's vif in Dom0)",
+        "",
+        "| window | seconds | echo requests/s sent by guest1 | replies/s to guest1 | kbit/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        w = windows[name]
+        vif = w["vifs"]["guest1"]
+        seconds = w["seconds"]
+        lines.append(
+            f"| {name} | {seconds:.1f} | {vif['rx_packets'] / seconds:.1f} | "
+            f"{vif['tx_packets'] / seconds:.1f} | {vif['rx_bytes'] * 8 / seconds / 1000:.0f} |"
+        )
+    lines += [
+        "",
+        "## Perf counters per physical CPU (per second)",
+        "",
+        "| counter | window | " + " | ".join(f"{r} (CPU)" for _, r in ROLES) + " |",
+        "|---|---|" + "---|" * len(ROLES),
+    ]
+    for key in ("interrupts", "ipis", "apic_timer", "context_switches", "mmu_update"):
+        for name in names:
+            w = windows[name]
+            cells = []
+            for domain, _ in ROLES:
+                cpu = w["domain_cpu"].get(domain)
+                values = w["cpu_counters"].get(key, [])
+                ok = cpu is not None and cpu < len(values)
+                cells.append(f"{values[cpu] / w['seconds']:.0f} ({cpu})" if ok else "-")
+            lines.append(f"| {key} | {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## CPU seconds per second (xl list)", "", "| window | "
+              + " | ".join(r for _, r in ROLES) + " |", "|---|" + "---|" * len(ROLES)]  # fmt: skip
+    for name in names:
+        w = windows[name]
+        cells = [_fmt(w["cpu_seconds"].get(d, 0.0) / w["seconds"], 3) for d, _ in ROLES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    actions = results.get("xl_actions", {})
+    lines += [
+        "",
+        "## xl actions on a real domain (guest3)",
+        "",
+        f"- `xl sched-credit2 -d guest3 -c 25`: cap read back {actions.get('cap_after_set')}",
+        f"- `xl pause guest3`: state {actions.get('state_after_pause')}; `xl unpause`: "
+        f"{actions.get('state_after_unpause')}",
+        "",
+        "## tc on guest1's vif after the throttle",
+        "",
+        "```",
+        results.get("tc_on_attacker_vif", "").strip(),
+        "```",
+        "",
+        "## Calibration (docs/lab.md)",
+        "",
+        "| quantity | lab | simulator | how |",
+        "|---|---|---|---|",
+    ]
+    for row in calibrate(windows):
+        lines.append(f"| {row.quantity} | {_fmt(row.lab)} | {_fmt(row.simulator)} | {row.how} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    (out / "report.md").write_text(render(results))
+    (out / "calibration.json").write_text(json.dumps(as_dicts(calibrate(results["windows"])),
+                                                     indent=1))  # fmt: skip
+    with contextlib.suppress(ImportError):
+        _figure(results, out / "report.png")
+    log.info("report: %s", out / "report.md")
+
+
+def _figure(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = results.get("figure_series", {})
+    if not series or "timeline" not in results:
+        return
+    start = results["timeline"]["flood_start"]
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    panels = (
+        (axes[0], "sent_packets", "packets sent per s (vif, 10 s rate)"),
+        (axes[1], "interrupts", "perfc #interrupts per s, domain's CPU"),
+    )
+    for ax, key, title in panels:
+        for domain, points in sorted(series.get(key, {}).items()):
+            ax.plot([t - start for t, _ in points], [v for _, v in points], label=domain)
+        ax.set_title(title)
+        ax.legend(loc="upper right", fontsize=8)
+        for mark in ("firing_after_s", "shaped_after_s"):
+            moment = results["timeline"].get(mark)
+            if moment is not None:
+                ax.axvline(moment, linestyle="--", color="grey")
+    axes[1].set_xlabel("seconds since the flood started (dashed: alert firing, tc applied)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
