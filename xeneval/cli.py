@@ -4,7 +4,7 @@
     python -m xeneval 'ping-*' udp-flood    # a subset by name (globs) or scenario file paths
     python -m xeneval --fast                # the scenarios tagged fast
     python -m xeneval --list                # what there is
-    python -m xeneval --evasion-only        # promtool only: no root, about a minute
+    python -m xeneval --evasion-only        # promtool only: no root, a few minutes
 
 Results go to --output (eval-output/): eval.json, eval.png, logs/<scenario>/. Exit status 0
 when every scenario ran (whatever the policies did: misses are results), 1 when one could not
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if scenarios:
         say(
             f"xeneval: {len(scenarios)} scenario(s), {total:.0f} s of traffic"
-            f" (plus about 15 s each to bring a host and the stack up and down)"
+            f" (plus 20-50 s each to bring a host and the stack up and down)"
         )
     scores = []
     for index, scenario in enumerate(scenarios, start=1):

@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,11 @@ def _launch(launch: Launch, names: Names, store: StateStore, log_dir: Path, say:
         else:
             target = guest_address(names, state, spec.target) if spec.target else None
             argv = workload_argv(spec, target_address=target)
-        start_in_guest(store, launch.guest, launch.kind, argv, log_dir)
+        with warnings.catch_warnings():
+            # start_in_guest leaves the workload running detached and drops its Popen (as the
+            # `judicator-sim run` process does on exit); the daemon and `down` reap it.
+            warnings.simplefilter("ignore", ResourceWarning)
+            start_in_guest(store, launch.guest, launch.kind, argv, log_dir)
     except (HostError, StateError, ValueError, OSError) as error:
         say(f"    !! could not start {launch.label}: {error}")
         return False
