@@ -41,13 +41,19 @@ class Redirect:
 
 @dataclass(frozen=True)
 class LinkState:
-    """One network device's tc state: its qdiscs and, on a vif, the ingress redirects."""
+    """One network device's tc state: its qdiscs and, on a vif, the ingress filters.
+
+    `redirects` are the ingress filters that redirect (ours at FILTER_PREF, or someone else's);
+    `other_filters` the priorities of those that do not (the exporter's direction counters, an
+    operator's policer): an ingress qdisc that carries any of them is not ours to delete.
+    """
 
     name: str
     exists: bool = True
     up: bool = True
     qdiscs: tuple[Qdisc, ...] = ()
     redirects: tuple[Redirect, ...] = ()
+    other_filters: tuple[int, ...] = ()
 
     @property
     def root(self) -> Qdisc | None:
@@ -110,21 +116,26 @@ def parse_qdiscs(text: str) -> tuple[Qdisc, ...]:
     return tuple(qdiscs)
 
 
-def parse_redirects(text: str) -> tuple[Redirect, ...]:
-    """Parse `tc -j filter show dev X parent ffff:` into its mirred egress redirects."""
+def parse_ingress_filters(text: str) -> tuple[tuple[Redirect, ...], tuple[int, ...]]:
+    """`tc -j filter show dev X parent ffff:`: its mirred egress redirects, and the priorities
+    of the filters that redirect nowhere."""
     redirects = []
+    others = set()
     for entry in _json_list(text):
         options = entry.get("options") or {}
+        pref = int(entry.get("pref", 0))
+        redirecting = False
         for action in options.get("actions") or []:
             if (
                 action.get("kind") == "mirred"
                 and action.get("mirred_action") == "redirect"
                 and action.get("direction") == "egress"
             ):
-                redirects.append(
-                    Redirect(pref=int(entry.get("pref", 0)), to_dev=str(action.get("to_dev")))
-                )
-    return tuple(redirects)
+                redirects.append(Redirect(pref=pref, to_dev=str(action.get("to_dev"))))
+                redirecting = True
+        if not redirecting:
+            others.add(pref)
+    return tuple(redirects), tuple(sorted(others - {r.pref for r in redirects}))
 
 
 def parse_links(text: str) -> dict[str, bool]:

@@ -20,9 +20,9 @@ from remediator.host import (
     Redirect,
     VifState,
     ifb_name,
+    parse_ingress_filters,
     parse_links,
     parse_qdiscs,
-    parse_redirects,
 )
 from remediator.plan import Command, Tools
 from remediator.runner import Runner
@@ -84,11 +84,14 @@ class HostObserver:
             return LinkState(name=name, exists=False, up=False)
         qdiscs = parse_qdiscs(self._read(self._tools.tc, "-j", "qdisc", "show", "dev", name))
         redirects: tuple[Redirect, ...] = ()
+        others: tuple[int, ...] = ()
         if ingress_filters and any(q.kind == "ingress" for q in qdiscs):
-            redirects = parse_redirects(
+            redirects, others = parse_ingress_filters(
                 self._read(self._tools.tc, "-j", "filter", "show", "dev", name, "parent", "ffff:")
             )
-        return LinkState(name=name, up=links[name], qdiscs=qdiscs, redirects=redirects)
+        return LinkState(
+            name=name, up=links[name], qdiscs=qdiscs, redirects=redirects, other_filters=others
+        )
 
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
         wanted = set(names)

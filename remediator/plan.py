@@ -338,12 +338,14 @@ def _delete_our_filter(vif: str, tools: Tools) -> Command:
 
 
 def _plan_unshape(dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -> list[Command]:
-    """Remove only what we created: our redirect, and the ingress qdisc if we added it."""
+    """Remove only what we created: our redirect, and the ingress qdisc if we added it and
+    nobody else's filter has come to sit on it since (the exporter's direction counters)."""
     theirs = set(prior.get("ingress_before", ()))
     commands: list[Command] = []
     for vif in dom.vifs:
         ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
-        others = [r for r in vif.link.redirects if r.pref != FILTER_PREF]
+        others = [r.pref for r in vif.link.redirects if r.pref != FILTER_PREF]
+        others += [pref for pref in vif.link.other_filters if pref != FILTER_PREF]
         if vif.link.has_ingress and not others and vif.name not in theirs:
             commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "ingress"))
         elif ours:

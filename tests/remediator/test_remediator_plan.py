@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -145,6 +146,20 @@ def test_unshaping_removes_ingress_ifb_and_our_root_only() -> None:
         ("/x/tc", "qdisc", "del", "dev", "vif7.0", "root"),
     ]
     assert plan_release(SHAPE, dom(), {}, TOOLS) == []
+
+
+def test_unshaping_keeps_an_ingress_qdisc_that_counters_came_to_sit_on() -> None:
+    # We added the ingress qdisc; the exporter's direction counters were put on it since.
+    shaped = vif(qdiscs=(NOQUEUE, INGRESS), redirects=(Redirect(49, "jifb7.0"),))
+    counted = VifState(
+        shaped.name, 0, False, replace(shaped.link, other_filters=(11, 12)), shaped.ifb
+    )
+    assert argvs(plan_release(SHAPE, dom(vifs=(counted,)), {}, TOOLS)) == [
+        ("/x/tc", "filter", "del", "dev", "vif7.0", "parent", "ffff:", "prio", "49"),
+    ]
+    # Once our redirect is gone, what is left is theirs: released.
+    left = VifState(counted.name, 0, False, replace(counted.link, redirects=()), counted.ifb)
+    assert plan_release(SHAPE, dom(vifs=(left,)), {}, TOOLS) == []
 
 
 @pytest.mark.parametrize(("scheduler", "command"), [("credit2", "sched-credit2"),

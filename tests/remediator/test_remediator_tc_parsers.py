@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from remediator.host import Qdisc, Redirect, parse_links, parse_qdiscs, parse_redirects
+from remediator.host import Qdisc, Redirect, parse_ingress_filters, parse_links, parse_qdiscs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tc"
 
@@ -31,7 +31,17 @@ def test_qdiscs(name: str, expected: tuple[Qdisc, ...]) -> None:
 
 
 def test_redirects_only_the_mirred_filter_counts() -> None:
-    assert parse_redirects(read("filter-vif-redirect.json")) == (Redirect(49, "jifb9.0"),)
+    assert parse_ingress_filters(read("filter-vif-redirect.json")) == (
+        (Redirect(49, "jifb9.0"),),
+        (),
+    )
+
+
+def test_counting_filters_beside_our_redirect_are_someone_elses() -> None:
+    # The exporter's direction counters (mirred mirror, priorities 11-18) and our redirect.
+    redirects, others = parse_ingress_filters(read("filter-vif-counters-and-redirect.json"))
+    assert redirects == (Redirect(49, "jifb9.0"),)
+    assert others == tuple(range(11, 19))
 
 
 def test_links_and_their_admin_state() -> None:
@@ -42,7 +52,7 @@ def test_links_and_their_admin_state() -> None:
 
 @pytest.mark.parametrize("text", ["", "  \n"])
 def test_empty_output_is_no_state(text: str) -> None:
-    assert parse_qdiscs(text) == () and parse_redirects(text) == ()
+    assert parse_qdiscs(text) == () and parse_ingress_filters(text) == ((), ())
 
 
 def test_a_non_list_is_an_error() -> None:
