@@ -146,8 +146,10 @@ def test_dom0_services_get_only_the_privileges_they_need() -> None:
         assert "no-new-privileges:true" in svc["security_opt"], name
         assert svc.get("read_only") is True, name
         assert [d.partition(":")[0] for d in svc["devices"]] == ["/dev/xen"], name
-    assert service("exporter")["cap_add"] == ["IPC_LOCK"]
+    # NET_ADMIN: the exporter's direction counters, the remediator's shaping (both tc).
+    assert sorted(service("exporter")["cap_add"]) == ["IPC_LOCK", "NET_ADMIN"]
     assert sorted(service("remediator")["cap_add"]) == ["IPC_LOCK", "NET_ADMIN"]
+    assert "--collector.flowdirection" in service("exporter")["command"]
 
 
 def test_mounted_repository_files_exist_and_host_paths_are_known() -> None:

@@ -81,9 +81,11 @@ def test_remediator_unit_provides_its_state_directory_and_only_net_admin() -> No
     assert "AF_NETLINK" in settings["RestrictAddressFamilies"][0], "tc speaks netlink"
 
 
-def test_exporter_unit_keeps_no_capability_but_ipc_lock() -> None:
+def test_exporter_unit_keeps_only_ipc_lock_and_net_admin() -> None:
+    # NET_ADMIN for the direction counters the flood policies need (--collector.flowdirection).
     settings = unit_file("judicator-exporter.service")["Service"]
-    assert settings["CapabilityBoundingSet"] == ["CAP_IPC_LOCK"]
+    assert settings["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_IPC_LOCK"]
+    assert "--collector.flowdirection" in settings["ExecStart"][0]
     assert settings["NoNewPrivileges"] == ["yes"]
 
 
