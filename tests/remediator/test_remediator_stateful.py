@@ -31,7 +31,7 @@ from tests.remediator.fakehost import FakeDomain, FakeHost, new_uuid
 from tests.remediator.helpers import Clock, alert, base_config, payload
 
 SOAK = os.environ.get("JUDICATOR_SOAK") == "1"
-EXAMPLES = int(os.environ.get("JUDICATOR_STATEFUL_EXAMPLES", "2000" if SOAK else "60"))
+EXAMPLES = int(os.environ.get("JUDICATOR_STATEFUL_EXAMPLES", "1000" if SOAK else "60"))
 STEPS = 40
 
 GUESTS = ("web01", "web02", "batch03")
