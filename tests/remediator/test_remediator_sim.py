@@ -1,4 +1,4 @@
-"""The remediator for real: gunicorn in the simulated host's Dom0 namespace, the fake xl, real tc.
+"""The remediator for real: hypercorn in the simulated host's Dom0 namespace, the fake xl, real tc.
 
 The server listens on a unix socket (reachable from the root namespace, where the test runs) and
 is started and killed per test; the simulated host serves the whole module. Crashes at every step
