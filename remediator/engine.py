@@ -424,11 +424,14 @@ class Engine:
             # Gone or rebooted: the throttle went with that incarnation; only our ifbs may stay.
             self._remove_stray_ifbs(exclude=throttle.id)
             self.metrics.actions.labels(kind, "release", "domain_gone").inc()
-            if dom is None:
-                reason = "domain_gone"
-            elif reason not in ("domain_replaced", "domain_gone"):
-                reason = "domain_rebooted"
-            self._end(throttle, "released", reason)
+            if reason in ("resolved", "domain_gone", "domain_replaced"):
+                # A decided end (max_duration, operator, apply_failed) keeps its reason: after
+                # max_duration the episode must still be admitted again after readmit_after.
+                if dom is None:
+                    reason = "domain_gone"
+                elif reason != "domain_replaced":
+                    reason = "domain_rebooted"
+            self._end(throttle, "failed" if error else "released", reason, error)
             return
         prior = dict(throttle.prior)
         if kind == "pause" and prior.get("pause_pending"):

@@ -135,9 +135,14 @@ class RemediatorMachine(RuleBasedStateMachine):
         kind=st.sampled_from(KINDS),
         peers=st.integers(1, 2),
         strict=st.booleans(),
+        operator_ingress=st.booleans(),
     )
-    def fire(self, domain: str, kind: str, peers: int, strict: bool) -> None:
+    def fire(
+        self, domain: str, kind: str, peers: int, strict: bool, operator_ingress: bool
+    ) -> None:
         key = (domain, kind)
+        if operator_ingress and kind == "network_shape" and domain in GUESTS:
+            self.operator_adds_an_ingress_qdisc(domain)  # an operator's policer was there first
         if key not in self.firing:
             self.last_episode += 1
             self.episode[key] = self.last_episode
