@@ -81,6 +81,7 @@ bench: deps
 # 20 million fuzzing runs. Needs root; about 15 minutes here.
 soak: deps
 	JUDICATOR_SOAK=1 $(BIN)/pytest -m soak tests/reliability $(PYTEST_ARGS)
+	JUDICATOR_SOAK=1 $(BIN)/pytest tests/remediator/test_remediator_stateful.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf build $(VENV) $(CACHE)

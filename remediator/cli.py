@@ -165,7 +165,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, **overrides)
     token = read_token(config)
     try:
-        # Held until the process exits; the gunicorn worker inherits it.
+        # Held until the process exits.
         lock_state(config.state_path)
     except (StateLocked, OSError) as error:
         raise ConfigError([f"state_path: {error}"]) from None

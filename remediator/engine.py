@@ -424,11 +424,14 @@ class Engine:
             # Gone or rebooted: the throttle went with that incarnation; only our ifbs may stay.
             self._remove_stray_ifbs(exclude=throttle.id)
             self.metrics.actions.labels(kind, "release", "domain_gone").inc()
-            if dom is None:
-                reason = "domain_gone"
-            elif reason not in ("domain_replaced", "domain_gone"):
-                reason = "domain_rebooted"
-            self._end(throttle, "released", reason)
+            if reason in ("resolved", "domain_gone", "domain_replaced"):
+                # A decided end (max_duration, operator, apply_failed) keeps its reason: after
+                # max_duration the episode must still be admitted again after readmit_after.
+                if dom is None:
+                    reason = "domain_gone"
+                elif reason != "domain_replaced":
+                    reason = "domain_rebooted"
+            self._end(throttle, "failed" if error else "released", reason, error)
             return
         prior = dict(throttle.prior)
         if kind == "pause" and prior.get("pause_pending"):
@@ -553,9 +556,12 @@ class Engine:
             )
             if dom is not None and not replaced and throttle.kind != "command":
                 # Rebooted while throttled (perhaps to escape it): throttle the new incarnation.
-                log.info("throttle %d: %s rebooted, re-applying", throttle.id, throttle.domain)
-                self.store.update(throttle.id, state="pending", domid=None, prior={})
-                self._submit(throttle.id, self._apply)
+                moved = self.store.transition(
+                    throttle.id, "active", state="pending", domid=None, prior={}
+                )
+                if moved:
+                    log.info("throttle %d: %s rebooted, re-applying", throttle.id, throttle.domain)
+                    self._submit(throttle.id, self._apply)
             else:
                 # Gone, or its name now belongs to another domain (another uuid).
                 reason = "domain_replaced" if replaced else "domain_gone"
@@ -567,9 +573,11 @@ class Engine:
                 self.store.request_release(throttle.id, self._clock(), "unpaused_elsewhere")
                 self._submit(throttle.id, self._release)
             return
-        if not is_applied(throttle.action, dom, throttle.prior, self.tools):
+        # Only if still active: a release that began since our snapshot is not drift.
+        if not is_applied(
+            throttle.action, dom, throttle.prior, self.tools
+        ) and self.store.transition(throttle.id, "active", state="applying"):
             log.warning("throttle %d: host lost it (drift), re-applying", throttle.id)
-            self.store.update(throttle.id, state="applying")
             self._submit(throttle.id, self._apply)
 
     def _remove_stray_ifbs(self, host: HostState | None = None, exclude: int | None = None) -> None:

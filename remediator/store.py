@@ -402,6 +402,19 @@ class Store:
                 f"UPDATE throttles SET {assignments} WHERE id = ?", (*fields.values(), throttle_id)
             )
 
+    def transition(self, throttle_id: int, from_state: str, **fields: Any) -> bool:
+        """`update` only if the throttle is still in `from_state` (reconcile acts on a snapshot
+        that a worker may have moved on since, e.g. from active to releasing)."""
+        if "prior" in fields:
+            fields["prior"] = json.dumps(fields["prior"], sort_keys=True)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._tx() as db:
+            cursor = db.execute(
+                f"UPDATE throttles SET {assignments} WHERE id = ? AND state = ?",
+                (*fields.values(), throttle_id, from_state),
+            )
+            return cursor.rowcount > 0
+
     def activate(
         self, throttle_id: int, now: float, prior: dict[str, Any], expires_at: float
     ) -> None:

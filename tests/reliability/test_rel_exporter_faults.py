@@ -85,7 +85,7 @@ class Exporter:
         return time.monotonic() - started, samples
 
     def rss_bytes(self) -> int:
-        """Resident memory of the exporter's whole process group (gunicorn and its worker)."""
+        """Resident memory of the exporter's whole process group."""
         total = 0
         for entry in os.listdir("/proc"):
             if not entry.isdigit():

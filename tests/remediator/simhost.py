@@ -345,7 +345,7 @@ class Server:
         return audit_events(self.log, event)
 
     def kill9(self) -> None:
-        """SIGKILL the whole server (gunicorn master, worker, and any command it is running)."""
+        """SIGKILL the server's process group (the server and any command it runs)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(15)

@@ -381,3 +381,26 @@ def test_old_records_are_pruned_after_the_retention(
     assert store.table_sizes() == {
         "throttles": 0, "throttle_alerts": 0, "episodes": 0, "waiting": 0, "decisions": 0,
     }  # fmt: skip
+
+
+# found by the stateful test ------------------------------------------------------------------
+
+
+def test_max_throttle_reached_while_the_domain_rebooted_still_readmits_the_episode(
+    make_app: Callable[..., Flask], fake_host: FakeHost, clock: Clock
+) -> None:
+    app = make_app(
+        hold={"base": "1s", "max": "3s", "max_throttle": "1h", "readmit_after": "10m"},
+        limits={"reconcile_interval": "100h"},  # the release, not a reconcile, meets the reboot
+    )
+    client = app.test_client()
+    assert post(client, cap()) == ["accepted"]
+    settle(app)
+    fake_host.reboot("web02", 30)  # before any reconcile notices
+    clock.now += 3600.5
+    settle(app)  # max_throttle: released, and the rebooted domain is no reason to forget it
+    assert engine_of(app).store.recent(1)[0].end_reason == "max_duration"
+    clock.now += 600
+    assert post(client, cap()) == ["accepted"]
+    settle(app)
+    assert fake_host.domains["web02"].cap == 40

@@ -31,7 +31,7 @@ from tests.remediator.fakehost import FakeDomain, FakeHost, new_uuid
 from tests.remediator.helpers import Clock, alert, base_config, payload
 
 SOAK = os.environ.get("JUDICATOR_SOAK") == "1"
-EXAMPLES = int(os.environ.get("JUDICATOR_STATEFUL_EXAMPLES", "2000" if SOAK else "60"))
+EXAMPLES = int(os.environ.get("JUDICATOR_STATEFUL_EXAMPLES", "1000" if SOAK else "60"))
 STEPS = 40
 
 GUESTS = ("web01", "web02", "batch03")
@@ -101,6 +101,7 @@ class RemediatorMachine(RuleBasedStateMachine):
         self.operator_ingress: set[str] = set()
         self.crash_armed = False
         self.drifted: set[str] = set()  # domains whose tc state someone flushed
+        self.no_cap: set[str] = set()  # moved to a cpupool whose scheduler has no cap
 
     runs = 0
 
@@ -134,9 +135,14 @@ class RemediatorMachine(RuleBasedStateMachine):
         kind=st.sampled_from(KINDS),
         peers=st.integers(1, 2),
         strict=st.booleans(),
+        operator_ingress=st.booleans(),
     )
-    def fire(self, domain: str, kind: str, peers: int, strict: bool) -> None:
+    def fire(
+        self, domain: str, kind: str, peers: int, strict: bool, operator_ingress: bool
+    ) -> None:
         key = (domain, kind)
+        if operator_ingress and kind == "network_shape" and domain in GUESTS:
+            self.operator_adds_an_ingress_qdisc(domain)  # an operator's policer was there first
         if key not in self.firing:
             self.last_episode += 1
             self.episode[key] = self.last_episode
@@ -251,6 +257,7 @@ class RemediatorMachine(RuleBasedStateMachine):
         template.uuid = new_uuid()
         self.host.create(template)
         self.operator_cap[name] = 0
+        self.no_cap.discard(name)
 
     @rule(name=st.sampled_from(GUESTS))
     def reboot(self, name: str) -> None:
@@ -288,6 +295,15 @@ class RemediatorMachine(RuleBasedStateMachine):
         vif = dom.vif_names()[0][0]
         self.host.links[vif].ingress = True
         self.operator_ingress.add(vif)
+
+    @rule(name=st.sampled_from(GUESTS))
+    def operator_moves_it_to_an_rtds_pool(self, name: str) -> None:
+        """Caps cannot even be planned there: that throttle is stuck (with its error recorded)
+        and must not stop reconcile for the others."""
+        dom = self.host.domains.get(name)
+        if dom is not None:
+            dom.scheduler = "rtds"
+            self.no_cap.add(name)
 
     @rule(name=st.sampled_from(GUESTS))
     def drift(self, name: str) -> None:
@@ -378,7 +394,7 @@ class RemediatorMachine(RuleBasedStateMachine):
                 assert self.host.shaped(throttle.domain), f"{throttle.domain} lost its shaping"
             elif throttle.kind == "pause":
                 assert dom.pauses >= 1, f"{throttle.domain} not paused"
-            elif throttle.kind == "cpu_cap":
+            elif throttle.kind == "cpu_cap" and throttle.domain not in self.no_cap:
                 assert 0 < dom.cap <= int(throttle.action.params["cap"]), dom.cap
 
     def _check_quiet(self) -> None:
@@ -389,6 +405,8 @@ class RemediatorMachine(RuleBasedStateMachine):
             if name.startswith(IFB_PREFIX):
                 assert name[len(IFB_PREFIX) :].split(".")[0] in owned, f"stray {name}"
         for (domain, kind), throttle in live.items():
+            if kind == "cpu_cap" and domain in self.no_cap:
+                continue  # cannot be planned on that scheduler: stays as it is, with an error
             assert throttle.state == "active", f"{domain}/{kind} {throttle.state} when quiet"
             dom = self.host.domains[domain]
             assert throttle.domid == dom.domid
@@ -401,6 +419,8 @@ class RemediatorMachine(RuleBasedStateMachine):
                 assert 0 < dom.cap <= int(throttle.action.params["cap"])
         for domain, kind in self.firing:
             if domain not in ELIGIBLE or domain not in self.host.domains:
+                continue
+            if kind == "cpu_cap" and domain in self.no_cap:
                 continue
             if (domain, kind) in live:
                 continue
