@@ -74,7 +74,13 @@ SHAPED_SECONDS = 30.0
 # two samples in the shipped rules' 10 s rate windows. Each xl run may take 4.5 s.
 SCRAPE_INTERVAL = "5s"
 SCRAPE_TIMEOUT = "5s"
-EXPORTER_FLAGS = ("--command.timeout=4.5", "--scrape.timeout=5", "--no-collector.block")
+# The direction counters, as deployed: the flood policies tell sender from answerer by them.
+EXPORTER_FLAGS = (
+    "--command.timeout=4.5",
+    "--scrape.timeout=5",
+    "--no-collector.block",
+    "--collector.flowdirection",
+)
 POLL_SECONDS = 3.0
 
 
