@@ -30,7 +30,9 @@ class XlToolstack:
         except toolstack.ToolstackError as error:
             raise ObserveError(str(error)) from None
         return [
-            ToolstackDomain(name=d.name, domid=d.domid, paused=d.paused, vcpus=d.vcpus)
+            ToolstackDomain(
+                name=d.name, domid=d.domid, paused=d.paused, vcpus=d.vcpus, uuid=d.uuid or None
+            )
             for d in rows
         ]
 

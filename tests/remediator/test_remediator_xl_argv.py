@@ -4,12 +4,15 @@ the remediator's plans and `Xl` use it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from remediator.alerts import Action
 from remediator.host import ObservedDomain
-from remediator.plan import Tools, plan_apply, plan_release
+from remediator.plan import Command, Tools, plan_apply, plan_release
+from remediator.runner import Result
+from remediator.xltoolstack import XlToolstack
 from xentools.xl import pause_argv, set_cap_argv, unpause_argv, vcpu_pin_argv
 
 TOOLS = Tools(xl="/opt/xl")
@@ -66,3 +69,16 @@ def test_plans_use_the_shared_builders() -> None:
         vcpu_pin_argv("/opt/xl", "7", 0, "all"),
         vcpu_pin_argv("/opt/xl", "7", 1, "1"),
     ]
+
+
+def test_domains_carry_the_uuid_that_tells_a_reboot_from_a_new_domain() -> None:
+    listing = (Path(__file__).parents[1] / "fixtures" / "xl" / "fake-list-v.txt").read_text()
+
+    class ListRunner:
+        def run(self, command: Command) -> Result:
+            assert command.argv[1:] == ("list", "-v"), command.argv
+            return Result(command.argv, 0, listing, "", 0.01)
+
+    tools = Tools(xl="/x/xl", tc="/x/tc", ip="/x/ip", timeout=3.0, latency_ms=50)
+    domains = {d.name: d for d in XlToolstack(ListRunner(), tools).domains()}
+    assert domains["web01"].uuid == "6f9b3c52-2a8e-4d6b-9d3e-0c1f2a3b4c5d"
