@@ -59,11 +59,16 @@ class GuestSpec:
 DOM0_VCPUS = 2
 
 
-def standard_guests(count: int) -> list[GuestSpec]:
-    """guest1..guestN on the physical CPUs after Dom0's, 198.18.77.11.., a 16 MiB disk each."""
+def standard_guests(count: int, *, disks: bool = False) -> list[GuestSpec]:
+    """guest1..guestN on the physical CPUs after Dom0's, 198.18.77.11..; with `disks`, a 16 MiB
+    disk each (its bash hotplug script can outlast libxl's timeout on a loaded machine)."""
     return [
         GuestSpec(
-            f"guest{i}", DOM0_VCPUS + i - 1, f"{GUEST_NET}.{10 + i}", f"00:16:3e:00:77:{10 + i:02x}"
+            f"guest{i}",
+            DOM0_VCPUS + i - 1,
+            f"{GUEST_NET}.{10 + i}",
+            f"00:16:3e:00:77:{10 + i:02x}",
+            disks,
         )
         for i in range(1, count + 1)
     ]

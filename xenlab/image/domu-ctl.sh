@@ -10,7 +10,7 @@ case "$cmd" in
          timeout 30 ping -c "$a2" -i 0.2 -W 1 "$a1"; echo "rc=$?";;
   pingflood) # pingflood IP COUNT DEADLINE [SIZE]: iputils flood ping in the background, quiet;
          # `ping -i 0` can hang under emulation: -f with both -c and -w, under timeout
-         (timeout $((a3 + 10)) ping -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
+         (setsid timeout $((a3 + 10)) ping -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
           echo "rc=$? end $(up)" >> /tmp/pingflood.out) </dev/null >/dev/null 2>&1 &
          echo "started pingflood $a1 at $(up)";;
   udpflood) # udpflood IP SECONDS: 1000-byte datagrams to port 9 as fast as nc can send
