@@ -384,10 +384,15 @@ def test_healthchecks_probe_the_services_own_port(name: str, path: str) -> None:
 def test_prometheus_ships_the_production_intervals() -> None:
     """docs/policies.md#production-settings; the demo and the tests render their own 1 s."""
     settings = load_yaml(REPO / "prometheus" / "prometheus.yml")["global"]
-    production = {"scrape_interval": "5s", "scrape_timeout": "4s", "evaluation_interval": "5s"}
+    production = {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "2s"}
     assert settings == production
     doc = (REPO / "docs" / "policies.md").read_text()
-    assert "evaluate every **5 s** (`scrape_timeout: 4s`)" in doc
+    assert "evaluate every **2 s** (`scrape_timeout: 2s`)" in doc
+    # Every rate window of the shipped rules holds at least 4 scrapes of the shipped interval.
+    rules = "".join(p.read_text() for p in (REPO / "prometheus" / "rules").glob("*.yml"))
+    windows = re.findall(r"(?:rate|increase)\([^\[()]*\[(\d+)s\]", rules)
+    assert windows, "no rate windows found in the shipped rules"
+    assert min(int(w) for w in windows) >= 4 * int(settings["scrape_interval"].rstrip("s"))
     datasources = load_yaml(_grafana_provisioning() / "datasources" / "judicator.yaml")
     [prometheus] = datasources["datasources"]
     assert prometheus["jsonData"]["timeInterval"] == settings["scrape_interval"]
