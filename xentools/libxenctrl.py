@@ -37,9 +37,9 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from xentools.xenperf import PerfcSnapshot, snapshot_from_descriptors
 
@@ -224,6 +224,29 @@ def library_candidates() -> list[str]:
     return sorted(found, key=_version_key, reverse=True)
 
 
+T = TypeVar("T")
+
+
+def bind(cdll: ctypes.CDLL, name: str, restype: Any, argtypes: list[Any]) -> Any:
+    """`cdll.name` with its prototype set, so that ctypes converts and checks the arguments."""
+    function = getattr(cdll, name)
+    function.restype = restype
+    function.argtypes = argtypes
+    return function
+
+
+def load_first(soname: str, candidates: Sequence[str], make: Callable[[ctypes.CDLL, str], T]) -> T:
+    """`make(library, name)` for the first of `soname` (as the dynamic linker finds it) and
+    `candidates` that loads and has every symbol `make` binds."""
+    errors = []
+    for name in [soname, *candidates]:
+        try:
+            return make(ctypes.CDLL(name, use_errno=True), name)
+        except (OSError, AttributeError) as error:
+            errors.append(f"{name}: {error}")
+    raise LibraryNotFound("; ".join(errors))
+
+
 class LibXenCtrl:
     """A loaded libxenctrl with the prototypes we use."""
 
@@ -257,21 +280,12 @@ class LibXenCtrl:
         )
 
     def _function(self, name: str, restype: Any, argtypes: list[Any]) -> Any:
-        function = getattr(self._lib, name)
-        function.restype = restype
-        function.argtypes = argtypes
-        return function
+        return bind(self._lib, name, restype, argtypes)
 
     @classmethod
     def load(cls, candidates: Sequence[str] | None = None) -> LibXenCtrl:
         """`libxenctrl.so.4.17` as the dynamic linker finds it, else the newest 4.x on disk."""
-        errors = []
-        for name in [SONAME, *(library_candidates() if candidates is None else candidates)]:
-            try:
-                return cls(ctypes.CDLL(name, use_errno=True), name)
-            except (OSError, AttributeError) as error:
-                errors.append(f"{name}: {error}")
-        raise LibraryNotFound("; ".join(errors))
+        return load_first(SONAME, library_candidates() if candidates is None else candidates, cls)
 
     def open(self) -> Interface:
         ctypes.set_errno(0)

@@ -12,8 +12,9 @@ extension headers. Pure: argv lists and a parser; nothing here runs a command.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -142,30 +143,26 @@ def parse_action_counts(text: str) -> dict[int, int]:
     return counts
 
 
-def parse_flow_indexes(text: str) -> dict[int, int]:
-    """`tc -s -j filter show dev VIF parent ffff:` -> our priority -> its action's index."""
-    indexes: dict[int, int] = {}
+def _flow_actions(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`tc -s -j filter show dev VIF parent ffff:` -> (our priority, action) for each action."""
     data = json.loads(text) if text.strip() else []
     for entry in data if isinstance(data, list) else []:
         pref = entry.get("pref")
-        if pref not in FLOW_PREFS:
-            continue
-        for action in entry.get("options", {}).get("actions", []) or []:
-            if isinstance(action.get("index"), int):
-                indexes[pref] = action["index"]
-    return indexes
+        if pref in FLOW_PREFS:
+            for action in entry.get("options", {}).get("actions", []) or []:
+                yield pref, action
+
+
+def parse_flow_indexes(text: str) -> dict[int, int]:
+    """`tc -s -j filter show dev VIF parent ffff:` -> our priority -> its action's index."""
+    return {pref: a["index"] for pref, a in _flow_actions(text) if isinstance(a.get("index"), int)}
 
 
 def parse_flow_counts(text: str) -> dict[int, int]:
     """`tc -s -j filter show dev VIF parent ffff:` -> packets counted, by our priority."""
     counts: dict[int, int] = {}
-    data = json.loads(text) if text.strip() else []
-    for entry in data if isinstance(data, list) else []:
-        pref = entry.get("pref")
-        if pref not in FLOW_PREFS:
-            continue
-        for action in entry.get("options", {}).get("actions", []) or []:
-            stats = action.get("stats", {})
-            if isinstance(stats.get("packets"), int):
-                counts[pref] = counts.get(pref, 0) + stats["packets"]
+    for pref, action in _flow_actions(text):
+        packets = action.get("stats", {}).get("packets")
+        if isinstance(packets, int):
+            counts[pref] = counts.get(pref, 0) + packets
     return counts

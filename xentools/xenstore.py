@@ -13,9 +13,8 @@ import ctypes
 import errno
 import os
 from collections.abc import Sequence
-from typing import Any
 
-from xentools.libxenctrl import LIBRARY_DIRS, LibraryNotFound
+from xentools.libxenctrl import LIBRARY_DIRS, bind, load_first
 
 SONAME = "libxenstore.so.4"
 XBT_NULL = 0
@@ -36,32 +35,19 @@ class LibXenStore:
     def __init__(self, cdll: ctypes.CDLL, path: str) -> None:
         self.path = path
         vp = ctypes.c_void_p
-        self._open = self._function(cdll, "xs_open", vp, [ctypes.c_ulong])
-        self._close = self._function(cdll, "xs_close", None, [vp])
-        self._read = self._function(
+        self._open = bind(cdll, "xs_open", vp, [ctypes.c_ulong])
+        self._close = bind(cdll, "xs_close", None, [vp])
+        self._read = bind(
             cdll,
             "xs_read",
             vp,
             [vp, ctypes.c_uint32, ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint)],
         )
-        self._free = self._function(ctypes.CDLL(None), "free", None, [vp])
-
-    @staticmethod
-    def _function(cdll: ctypes.CDLL, name: str, restype: Any, argtypes: list[Any]) -> Any:
-        function = getattr(cdll, name)
-        function.restype = restype
-        function.argtypes = argtypes
-        return function
+        self._free = bind(ctypes.CDLL(None), "free", None, [vp])
 
     @classmethod
     def load(cls, candidates: Sequence[str] | None = None) -> LibXenStore:
-        errors = []
-        for name in [SONAME, *(library_candidates() if candidates is None else candidates)]:
-            try:
-                return cls(ctypes.CDLL(name, use_errno=True), name)
-            except (OSError, AttributeError) as error:
-                errors.append(f"{name}: {error}")
-        raise LibraryNotFound("; ".join(errors))
+        return load_first(SONAME, library_candidates() if candidates is None else candidates, cls)
 
     def open(self) -> XenStore:
         ctypes.set_errno(0)
