@@ -11,9 +11,7 @@ scenario, also when it fails.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import shutil
 import tempfile
 import time
 import warnings
@@ -26,15 +24,14 @@ import yaml
 
 from xeneval.scenario import Scenario, WorkloadSpec, workload_argv
 from xeneval.scoring import GuestSample, RunRecord
+from xensim import simhost
 from xensim.host import HostError, Names, guest_address, start_in_guest
 from xensim.stack import (
-    Guest,
     ServiceError,
     SimError,
     SimHost,
     Stack,
     host_leftovers,
-    judicator_sim,
     run_stack,
     wait_until,
 )
@@ -75,34 +72,10 @@ def simulated_host(scenario: Scenario, host_name: str, log_dir: Path | None) -> 
     with tempfile.TemporaryDirectory(prefix="xeneval-") as scratch:
         path = Path(scratch) / "host.yaml"
         path.write_text(yaml.safe_dump(sim_scenario(scenario, host_name), sort_keys=False))
-        try:
-            judicator_sim("up", "--name", host_name, "--scenario", str(path))
-            env = json.loads(judicator_sim("env", "--name", host_name, "--json"))
-            status = json.loads(judicator_sim("status", "--name", host_name, "--json"))
-            guests = {
-                d["name"]: Guest(
-                    name=d["name"],
-                    domid=int(d["domid"]),
-                    cpus=tuple(d["cpus"]),
-                    address=d["address"],
-                    interfaces=tuple(d["interfaces"]),
-                )
-                for d in status["domains"]
-                if d["domid"] != 0
-            }
-            yield SimHost(name=host_name, env=env, guests=guests)
-        finally:
-            if log_dir is not None:
-                state_dir = Names.for_host(host_name, dom0_netns=True).state_dir
-                with contextlib.suppress(OSError):
-                    shutil.copyfile(state_dir / "daemon.log", log_dir / "sim-daemon.log")
-                for workload_log in sorted((state_dir / "logs").glob("*.log")):
-                    with contextlib.suppress(OSError):
-                        shutil.copyfile(workload_log, log_dir / f"sim-{workload_log.name}")
-            try:
-                judicator_sim("down", "--name", host_name)
-            except SimError as error:
-                log.error("taking the simulated host %s down: %s", host_name, error)
+        with simhost.simulated_host(
+            host_name, dom0_netns=True, scenario=path, log_dir=log_dir
+        ) as host:
+            yield host
 
 
 @dataclass

@@ -206,9 +206,17 @@ def simulated_host(
     guests: int = 3,
     seed: int | None = None,
     log_dir: Path | None = None,
+    scenario: Path | None = None,
 ) -> Iterator[SimHost]:
-    """`judicator-sim up` a host (Domain-0 on CPU 0, guest i pinned to CPU i), always `down`."""
-    args = ["up", "--name", name, "--cpus", str(cpus), "--guests", str(guests)]
+    """`judicator-sim up` a host (Domain-0 on CPU 0, guest i pinned to CPU i), always `down`.
+
+    With `scenario`, a scenario file (docs/simulator.md) says the CPUs and guests instead.
+    """
+    args = ["up", "--name", name]
+    if scenario is None:
+        args += ["--cpus", str(cpus), "--guests", str(guests)]
+    else:
+        args += ["--scenario", str(scenario)]
     if dom0_netns:
         args.append("--dom0-netns")
     if seed is not None:
