@@ -188,7 +188,7 @@ def free_port() -> int:
 
 
 def process_tree_cpu(pid: int) -> float:
-    """CPU seconds of `pid` and its live descendants (gunicorn master + worker)."""
+    """CPU seconds of `pid` and its live descendants."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     pending = [pid]
@@ -205,7 +205,7 @@ def process_tree_cpu(pid: int) -> float:
 
 
 def idle_share(seconds: float) -> float:
-    """CPU share of a served, idle exporter (gunicorn's own housekeeping), in percent."""
+    """CPU share of a served, idle exporter (the server's own housekeeping), in percent."""
     port = free_port()
     argv = [
         sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{port}",

@@ -13,7 +13,7 @@ one per CPU, its network in a Dom0 namespace):
    and building families (collect), and rendering the text; for both counter readers
    (libxenctrl through ctypes, and `xenperf -f`). The floor is fetching the counters alone.
    Medians of `repeats` batches of `scrapes` scrapes each.
-2. The real exporter process (gunicorn) idle and scraped every second over HTTP, its threads'
+2. The real exporter process (hypercorn) idle and scraped every second over HTTP, its threads'
    CPU read from /proc/<pid>/task/*/schedstat, and its children's: the per-scrape figures must
    add up to this.
 3. A cProfile of the scrape path (own CPU), the top functions by own time.
@@ -50,7 +50,6 @@ from bench.common import (
     process_cpu_seconds,
     table,
     threads_cpu_seconds,
-    wait_for,
     write_results,
 )
 
@@ -296,11 +295,12 @@ def _run_worker(host: Any, reader: str, scrapes: int, repeats: int) -> dict[str,
     return figures
 
 
-def _gunicorn_pids(master: int) -> list[int]:
+def _exporter_pids(leader: int) -> list[int]:
+    """The exporter's process (hypercorn serves it in one) and any children it has now."""
     children = (
-        open(f"/proc/{master}/task/{master}/children").read().split()  # noqa: SIM115
+        open(f"/proc/{leader}/task/{leader}/children").read().split()  # noqa: SIM115
     )
-    return [master, *(int(pid) for pid in children)]
+    return [leader, *(int(pid) for pid in children)]
 
 
 def _process_cpu(pids: Sequence[int]) -> tuple[float, float]:
@@ -311,16 +311,12 @@ def _process_cpu(pids: Sequence[int]) -> tuple[float, float]:
 
 
 def real_process(host: Any, idle_seconds: float, scraped_seconds: float) -> dict[str, Any]:
-    """The real exporter (gunicorn) idle, then scraped every second over HTTP."""
+    """The real exporter (served by hypercorn) idle, then scraped every second over HTTP."""
     from xensim.stack import run_exporter
 
     with run_exporter(host.env, netns=host.dom0_netns) as exporter:
         exporter.metrics()
-        pids = wait_for(
-            lambda: (p := _gunicorn_pids(exporter.process.pid)) and len(p) > 1 and p,
-            timeout=30,
-            what="the exporter's gunicorn worker",
-        )
+        pids = _exporter_pids(exporter.process.pid)
         for _ in range(3):
             exporter.metrics()
         time.sleep(1)
@@ -472,7 +468,7 @@ def report(figures: dict[str, Any]) -> list[str]:
             cost_rows,
         ),
         table(
-            "The real exporter process (gunicorn, libxenctrl reader), % of one CPU",
+            "The real exporter process (hypercorn, libxenctrl reader), % of one CPU",
             ["state", "% of one CPU"],
             process_rows,
         ),

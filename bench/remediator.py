@@ -2,7 +2,7 @@
 
     python -m bench.remediator [--guests 100] [--single 5]
 
-Real, not dry-run: the remediator (gunicorn, the shipped deploy/remediator.yml bound to the
+Real, not dry-run: the remediator (hypercorn, the shipped deploy/remediator.yml bound to the
 host by xensim.stack, with `limits.max_active_throttles` raised to let 100 throttles live)
 shapes real vifs with tc in the Dom0 namespace of a simulated host with `--guests` guests (each
 its own namespace and vif; they share the 3 guest CPUs, which is irrelevant to shaping). Each

@@ -357,7 +357,7 @@ def stop_process_group(process: subprocess.Popen[Any]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    # Children that outlived the leader (a gunicorn worker) still carry its process group.
+    # Children that outlived the leader still carry its process group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
