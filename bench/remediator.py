@@ -73,14 +73,16 @@ def _alert(domain: str, status: str, now: str) -> tuple[dict[str, str], dict[str
     return labels, alert
 
 
-def group_payload(domains: Sequence[str], status: str = "firing") -> dict[str, Any]:
+def group_payload(
+    domains: Sequence[str], status: str = "firing", now: str | None = None
+) -> dict[str, Any]:
     """One Alertmanager 0.25 webhook notification (version 4) for one group of alerts.
 
     One domain: the shipped routing's group (alertname, instance, domain). Several: a group by
     (alertname, instance), every guest of the host in one notification; Alertmanager sends all
     of a group's alerts in each flush, so a re-flush repeats them all.
     """
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    now = now or datetime.now(UTC).isoformat().replace("+00:00", "Z")
     alerts = [_alert(d, status, now) for d in domains]
     common = dict(alerts[0][0])
     if len(domains) > 1:
@@ -105,9 +107,9 @@ def group_payload(domains: Sequence[str], status: str = "firing") -> dict[str, A
     }
 
 
-def alert_payload(domain: str, status: str = "firing") -> dict[str, Any]:
+def alert_payload(domain: str, status: str = "firing", now: str | None = None) -> dict[str, Any]:
     """One notification of the shipped routing's group (alertname, instance, domain)."""
-    return group_payload([domain], status)
+    return group_payload([domain], status, now)
 
 
 def _post(remediator: Any, token: str, payload: dict[str, Any]) -> tuple[int, float, list[str]]:
@@ -242,7 +244,7 @@ def run(
                 batched = list(pool.map(lambda _: _post(remediator, token, group), range(flushes)))
             batched_seconds = time.perf_counter() - started
             # 4. The shipped routing's groups: one alert per POST.
-            singles = [alert_payload(d) for d in burst]
+            singles = [alert_payload(d, now=group["alerts"][0]["startsAt"]) for d in burst]
             started = time.perf_counter()
             with ThreadPoolExecutor(CLIENT_THREADS) as pool:
                 one_each = list(pool.map(lambda p: _post(remediator, token, p), singles))

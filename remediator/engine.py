@@ -33,7 +33,7 @@ from remediator.plan import (
     plan_apply,
     plan_release,
 )
-from remediator.runner import Result, Runner
+from remediator.runner import Result, Runner, batched
 from remediator.store import Store, Throttle
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,10 @@ class Engine:
         return state.domains.get(throttle.domain)
 
     def _run(self, throttle: Throttle, phase: str, commands: Iterable[Command]) -> Result | None:
-        """Run commands in order; the first failure is returned, None when all succeeded."""
+        """Run commands in order; the first failure is returned, None when all succeeded.
+
+        A runner that `batches` gets consecutive tc (ip) commands as one `tc -batch -`."""
+        commands = list(commands)
         for command in commands:
             if self.dry_run:
                 self._audit("dry_run", throttle=throttle.id, phase=phase, argv=list(command.argv))
@@ -257,6 +260,11 @@ class Engine:
                 throttle.reason,
                 list(command.argv),
             )
+        if self.dry_run:
+            return None
+        if getattr(self.runner, "batches", False):
+            commands = batched(commands)
+        for command in commands:
             result = self.runner.run(command)
             self.metrics.command_seconds.labels(os.path.basename(command.argv[0])).observe(
                 result.seconds

@@ -21,11 +21,12 @@ from remediator.host import (
     VifState,
     ifb_name,
     parse_links,
-    parse_qdiscs,
+    parse_qdiscs_by_dev,
     parse_redirects,
+    split_json_lists,
 )
 from remediator.plan import Command, Tools
-from remediator.runner import Runner
+from remediator.runner import Runner, batch_word
 from xentools.sysfs import Vif
 
 log = logging.getLogger(__name__)
@@ -73,22 +74,43 @@ class HostObserver:
         self._tools = tools
         self._list_vifs = list_vifs
 
-    def _read(self, *argv: str) -> str:
-        result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout))
+    def _read(self, *argv: str, stdin: str | None = None) -> str:
+        result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout, stdin=stdin))
         if not result.ok:
             raise ObserveError(result.describe())
         return result.stdout
 
-    def _link(self, name: str, links: dict[str, bool], ingress_filters: bool) -> LinkState:
-        if name not in links:
-            return LinkState(name=name, exists=False, up=False)
-        qdiscs = parse_qdiscs(self._read(self._tools.tc, "-j", "qdisc", "show", "dev", name))
-        redirects: tuple[Redirect, ...] = ()
-        if ingress_filters and any(q.kind == "ingress" for q in qdiscs):
-            redirects = parse_redirects(
-                self._read(self._tools.tc, "-j", "filter", "show", "dev", name, "parent", "ffff:")
+    def _tc_state(
+        self, links: dict[str, bool], devices: list[str], vifs: set[str]
+    ) -> dict[str, LinkState]:
+        """Every device's tc state in two reads whatever their number: `tc -j qdisc show` (all
+        devices), then the ingress filters of the vifs with an ingress qdisc, in one
+        `tc -j -batch -` (one JSON list per line, in order)."""
+        qdiscs = parse_qdiscs_by_dev(self._read(self._tools.tc, "-j", "qdisc", "show"))
+        with_ingress = [
+            d for d in devices if d in vifs and any(q.kind == "ingress" for q in qdiscs.get(d, ()))
+        ]
+        redirects: dict[str, tuple[Redirect, ...]] = {}
+        if with_ingress:
+            if not all(batch_word(d) for d in with_ingress):
+                raise ObserveError(f"an interface name unfit for tc -batch in {with_ingress}")
+            lines = "".join(f"filter show dev {d} parent ffff:\n" for d in with_ingress)
+            outputs = split_json_lists(self._read(self._tools.tc, "-j", "-batch", "-", stdin=lines))
+            if len(outputs) != len(with_ingress):
+                raise ObserveError(
+                    f"tc -batch printed {len(outputs)} answers for {len(with_ingress)} devices"
+                )
+            redirects = {
+                d: parse_redirects(text) for d, text in zip(with_ingress, outputs, strict=True)
+            }
+        return {
+            d: LinkState(
+                name=d, up=links[d], qdiscs=qdiscs.get(d, ()), redirects=redirects.get(d, ())
             )
-        return LinkState(name=name, up=links[name], qdiscs=qdiscs, redirects=redirects)
+            if d in links
+            else LinkState(name=d, exists=False, up=False)
+            for d in devices
+        }
 
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
         wanted = set(names)
@@ -98,6 +120,16 @@ class HostObserver:
             links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
             our_ifbs = tuple(sorted(n for n in links if n.startswith(IFB_PREFIX)))
             vifs = self._list_vifs() if "network_shape" in needs else []
+            pairs = [
+                (vif, ifb_name(dom.domid, vif.devid, vif.emulated))
+                for dom in running.values()
+                for vif in vifs
+                if vif.domid == dom.domid
+            ]
+            tc: dict[str, LinkState] = {}
+            if pairs:
+                devices = [name for vif, ifb in pairs for name in (vif.name, ifb)]
+                tc = self._tc_state(links, devices, {vif.name for vif, _ in pairs})
             states = {}
             for name, dom in running.items():
                 scheduler = cap = None
@@ -112,10 +144,10 @@ class HostObserver:
                         name=vif.name,
                         devid=vif.devid,
                         emulated=vif.emulated,
-                        link=self._link(vif.name, links, ingress_filters=True),
-                        ifb=self._link(ifb_name(dom.domid, vif.devid, vif.emulated), links, False),
+                        link=tc[vif.name],
+                        ifb=tc[ifb],
                     )
-                    for vif in vifs
+                    for vif, ifb in pairs
                     if vif.domid == dom.domid
                 )
                 states[name] = ObservedDomain(
