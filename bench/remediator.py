@@ -39,6 +39,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import REPO_ROOT, fmt, percentile, table, wait_for, write_results
+from remediator.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def run(
             "alerts_per_second": len(singles) / one_each_seconds,
             "response_seconds": [t for _, t, _ in one_each],
         },
-        "workers": config["limits"].get("workers", 2),
+        "workers": config["limits"].get("workers", Config.workers),
     }
     tables = report(figures, _previous(f"{results}-before"))
     write_results(

@@ -8,6 +8,7 @@ ip are read as JSON through the runner. Everything the toolstack knows comes thr
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -164,3 +165,60 @@ class HostObserver:
         except (OSError, ValueError, KeyError) as error:
             raise ObserveError(f"reading the host failed: {error}") from error
         return HostState(domains=states, our_ifbs=our_ifbs)
+
+
+class SharedReads:
+    """One host read for every action that asks at about the same time.
+
+    A caller's answer comes from a read that started after it asked (never an older one): the
+    first caller reads for everyone waiting then; those who ask during that read are served,
+    all together, by the next. The answer covers the union of what they asked (a domain or
+    kind more does no harm to a caller: it looks up its own). With N workers acting on N
+    domains, the host is read once per round instead of N times.
+    """
+
+    def __init__(self, reader: HostReader) -> None:
+        self._reader = reader
+        self._cond = threading.Condition()
+        self._reading = False
+        self._waiting: list[_Ask] = []
+
+    def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
+        ask = _Ask(frozenset(names), frozenset(kinds))
+        with self._cond:
+            self._waiting.append(ask)
+            while self._reading and not ask.done:
+                self._cond.wait()
+            if not ask.done:
+                batch, self._waiting = self._waiting, []
+                self._reading = True
+        if not ask.done:
+            state: HostState | None = None
+            error: ObserveError | None = None
+            try:
+                state = self._reader.observe(
+                    set().union(*(a.names for a in batch)), set().union(*(a.kinds for a in batch))
+                )
+            except ObserveError as failure:
+                error = failure
+            finally:
+                with self._cond:
+                    for waiting in batch:
+                        waiting.state, waiting.error = state, error
+                        waiting.done = True
+                    self._reading = False
+                    self._cond.notify_all()
+        if ask.error is not None:
+            raise ask.error
+        if ask.state is None:  # the read died of something else; that caller saw it
+            raise ObserveError("the shared host read failed")
+        return ask.state
+
+
+@dataclass
+class _Ask:
+    names: frozenset[str]
+    kinds: frozenset[str]
+    done: bool = False
+    state: HostState | None = None
+    error: ObserveError | None = None
