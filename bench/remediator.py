@@ -1,22 +1,30 @@
 """Remediator: webhook alerts accepted per second, and receipt -> throttle in place.
 
-    python -m bench.remediator [--guests 100] [--single 5]
+    python -m bench.remediator [--guests 100] [--single 20] [--flushes 30] [--results NAME]
 
-Real, not dry-run: the remediator (gunicorn, the shipped deploy/remediator.yml bound to the
-host by xensim.stack, with `limits.max_active_throttles` raised to let 100 throttles live)
-shapes real vifs with tc in the Dom0 namespace of a simulated host with `--guests` guests (each
-its own namespace and vif; they share the 3 guest CPUs, which is irrelevant to shaping). Each
-alert is what Alertmanager would send for one group (alertname, instance, domain): one POST
-per alert, a network_shape of 1mbit on what the guest sends.
+Real, not dry-run: the remediator (the shipped deploy/remediator.yml bound to the host by
+xensim.stack, with `limits.max_active_throttles` raised to let every throttle live) shapes real
+vifs with tc in the Dom0 namespace of a simulated host with `--guests` guests (each its own
+namespace and vif). Every throttle is a network_shape of 1mbit on what the guest sends.
 
-1. one domain at a time: `--single` guests, one after the other, each waited for;
-2. `--guests` domains at once: one POST per guest from 8 client threads, as fast as accepted;
-3. the same alerts re-sent (Alertmanager's repeat, decision `duplicate`).
+1. one domain at a time: `--single` guests, one after the other, each waited for (the shipped
+   routing's group, alertname + instance + domain: one alert per POST), then released;
+2. every guest at once, in one notification: Alertmanager's group by (alertname, instance),
+   every guest of the host flooding;
+3. `--flushes` re-flushes of that group from 8 client threads: Alertmanager sends all of a
+   group's alerts in each flush, so each POST carries `--guests` alerts (decision `duplicate`):
+   the accepted alerts per second with batched POSTs;
+4. the same alerts one per POST (the shipped routing's groups).
 
 Receipt -> in place = the throttle's `created_at` (admitted, before the 200) to `applied_at`
-(after the host shows it), from `judicator-remediator list --json --all`. The host commands'
-own times come from `judicator_remediator_command_duration_seconds`; the simulated `xl` is
-Python (tens of milliseconds a call; Xen's is C), so they are shown per program.
+(after the host shows it), from `judicator-remediator list --json --all`. The plans' commands'
+own times (a `tc -batch -` is one) come from `judicator_remediator_command_duration_seconds`.
+The remediator now reads domains through libxenctrl/libxenstore (the simulator's stub): the
+simulator's Python `xl` (tens of milliseconds a call; Xen's is C) is no longer on the shaping
+path; the base commit read `xl list -v` twice per throttle.
+
+Run the base commit's bench first with `--results remediator-before`: its figures are shown
+beside this run's (bench/results/remediator-before.json).
 """
 
 from __future__ import annotations
@@ -366,8 +374,7 @@ def report(figures: dict[str, Any], before: dict[str, Any] | None = None) -> lis
             rows,
         ),
         table(
-            "Remediator host commands up to the burst, mean ms per call "
-            "(xl, if any, is the simulator's Python xl)",
+            "Remediator plan commands up to the burst, mean ms per call (a batch is one call)",
             ["program", "calls", "mean ms"],
             command_rows,
         ),

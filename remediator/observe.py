@@ -18,7 +18,6 @@ from remediator.host import (
     HostState,
     LinkState,
     ObservedDomain,
-    Redirect,
     VifState,
     ifb_name,
     parse_links,
@@ -84,26 +83,18 @@ class HostObserver:
     def _tc_state(
         self, links: dict[str, bool], devices: list[str], vifs: set[str]
     ) -> dict[str, LinkState]:
-        """Every device's tc state in two reads whatever their number: `tc -j qdisc show` (all
-        devices), then the ingress filters of the vifs with an ingress qdisc, in one
-        `tc -j -batch -` (one JSON list per line, in order)."""
-        qdiscs = parse_qdiscs_by_dev(self._read(self._tools.tc, "-j", "qdisc", "show"))
-        with_ingress = [
-            d for d in devices if d in vifs and any(q.kind == "ingress" for q in qdiscs.get(d, ()))
-        ]
-        redirects: dict[str, tuple[Redirect, ...]] = {}
-        if with_ingress:
-            if not all(batch_word(d) for d in with_ingress):
-                raise ObserveError(f"an interface name unfit for tc -batch in {with_ingress}")
-            lines = "".join(f"filter show dev {d} parent ffff:\n" for d in with_ingress)
-            outputs = split_json_lists(self._read(self._tools.tc, "-j", "-batch", "-", stdin=lines))
-            if len(outputs) != len(with_ingress):
-                raise ObserveError(
-                    f"tc -batch printed {len(outputs)} answers for {len(with_ingress)} devices"
-                )
-            redirects = {
-                d: parse_redirects(text) for d, text in zip(with_ingress, outputs, strict=True)
-            }
+        """Every device's tc state in one `tc -j -batch -` whatever their number: `qdisc show`
+        (every device), then each existing vif's ingress filters (none where it has no ingress
+        qdisc); tc prints one JSON list per line, in order."""
+        shown = [d for d in devices if d in vifs and d in links]
+        if not all(batch_word(d) for d in shown):
+            raise ObserveError(f"an interface name unfit for a tc -batch line in {shown}")
+        lines = "qdisc show\n" + "".join(f"filter show dev {d} parent ffff:\n" for d in shown)
+        outputs = split_json_lists(self._read(self._tools.tc, "-j", "-batch", "-", stdin=lines))
+        if len(outputs) != len(shown) + 1:
+            raise ObserveError(f"tc -batch printed {len(outputs)} answers to {len(shown) + 1}")
+        qdiscs = parse_qdiscs_by_dev(outputs[0])
+        redirects = {d: parse_redirects(text) for d, text in zip(shown, outputs[1:], strict=True)}
         return {
             d: LinkState(
                 name=d, up=links[d], qdiscs=qdiscs.get(d, ()), redirects=redirects.get(d, ())
