@@ -15,7 +15,7 @@ from remediator import webhook
 from remediator.config import Config
 from remediator.engine import Engine
 from remediator.metrics import ActiveThrottles, Metrics
-from remediator.observe import HostObserver, HostReader
+from remediator.observe import HostObserver, HostReader, SharedReads
 from remediator.runner import Runner
 from remediator.store import Store
 
@@ -74,11 +74,13 @@ def create_app(
         from xentools.sysfs import list_vifs
 
         tools = tools_from(config)
-        host = HostObserver(
-            XlToolstack(runner, tools),
-            runner,
-            tools,
-            lambda: list_vifs(config.sysfs_path),
+        host = SharedReads(
+            HostObserver(
+                XlToolstack(runner, tools),
+                runner,
+                tools,
+                lambda: list_vifs(config.sysfs_path),
+            )
         )
     engine = Engine(config, store, host, runner, metrics, dry_run=dry_run, clock=clock)
     metrics.registry.register(ActiveThrottles(store.live))

@@ -107,7 +107,7 @@ class Config:
     max_request_bytes: int = 1024 * 1024
     command_timeout_seconds: float = 5.0
     reconcile_interval_seconds: float = 60.0
-    workers: int = 2
+    workers: int = 8
     xl_path: str = "xl"
     tc_path: str = "tc"
     ip_path: str = "ip"
@@ -264,7 +264,7 @@ def load_config(raw: Any) -> Config:
     max_request = check.get(limits, "limits.", "max_request_bytes", _positive_int, 1024 * 1024)
     timeout = check.get(limits, "limits.", "command_timeout", _positive_duration, 5.0)
     reconcile = check.get(limits, "limits.", "reconcile_interval", _positive_duration, 60.0)
-    workers = check.get(limits, "limits.", "workers", _positive_int, 2)
+    workers = check.get(limits, "limits.", "workers", _positive_int, 8)
     retention = check.get(limits, "limits.", "retention", _positive_duration, 7 * 86400.0)
     if retention < max(hold.repeat_window_seconds, max_throttle + readmit_after):
         check.problems.append(

@@ -33,7 +33,7 @@ from remediator.plan import (
     plan_apply,
     plan_release,
 )
-from remediator.runner import Result, Runner
+from remediator.runner import Result, Runner, batched
 from remediator.store import Store, Throttle
 
 log = logging.getLogger(__name__)
@@ -125,24 +125,32 @@ class Engine:
     # -- request path: SQLite only ------------------------------------------------------------
 
     def handle(self, notification: Notification) -> list[Decision]:
+        """Decide every alert of the notification in one transaction; act once it committed."""
         decisions = []
-        for alert in notification.alerts:
-            outcome = interpret(alert, self.config)
-            if isinstance(outcome, Refusal):
-                decision = Decision(
-                    alert.fingerprint,
-                    alert.name,
-                    alert.labels.get("domain", ""),
-                    alert.status,
-                    "ignored" if outcome.ignored else "refused",
-                    outcome.reason,
-                )
-                self._record(decision, outcome.detail)
-            elif alert.status == "firing":
-                decision = self._admit(outcome)
-            else:
-                decision = self._resolve(outcome)
-            decisions.append(decision)
+        applies: list[int] = []
+        with self.store.batch():
+            for alert in notification.alerts:
+                outcome = interpret(alert, self.config)
+                if isinstance(outcome, Refusal):
+                    decision = Decision(
+                        alert.fingerprint,
+                        alert.name,
+                        alert.labels.get("domain", ""),
+                        alert.status,
+                        "ignored" if outcome.ignored else "refused",
+                        outcome.reason,
+                    )
+                    self._record(decision, outcome.detail)
+                elif alert.status == "firing":
+                    decision = self._admit(outcome, applies)
+                else:
+                    decision = self._resolve(outcome)
+                decisions.append(decision)
+        for throttle_id in applies:
+            self._submit(throttle_id, self._apply)
+        if any(d.status == "resolved" for d in decisions):
+            with self._wake:
+                self._wake.notify_all()
         if notification.truncated_alerts:
             log.warning(
                 "Alertmanager truncated %d alerts of group %r; they arrive with later flushes",
@@ -151,7 +159,7 @@ class Engine:
             )
         return decisions
 
-    def _admit(self, intent: Intent) -> Decision:
+    def _admit(self, intent: Intent, applies: list[int]) -> Decision:
         assert intent.action is not None
         now = self._clock()
         admission = self.store.admit_firing(
@@ -170,7 +178,7 @@ class Engine:
         if admission.throttle_id is not None and (
             admission.decision == "accepted" or admission.reapply
         ):
-            self._submit(admission.throttle_id, self._apply)
+            applies.append(admission.throttle_id)
         return decision
 
     def _resolve(self, intent: Intent) -> Decision:
@@ -185,8 +193,6 @@ class Engine:
             throttle_id=scheduled[0] if scheduled else None,
         )
         self._record(decision, "")
-        with self._wake:
-            self._wake.notify_all()
         return decision
 
     def _record(self, decision: Decision, detail: str) -> None:
@@ -237,7 +243,10 @@ class Engine:
         return state.domains.get(throttle.domain)
 
     def _run(self, throttle: Throttle, phase: str, commands: Iterable[Command]) -> Result | None:
-        """Run commands in order; the first failure is returned, None when all succeeded."""
+        """Run commands in order; the first failure is returned, None when all succeeded.
+
+        A runner that `batches` gets consecutive tc (ip) commands as one `tc -batch -`."""
+        commands = list(commands)
         for command in commands:
             if self.dry_run:
                 self._audit("dry_run", throttle=throttle.id, phase=phase, argv=list(command.argv))
@@ -251,6 +260,11 @@ class Engine:
                 throttle.reason,
                 list(command.argv),
             )
+        if self.dry_run:
+            return None
+        if getattr(self.runner, "batches", False):
+            commands = batched(commands)
+        for command in commands:
             result = self.runner.run(command)
             self.metrics.command_seconds.labels(os.path.basename(command.argv[0])).observe(
                 result.seconds

@@ -98,22 +98,46 @@ class HostState:
 
 def parse_qdiscs(text: str) -> tuple[Qdisc, ...]:
     """Parse `tc -j qdisc show dev X` (rates in the JSON are bytes per second)."""
-    data = _json_list(text)
-    qdiscs = []
-    for entry in data:
-        options = entry.get("options") or {}
-        rate = options.get("rate")
-        burst = options.get("burst")
-        qdiscs.append(
-            Qdisc(
-                kind=str(entry.get("kind", "")),
-                handle=str(entry.get("handle", "")),
-                root=bool(entry.get("root", False)),
-                rate_bps=int(rate) * 8 if isinstance(rate, int) else None,
-                burst_bytes=int(burst) if isinstance(burst, int) else None,
-            )
-        )
-    return tuple(qdiscs)
+    return tuple(_qdisc(entry) for entry in _json_list(text))
+
+
+def _qdisc(entry: dict[str, Any]) -> Qdisc:
+    options = entry.get("options") or {}
+    rate = options.get("rate")
+    burst = options.get("burst")
+    return Qdisc(
+        kind=str(entry.get("kind", "")),
+        handle=str(entry.get("handle", "")),
+        root=bool(entry.get("root", False)),
+        rate_bps=int(rate) * 8 if isinstance(rate, int) else None,
+        burst_bytes=int(burst) if isinstance(burst, int) else None,
+    )
+
+
+def parse_qdiscs_by_dev(text: str) -> dict[str, tuple[Qdisc, ...]]:
+    """Parse `tc -j qdisc show` (every device): device name -> its qdiscs."""
+    by_dev: dict[str, list[Qdisc]] = {}
+    for entry in _json_list(text):
+        dev = entry.get("dev")
+        if isinstance(dev, str):
+            by_dev.setdefault(dev, []).append(_qdisc(entry))
+    return {dev: tuple(qdiscs) for dev, qdiscs in by_dev.items()}
+
+
+def split_json_lists(text: str) -> list[str]:
+    """Split what `tc -j -batch -` prints (one JSON list per command, one after the other) into
+    one text per command, in order."""
+    decoder = json.JSONDecoder()
+    parts: list[str] = []
+    position = 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position == len(text):
+            return parts
+        _, end = decoder.raw_decode(text, position)
+        parts.append(text[position:end])
+        position = end
 
 
 def parse_ingress_filters(text: str) -> tuple[tuple[Redirect, ...], tuple[int, ...]]:

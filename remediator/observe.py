@@ -8,6 +8,7 @@ ip are read as JSON through the runner. Everything the toolstack knows comes thr
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,15 +18,15 @@ from remediator.host import (
     HostState,
     LinkState,
     ObservedDomain,
-    Redirect,
     VifState,
     ifb_name,
     parse_ingress_filters,
     parse_links,
-    parse_qdiscs,
+    parse_qdiscs_by_dev,
+    split_json_lists,
 )
 from remediator.plan import Command, Tools
-from remediator.runner import Runner
+from remediator.runner import Runner, batch_word
 from xentools.sysfs import Vif
 
 log = logging.getLogger(__name__)
@@ -73,25 +74,41 @@ class HostObserver:
         self._tools = tools
         self._list_vifs = list_vifs
 
-    def _read(self, *argv: str) -> str:
-        result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout))
+    def _read(self, *argv: str, stdin: str | None = None) -> str:
+        result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout, stdin=stdin))
         if not result.ok:
             raise ObserveError(result.describe())
         return result.stdout
 
-    def _link(self, name: str, links: dict[str, bool], ingress_filters: bool) -> LinkState:
-        if name not in links:
-            return LinkState(name=name, exists=False, up=False)
-        qdiscs = parse_qdiscs(self._read(self._tools.tc, "-j", "qdisc", "show", "dev", name))
-        redirects: tuple[Redirect, ...] = ()
-        others: tuple[int, ...] = ()
-        if ingress_filters and any(q.kind == "ingress" for q in qdiscs):
-            redirects, others = parse_ingress_filters(
-                self._read(self._tools.tc, "-j", "filter", "show", "dev", name, "parent", "ffff:")
+    def _tc_state(
+        self, links: dict[str, bool], devices: list[str], vifs: set[str]
+    ) -> dict[str, LinkState]:
+        """Every device's tc state in one `tc -j -batch -` whatever their number: `qdisc show`
+        (every device), then each existing vif's ingress filters (none where it has no ingress
+        qdisc); tc prints one JSON list per line, in order."""
+        shown = [d for d in devices if d in vifs and d in links]
+        if not all(batch_word(d) for d in shown):
+            raise ObserveError(f"an interface name unfit for a tc -batch line in {shown}")
+        lines = "qdisc show\n" + "".join(f"filter show dev {d} parent ffff:\n" for d in shown)
+        outputs = split_json_lists(self._read(self._tools.tc, "-j", "-batch", "-", stdin=lines))
+        if len(outputs) != len(shown) + 1:
+            raise ObserveError(f"tc -batch printed {len(outputs)} answers to {len(shown) + 1}")
+        qdiscs = parse_qdiscs_by_dev(outputs[0])
+        filters = {
+            d: parse_ingress_filters(text) for d, text in zip(shown, outputs[1:], strict=True)
+        }
+        return {
+            d: LinkState(
+                name=d,
+                up=links[d],
+                qdiscs=qdiscs.get(d, ()),
+                redirects=filters.get(d, ((), ()))[0],
+                other_filters=filters.get(d, ((), ()))[1],
             )
-        return LinkState(
-            name=name, up=links[name], qdiscs=qdiscs, redirects=redirects, other_filters=others
-        )
+            if d in links
+            else LinkState(name=d, exists=False, up=False)
+            for d in devices
+        }
 
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
         wanted = set(names)
@@ -101,6 +118,16 @@ class HostObserver:
             links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
             our_ifbs = tuple(sorted(n for n in links if n.startswith(IFB_PREFIX)))
             vifs = self._list_vifs() if "network_shape" in needs else []
+            pairs = [
+                (vif, ifb_name(dom.domid, vif.devid, vif.emulated))
+                for dom in running.values()
+                for vif in vifs
+                if vif.domid == dom.domid
+            ]
+            tc: dict[str, LinkState] = {}
+            if pairs:
+                devices = [name for vif, ifb in pairs for name in (vif.name, ifb)]
+                tc = self._tc_state(links, devices, {vif.name for vif, _ in pairs})
             states = {}
             for name, dom in running.items():
                 scheduler = cap = None
@@ -115,10 +142,10 @@ class HostObserver:
                         name=vif.name,
                         devid=vif.devid,
                         emulated=vif.emulated,
-                        link=self._link(vif.name, links, ingress_filters=True),
-                        ifb=self._link(ifb_name(dom.domid, vif.devid, vif.emulated), links, False),
+                        link=tc[vif.name],
+                        ifb=tc[ifb],
                     )
-                    for vif in vifs
+                    for vif, ifb in pairs
                     if vif.domid == dom.domid
                 )
                 states[name] = ObservedDomain(
@@ -135,3 +162,60 @@ class HostObserver:
         except (OSError, ValueError, KeyError) as error:
             raise ObserveError(f"reading the host failed: {error}") from error
         return HostState(domains=states, our_ifbs=our_ifbs)
+
+
+class SharedReads:
+    """One host read for every action that asks at about the same time.
+
+    A caller's answer comes from a read that started after it asked (never an older one): the
+    first caller reads for everyone waiting then; those who ask during that read are served,
+    all together, by the next. The answer covers the union of what they asked (a domain or
+    kind more does no harm to a caller: it looks up its own). With N workers acting on N
+    domains, the host is read once per round instead of N times.
+    """
+
+    def __init__(self, reader: HostReader) -> None:
+        self._reader = reader
+        self._cond = threading.Condition()
+        self._reading = False
+        self._waiting: list[_Ask] = []
+
+    def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
+        ask = _Ask(frozenset(names), frozenset(kinds))
+        with self._cond:
+            self._waiting.append(ask)
+            while self._reading and not ask.done:
+                self._cond.wait()
+            if not ask.done:
+                batch, self._waiting = self._waiting, []
+                self._reading = True
+        if not ask.done:
+            state: HostState | None = None
+            error: ObserveError | None = None
+            try:
+                state = self._reader.observe(
+                    set().union(*(a.names for a in batch)), set().union(*(a.kinds for a in batch))
+                )
+            except ObserveError as failure:
+                error = failure
+            finally:
+                with self._cond:
+                    for waiting in batch:
+                        waiting.state, waiting.error = state, error
+                        waiting.done = True
+                    self._reading = False
+                    self._cond.notify_all()
+        if ask.error is not None:
+            raise ask.error
+        if ask.state is None:  # the read died of something else; that caller saw it
+            raise ObserveError("the shared host read failed")
+        return ask.state
+
+
+@dataclass
+class _Ask:
+    names: frozenset[str]
+    kinds: frozenset[str]
+    done: bool = False
+    state: HostState | None = None
+    error: ObserveError | None = None

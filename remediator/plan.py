@@ -43,6 +43,7 @@ class Command:
     argv: tuple[str, ...]
     timeout: float
     env: Mapping[str, str] = field(default_factory=dict)
+    stdin: str | None = None  # `tc -batch -` / `ip -batch -` lines, built from argv lists
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,20 @@
 """The remediator's view of the one runner (`xentools.command.run_command`): argv lists, never
 a shell, always with a timeout that kills the command's whole process group, so an operator
-script's children cannot outlive it and act after a rollback."""
+script's children cannot outlive it and act after a rollback.
+
+`batched` joins consecutive tc (or ip) commands of a plan into one `tc -batch -` (`ip -batch
+-`): one process instead of one per step. The lines are the argv lists' words; a word a batch
+line could not carry as is (a blank, a quote) keeps its command out of any batch. tc and ip
+stop at the first failing line and exit non-zero, as running the commands one by one stops at
+the first failure."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from remediator.plan import Command
@@ -40,6 +47,54 @@ class Runner(Protocol):
     def run(self, command: Command) -> Result: ...
 
 
+BATCH_TOOLS = frozenset({"tc", "ip"})
+
+
+def batch_word(word: str) -> bool:
+    """Can `word` be one token of a `tc -batch`/`ip -batch` line as it is? (No blank, quote,
+    backslash or comment sign; Linux refuses blanks in interface names anyway.)"""
+    return bool(word) and not any(c.isspace() or c in "\"'\\#" for c in word)
+
+
+def _batchable(command: Command) -> bool:
+    return (
+        os.path.basename(command.argv[0]) in BATCH_TOOLS
+        and not command.env
+        and command.stdin is None
+        and len(command.argv) > 1
+        and not command.argv[1].startswith("-")
+        and all(batch_word(word) for word in command.argv[1:])
+    )
+
+
+def batched(commands: Sequence[Command]) -> list[Command]:
+    """The commands, each run of two or more consecutive batchable commands of one program
+    (and one timeout) joined into one `PROGRAM -batch -` whose timeout is their sum."""
+    groups: list[list[Command]] = []
+    for command in commands:
+        last = groups[-1][-1] if groups else None
+        if (
+            last is not None
+            and _batchable(command)
+            and _batchable(last)
+            and last.argv[0] == command.argv[0]
+        ):
+            groups[-1].append(command)
+        else:
+            groups.append([command])
+    return [
+        group[0]
+        if len(group) == 1
+        else replace(
+            group[0],
+            argv=(group[0].argv[0], "-batch", "-"),
+            timeout=sum(c.timeout for c in group),
+            stdin="".join(" ".join(c.argv[1:]) + "\n" for c in group),
+        )
+        for group in groups
+    ]
+
+
 class Observer(Protocol):
     """Notified of every command run, for metrics."""
 
@@ -47,7 +102,11 @@ class Observer(Protocol):
 
 
 class SubprocessRunner:
-    """Runs argv lists with a timeout; the child gets a minimal environment plus the command's."""
+    """Runs argv lists with a timeout; the child gets a minimal environment plus the command's.
+
+    `batches`: the engine may hand it `batched` commands (real tc and ip read batches)."""
+
+    batches = True
 
     def __init__(self, on_result: Observer | None = None) -> None:
         self._on_result = on_result
@@ -57,7 +116,7 @@ class SubprocessRunner:
         env.update(command.env)
         started = time.monotonic()
         try:
-            completed = run_command(command.argv, command.timeout, env=env)
+            completed = run_command(command.argv, command.timeout, env=env, stdin=command.stdin)
             result = Result(
                 argv=command.argv,
                 returncode=completed.returncode,

@@ -6,7 +6,8 @@ commands may be running) -> active -> releasing -> released; or failed (rolled b
 one live throttle per (domain, kind), enforced by a partial unique index.
 
 One connection, serialised by a lock; WAL and synchronous=FULL so a record survives kill -9 the
-moment its transaction commits. Other processes (the CLI) may open the same file.
+moment its transaction commits. Other processes (the CLI) may open the same file. `batch()`
+makes the writes of one webhook notification one transaction (one fsync for many alerts).
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ class Admission:
 
 class Store:
     def __init__(self, path: str) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._batch_depth = 0
         self._db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -168,8 +170,22 @@ class Store:
             self._db.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside is one transaction, committed at the end (or rolled back whole);
+        other threads wait for it, so nothing acts on a record before it is durable."""
+        with self._tx():
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._batch_depth:
+                yield self._db  # part of the batch's transaction
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db

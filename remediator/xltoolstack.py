@@ -1,6 +1,8 @@
-"""The remediator's `Toolstack`: `xentools.toolstack.XlToolstack` (the one reading of xl, shared
-with the exporter), its commands run through the remediator's runner so that its metrics count
-them, and its failures turned into `ObserveError` (the action waits rather than act blind)."""
+"""The remediator's `Toolstack`: `xentools.toolstack.open_toolstack("auto", ...)`, the same
+reading as the exporter's (domains, names and vCPU affinity through libxenctrl and libxenstore,
+no process per question; `xl` where they do not load, and for schedulers and caps, which only
+xl answers). Commands it runs go through the remediator's runner so that its metrics count them;
+its failures become `ObserveError` (the action waits rather than act blind)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from xentools import toolstack
 
 
 class XlToolstack:
-    def __init__(self, runner: Runner, tools: Tools) -> None:
+    def __init__(self, runner: Runner, tools: Tools, reader: str = "auto") -> None:
         self._runner = runner
         self._timeout = tools.timeout
-        self._xl = toolstack.XlToolstack(tools.xl, run=self._run)
+        self._toolstack = toolstack.open_toolstack(reader, tools.xl, run=self._run)
 
     def _run(self, argv: Sequence[str], timeout: float) -> str:
         result = self._runner.run(Command(argv=tuple(argv), timeout=timeout))
@@ -26,7 +28,7 @@ class XlToolstack:
 
     def domains(self) -> list[ToolstackDomain]:
         try:
-            rows = self._xl.domains(self._timeout, max_memory=False)
+            rows = self._toolstack.domains(self._timeout, max_memory=False)
         except toolstack.ToolstackError as error:
             raise ObserveError(str(error)) from None
         return [
@@ -38,18 +40,18 @@ class XlToolstack:
 
     def scheduler(self, domid: int) -> str:
         try:
-            return self._xl.scheduler(domid, self._timeout)
+            return self._toolstack.scheduler(domid, self._timeout)
         except toolstack.ToolstackError as error:
             raise ObserveError(str(error)) from None
 
     def cap(self, domid: int, scheduler: str) -> int:
         try:
-            return self._xl.cap(domid, scheduler, self._timeout)
+            return self._toolstack.cap(domid, scheduler, self._timeout)
         except toolstack.ToolstackError as error:
             raise ObserveError(str(error)) from None
 
     def hard_affinity(self, domid: int) -> list[str]:
         try:
-            return self._xl.hard_affinity(domid, self._timeout)
+            return self._toolstack.hard_affinity(domid, self._timeout)
         except toolstack.ToolstackError as error:
             raise ObserveError(str(error)) from None

@@ -35,9 +35,13 @@ class CommandTimeout(CommandError):
 
 
 def run_command(
-    argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `argv` (no shell) with stdin closed; its exit status is the caller's to judge.
+    """Run `argv` (no shell) with `stdin` as its input (None: closed); its exit status is the
+    caller's to judge.
 
     `env` None inherits this process's environment. Undecodable output is replaced, not fatal.
     """
@@ -45,7 +49,7 @@ def run_command(
     try:
         process = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -56,7 +60,7 @@ def run_command(
     except OSError as error:
         raise CommandNotStarted(f"cannot run {argv[0]}: {error.strerror}") from None
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         raise CommandTimeout(argv, timeout) from None

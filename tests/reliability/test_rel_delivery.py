@@ -45,7 +45,7 @@ FINGERPRINT_LABELS = {
     "rate": "256kbit",
     "burst": "16kb",
 }
-SHAPE_STEPS, UNSHAPE_STEPS = 5, 2
+SHAPE_STEPS, UNSHAPE_STEPS = 2, 2  # ip -batch (ifb), tc -batch (tbf, ingress, redirect)
 
 
 @dataclass

@@ -42,7 +42,7 @@ def test_tc_failing_or_hanging_mid_apply_is_rolled_back_recorded_and_counted(
     host: Host, servers: Launcher, mode: str, error: str
 ) -> None:
     server = servers.start()
-    servers.wrappers.arm(3, mode)  # the tbf on the ifb, after `ip link add` and `ip link set up`
+    servers.wrappers.arm(2, mode)  # tc -batch (tbf on the ifb...), after ip -batch (add, up)
     assert server.post(payload(alert(fingerprint="4444444444444444", **SHAPE)))[0] == 200
     wait_for(lambda: server.records() == [], 20, "the failed apply to end")
     (record,) = server.records(everything=True)
@@ -54,7 +54,7 @@ def test_tc_failing_or_hanging_mid_apply_is_rolled_back_recorded_and_counted(
     ) == 1  # fmt: skip
     assert "apply failed" in server.log.read_text() and error in server.log.read_text()
     # The rollback undid exactly what had been done: the ifb went again.
-    assert servers.wrappers.steps()[3:] == [f"ip link del dev jifb{host.domid('guest1')}.0"]
+    assert servers.wrappers.steps()[2:] == [f"ip link del dev jifb{host.domid('guest1')}.0"]
 
 
 def test_xl_failing_leaves_the_cap_as_it_was(host: Host, servers: Launcher) -> None:

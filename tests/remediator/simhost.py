@@ -170,10 +170,11 @@ def simulated_host(prefix: str, workdir: Path) -> Iterator[Host]:
         sim("down", "--name", name, check=False)
 
 
-# The steps: commands that change the host. Reads (`tc -j … show`, `ip -j link show`, `xl list`,
-# `xl sched-credit2 -d D` without -c, `xl vcpu-list`) pass through uncounted.
+# The steps: commands that change the host (a `tc -batch -` of changes is one). Reads (`tc -j …
+# show`, `tc -j -batch -` of shows, `ip -j link show`, `xl list`, `xl sched-credit2 -d D` without
+# -c, `xl vcpu-list`) pass through uncounted.
 _CLASSIFY = {
-    "tc": 'case " $* " in *" show "*) ;; *) step=yes ;; esac',
+    "tc": 'case " $* " in *" show "*|" -j -batch - ") ;; *) step=yes ;; esac',
     "ip": 'case " $* " in *" show "*) ;; *) step=yes ;; esac',
     "xl": (
         'case "$1" in pause|unpause|vcpu-pin) step=yes ;; '

@@ -80,5 +80,5 @@ def test_domains_carry_the_uuid_that_tells_a_reboot_from_a_new_domain() -> None:
             return Result(command.argv, 0, listing, "", 0.01)
 
     tools = Tools(xl="/x/xl", tc="/x/tc", ip="/x/ip", timeout=3.0, latency_ms=50)
-    domains = {d.name: d for d in XlToolstack(ListRunner(), tools).domains()}
+    domains = {d.name: d for d in XlToolstack(ListRunner(), tools, reader="xl").domains()}
     assert domains["web01"].uuid == "6f9b3c52-2a8e-4d6b-9d3e-0c1f2a3b4c5d"
