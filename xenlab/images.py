@@ -21,8 +21,11 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from xenlab.paths import REPO_ROOT, LabPaths
 
@@ -48,17 +51,46 @@ PYTHON_STDLIB_SKIP = {
     "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
     "config-3.11-x86_64-linux-gnu", "distutils",
 }  # fmt: skip
-# The exporter's and remediator's imports, taken from the project's virtualenv.
-SITE_PACKAGES = (
-    "prometheus_client", "flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click",
-    "blinker", "yaml", "_yaml", "gunicorn", "packaging", "bcrypt",
-)  # fmt: skip
+# The distribution whose runtime requirements Dom0 gets (the exporter's and the remediator's).
+DISTRIBUTION = "judicator"
 PROJECT_PACKAGES = ("exporter", "remediator", "xentools", "xenlab")
 LIB_DIR = "usr/lib/x86_64-linux-gnu"
 
 
 class ImageError(RuntimeError):
     """An image could not be built; the message names the missing piece."""
+
+
+def runtime_modules(distribution: str) -> list[str]:
+    """The top-level modules of `distribution`'s runtime requirements, and of theirs (no
+    extras), as installed in the running environment: what its programs import."""
+    modules: set[str] = set()
+    seen: set[str] = set()
+    pending = [distribution]
+    while pending:
+        for text in metadata.distribution(pending.pop()).requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            name = canonicalize_name(requirement.name)
+            if name not in seen:
+                seen.add(name)
+                pending.append(name)
+                modules |= _top_level(metadata.distribution(name))
+    return sorted(modules)
+
+
+def _top_level(dist: metadata.Distribution) -> set[str]:
+    listed = dist.read_text("top_level.txt")
+    if listed:
+        return {line.strip() for line in listed.splitlines() if line.strip()}
+    tops = set()
+    for path in dist.files or []:
+        top = path.parts[0]
+        if top.endswith((".dist-info", ".egg-info", ".pth")) or top in ("..", "__pycache__"):
+            continue
+        tops.add(top.removesuffix(".py").split(".")[0] if top.endswith((".py", ".so")) else top)
+    return tops
 
 
 def _is_elf(path: Path) -> bool:
@@ -221,9 +253,11 @@ def build_dom0(paths: LabPaths) -> None:
             capture_output=True, text=True, timeout=30, check=True,
         ).stdout.strip()
     )  # fmt: skip
-    for name in SITE_PACKAGES:
+    for name in runtime_modules(DISTRIBUTION):
         if (site / name).is_dir():
             _copy_tree(site / name, root / "opt/judicator/site-packages" / name, {"__pycache__"})
+        elif (site / f"{name}.py").is_file():
+            _copy(site / f"{name}.py", root / "opt/judicator/site-packages" / f"{name}.py")
         elif not list(site.glob(f"{name}*.so")):
             raise ImageError(f"{name} not in {site}: run `make deps` first")
         for extra in site.glob(f"{name}*.so"):
