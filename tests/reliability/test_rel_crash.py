@@ -26,8 +26,8 @@ from tests.remediator.simhost import (
     Host,
     Launcher,
     audit_events,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 

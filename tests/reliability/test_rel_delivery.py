@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.reliability.stack import Restartable, Stack
+from tests.reliability.restartable import Restartable, RestartableServices
 from tests.remediator.helpers import TOKEN, alert, payload
 from tests.remediator.simhost import (
     INSTANCE,
@@ -31,8 +31,8 @@ from tests.remediator.simhost import (
     Server,
     audit_events,
     launcher,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ SHAPE_STEPS, UNSHAPE_STEPS = 2, 2  # ip -batch (ifb), tc -batch (tbf, ingress, r
 
 @dataclass
 class Rig:
-    stack: Stack
+    services: RestartableServices
     servers: Launcher
     server: Server
     port: int
@@ -84,7 +84,7 @@ class Rig:
         }
 
     def pair(self) -> tuple[Restartable, Restartable]:
-        first, second = self.stack.alertmanager_pair(
+        first, second = self.services.alertmanager_pair(
             self.alertmanager_config(), {"token": TOKEN + "\n"}
         )
         for member in (first, second):
@@ -120,14 +120,14 @@ class Rig:
 
 @pytest.fixture
 def rig(host: Host, tmp_path: Path) -> Iterator[Rig]:
-    stack = Stack(host.netns, "rel-delivery")
+    services = RestartableServices(host.netns, "rel-delivery")
     try:
         with launcher(host, tmp_path) as servers:
-            port = stack.port()
-            server = servers.start(tcp=(f"127.0.0.1:{port}", stack.caller))
-            yield Rig(stack, servers, server, port)
+            port = services.port()
+            server = servers.start(tcp=(f"127.0.0.1:{port}", services.caller))
+            yield Rig(services, servers, server, port)
     finally:
-        stack.close()
+        services.close()
 
 
 def _iso(moment: datetime) -> str:
@@ -232,7 +232,7 @@ def test_prometheus_and_alertmanager_restarts_during_an_attack_lose_nothing_and_
         "global": {"evaluation_interval": "1s", "scrape_interval": "5s"},
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": targets}]}]},
     }
-    prometheus = rig.stack.prometheus(settings, rules)
+    prometheus = rig.services.prometheus(settings, rules)
     prometheus.start()
     wait_for(lambda: [r for r in rig.server.records() if r["state"] == "active"], 40, "active")
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.exporter.statichost import STUB_DIR, XENPERF, StaticHost, make_static_host, write_script
-from tests.support import require
+from tests.support import require, wait_for
 from xensim.stack import free_loopback_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,12 +47,13 @@ def exporter(host: StaticHost, *flags: str, env: dict[str, str] | None = None) -
         process = subprocess.Popen(argv, env=environment, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip
     handle = Exporter(process, f"http://127.0.0.1:{port}", log)
+
+    def started() -> bool:
+        assert process.poll() is None, log.read_text()
+        return handle.up()
+
     try:
-        deadline = time.monotonic() + 30
-        while not handle.up():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the exporter did not start"
-            time.sleep(0.1)
+        wait_for(started, 30, "the exporter to start")
         yield handle
     finally:
         stop_process_group(process)

@@ -23,8 +23,8 @@ from tests.remediator.simhost import (
     Host,
     Launcher,
     Server,
-    wait_for,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 

@@ -16,13 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.remediator.helpers import alert, payload
-from tests.remediator.simhost import (
-    INSTANCE,
-    Host,
-    Launcher,
-    sim,
-    wait_for,
-)
+from tests.remediator.simhost import INSTANCE, Host, Launcher
+from tests.support import sim, wait_for
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 

@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.stack import Stack
+from tests.reliability.restartable import RestartableServices
 from tests.remediator.helpers import TOKEN
-from tests.remediator.simhost import INSTANCE, Host, launcher, wait_for
+from tests.remediator.simhost import INSTANCE, Host, launcher
+from tests.support import wait_for
 from xensim.stack import run_exporter
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
@@ -143,16 +144,16 @@ def enough_descriptors() -> Iterator[None]:
 def test_1000_slow_clients_on_each_server_while_an_alert_throttles_and_prometheus_scrapes(
     host: Host, tmp_path: Path, enough_descriptors: None
 ) -> None:
-    stack = Stack(host.netns, "rel-slow")
+    services = RestartableServices(host.netns, "rel-slow")
     attackers: list[SlowClients] = []
     try:
         with (
             launcher(host, tmp_path) as servers,
             run_exporter(host.env, netns=host.netns) as exporter,
         ):
-            port = stack.port()
-            server = servers.start(tcp=(f"127.0.0.1:{port}", stack.caller))
-            pair = stack.alertmanager_pair(_alertmanager_config(port), {"token": TOKEN + "\n"})
+            port = services.port()
+            server = servers.start(tcp=(f"127.0.0.1:{port}", services.caller))
+            pair = services.alertmanager_pair(_alertmanager_config(port), {"token": TOKEN + "\n"})
             for member in pair:
                 member.start()
             wait_for(
@@ -162,7 +163,7 @@ def test_1000_slow_clients_on_each_server_while_an_alert_throttles_and_prometheu
                 30,
                 "the two Alertmanagers to see each other",
             )
-            prometheus = stack.prometheus(
+            prometheus = services.prometheus(
                 {
                     "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
                     "scrape_configs": [
@@ -194,7 +195,7 @@ def test_1000_slow_clients_on_each_server_while_an_alert_throttles_and_prometheu
             # The usual latency, measured here and now: another guest, no attack yet.
             usual = throttle({**LABELS, "domain": "guest3", "remediation": "cpu_cap", "cap": "50"})
             for target in (port, exporter.port):
-                attacker = SlowClients(stack.caller, target, SLOW_CLIENTS)
+                attacker = SlowClients(services.caller, target, SLOW_CLIENTS)
                 attackers.append(attacker)
                 attacker.start()
             attack_started = time.time()
@@ -248,4 +249,4 @@ def test_1000_slow_clients_on_each_server_while_an_alert_throttles_and_prometheu
     finally:
         for attacker in attackers:
             attacker.stop()
-        stack.close()
+        services.close()

@@ -1,7 +1,9 @@
 """The remediator as a process against the simulated host: shared by the remediator's sim tests
 and the reliability tests.
 
-- `simulated_host(prefix)`: `judicator-sim up` with a Dom0 network namespace, always `down`.
+- `simulated_host(prefix, workdir)`: `xensim.simhost.simulated_host` with a Dom0 network
+  namespace and a fixed seed, yielding a `Host`: the one `SimHost` plus what only these tests
+  read (one vif's rate, ingress redirects, pause counts) and `clean()`.
 - `Wrappers`: tc, ip and xl wrappers the remediator's config points at. They pass every call
   through to the real tool and log the ones that change the host ("steps"); armed, they act at
   step N: `before`/`after` running the real command they signal the test (a `reached` file) and
@@ -32,22 +34,18 @@ from typing import Any
 import yaml
 
 from tests.remediator.helpers import TOKEN
-from tests.support import REPO, STUB, XENPERF, require, require_binary, require_root, sim
+from tests.support import (
+    REPO,
+    require_binary,
+    require_simulated_host,
+    sim,
+    wait_for,
+)
+from xensim.simhost import SimHost
+from xensim.simhost import simulated_host as simulated_sim_host
 
 INSTANCE = "simhost:10170"
 GUESTS = ("guest1", "guest2", "guest3")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """A bounded poll like tests.support.wait_for, returning the truthy value it waited for."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -62,19 +60,23 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 
 @dataclass
-class Host:
-    name: str
-    env: dict[str, str]
+class Host(SimHost):
+    """The simulated host (a `SimHost` with a Dom0 namespace) with the remediator tests' reads."""
+
     workdir: Path
 
     @property
     def netns(self) -> str:
-        return self.env["XENSIM_DOM0_NETNS"]
+        assert self.dom0_netns is not None, "the remediator tests' host has a Dom0 namespace"
+        return self.dom0_netns
 
     def xl(self, *args: str, check: bool = True) -> str:
+        """`SimHost.xl`; with `check=False` a refusal returns its stdout instead of raising."""
+        if check:
+            return super().xl(*args)
         result = subprocess.run(
             [self.env["XENSIM_XL"], *args], capture_output=True, text=True, timeout=15,
-            check=check, env={**os.environ, **self.env},
+            check=False, env={**os.environ, **self.env},
         )  # fmt: skip
         return result.stdout
 
@@ -84,13 +86,6 @@ class Host:
             check=True,
         ).stdout  # fmt: skip
         return json.loads(out) if out.strip() else []
-
-    def links(self) -> list[str]:
-        out = subprocess.run(
-            ["ip", "-n", self.netns, "-j", "link", "show"], capture_output=True, text=True,
-            timeout=15, check=True,
-        ).stdout  # fmt: skip
-        return [entry["ifname"] for entry in json.loads(out)]
 
     def rx_packets(self, vif: str) -> int:
         out = subprocess.run(
@@ -146,7 +141,7 @@ class Host:
                         ["tc", "-n", self.netns, "qdisc", "del", "dev", link, what],
                         capture_output=True, check=False,
                     )  # fmt: skip
-        for guest in GUESTS:
+        for guest in self.guests:
             self.xl("sched-credit2", "-d", guest, "-c", "0", check=False)
             for _ in range(300):  # the toolstack pause count is at most 255
                 if not self.paused(guest):
@@ -156,18 +151,16 @@ class Host:
 
 @contextlib.contextmanager
 def simulated_host(prefix: str, workdir: Path) -> Iterator[Host]:
-    require_root()
+    """A 4-CPU, 3-guest host with a Dom0 namespace (seed 5), always down; its logs land in
+    `workdir`."""
+    require_simulated_host()
     require_binary("ping")
     require_binary("nsenter")
-    require(XENPERF.exists(), f"needs the real xenperf at {XENPERF} (make deps)")
-    require(STUB.exists(), f"needs the stub at {STUB} (make deps)")
     name = f"{prefix}{os.getpid() % 10_000_000}"  # names are at most 10 characters
-    try:
-        sim("up", "--name", name, "--dom0-netns", "--cpus", "4", "--guests", "3", "--seed", "5")
-        env = json.loads(sim("env", "--name", name, "--json").stdout)
-        yield Host(name, env, workdir)
-    finally:
-        sim("down", "--name", name, check=False)
+    with simulated_sim_host(
+        name, dom0_netns=True, cpus=4, guests=len(GUESTS), seed=5, log_dir=workdir
+    ) as simulated:
+        yield Host(name=simulated.name, env=simulated.env, guests=simulated.guests, workdir=workdir)
 
 
 # The steps: commands that change the host (a `tc -batch -` of changes is one). Reads (`tc -j …
@@ -257,7 +250,7 @@ class Wrappers:
 @dataclass
 class Server:
     """A running server; `socket` is a unix socket path, or `host:port` inside the Dom0 netns
-    when `in_netns` runs a callable there (tests.services._Caller)."""
+    when `in_netns` runs a callable there (`xensim.services.NetnsCaller`)."""
 
     process: subprocess.Popen[bytes]
     socket: str

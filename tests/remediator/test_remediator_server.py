@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tests.remediator.helpers import TOKEN, alert, payload
-from tests.support import require_binary
+from tests.support import require_binary, wait_for
 from xensim.stack import stop_process_group
 
 
@@ -71,16 +71,14 @@ def test_tls_token_and_limits_on_the_real_server(tmp_path: Path) -> None:
         except urllib.error.HTTPError as error:
             return int(error.code)
 
+    def ready() -> bool:
+        try:
+            return call("/-/ready", token=None) == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if call("/-/ready", token=None) == 200:
-                    break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.1)
+        wait_for(ready, 30, "the server to be ready")
         assert call("/-/healthy", token=None) == 200
         assert call("/metrics", token=None) == 401
         assert call("/metrics", token="wrong-token-0123456789") == 401
@@ -105,16 +103,14 @@ def test_tls_token_and_limits_on_the_real_server(tmp_path: Path) -> None:
 
 
 def _wait_ready(port: int, deadline_seconds: float = 30) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while True:
+    def ready() -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as answer:
-                if answer.status == 200:
-                    return
+                return bool(answer.status == 200)
         except (urllib.error.URLError, OSError):
-            pass
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.1)
+            return False
+
+    wait_for(ready, deadline_seconds, "the server to be ready")
 
 
 def test_1000_connections_trickling_headers_do_not_stop_alerts(tmp_path: Path) -> None:

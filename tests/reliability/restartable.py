@@ -1,11 +1,15 @@
 """Restartable Prometheus and clustered Alertmanagers inside a network namespace.
 
-`xensim.stack` (behind `tests/services.py`) starts one process per context with gossip off and
-a throwaway data directory; the reliability tests need what it does not offer: two
-Alertmanagers gossiping on loopback (`--cluster.listen-address`/`--cluster.peer`, distinct
-ports) and processes that are killed and started again on the same data directory
-(notification log, TSDB). Everything stays on the namespace's loopback and is killed, and
-its directory removed, by `close()`.
+This is not a second `Stack`. `xensim.stack.Stack` (from `run_stack`) is the product as it
+ships: one exporter, remediator, Alertmanager and Prometheus, on the shipped configuration,
+each with gossip off and a throwaway directory, started together and stopped together. The
+reliability tests need what it does not offer: their own configurations (an attack rule, a
+remediator receiver on a chosen port), two Alertmanagers gossiping on loopback
+(`--cluster.listen-address`/`--cluster.peer`, distinct ports), and processes that are killed
+and started again, one by one, on the same data directory (notification log, TSDB). So
+`RestartableServices` hands out `Restartable` members, built on `xensim.services`' clients and
+the one bounded poll, that a test starts, kills and restarts itself. Everything stays on the
+namespace's loopback and is killed, and its directory removed, by `close()`.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ from typing import Any
 import yaml
 
 from tests.support import require_binary
-from xensim.stack import (
+from xensim.poll import wait_until
+from xensim.services import (
     ALERTMANAGER_BINARY,
     PROMETHEUS_BINARY,
     Alertmanager,
+    NetnsCaller,
     Prometheus,
-    _Caller,
     free_loopback_port,
-    wait_until,
 )
 
 
@@ -42,7 +46,7 @@ class Restartable:
         kind: type[Alertmanager] | type[Prometheus],
         name: str,
         workdir: Path,
-        caller: _Caller,
+        caller: NetnsCaller,
         argv: Callable[[], list[str]],
         port: int,
     ) -> None:
@@ -92,11 +96,11 @@ class Restartable:
             self.kill9()
 
 
-class Stack:
-    """Processes in one namespace, all stopped by `close()`."""
+class RestartableServices:
+    """`Restartable` services in one namespace, all stopped by `close()`."""
 
     def __init__(self, netns: str | None, prefix: str) -> None:
-        self.caller = _Caller(netns)
+        self.caller = NetnsCaller(netns)
         self.root = Path(tempfile.mkdtemp(prefix=f"judicator-{prefix}-{os.getpid()}-"))
         self.members: list[Restartable] = []
         if netns is not None:
