@@ -518,6 +518,24 @@ class RemediatorMachine(RuleBasedStateMachine):
         self._stop(domain, "cpu_cap")
         self._later(HOLD_MAX + 0.5)
 
+    @rule(domain=st.sampled_from(GUESTS), kind=st.sampled_from(KINDS))
+    def a_new_domain_takes_a_throttled_name(self, domain: str, kind: str) -> None:
+        """Defect 10: the throttled guest is destroyed and another domain created under its name
+        before the alert resolves: that one did not offend (another UUID), it is not throttled."""
+        self._calm()
+        if not self._free(domain, kind):
+            return
+        self._start(domain, kind)
+        self.host.destroy(domain)
+        self.operator_ingress = {
+            v for v in self.operator_ingress if not v.startswith(f"vif{DOMIDS[domain]}.")
+        }
+        self.come_back_as_a_new_domain(domain)
+        self.engine.reconcile()
+        self._idle()
+        assert not self._live(domain, kind), f"{domain}/{kind}: the new domain was throttled"
+        self._forget(domain)  # then the old domain's alerts resolve
+
     # -- invariants ----------------------------------------------------------------------------
 
     def _live(self, domain: str, kind: str) -> bool:
