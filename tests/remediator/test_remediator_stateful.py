@@ -536,6 +536,24 @@ class RemediatorMachine(RuleBasedStateMachine):
         assert not self._live(domain, kind), f"{domain}/{kind}: the new domain was throttled"
         self._forget(domain)  # then the old domain's alerts resolve
 
+    @rule(capped=st.sampled_from(GUESTS), shaped=st.sampled_from(GUESTS))
+    def one_throttle_cannot_be_planned_while_another_drifts(self, capped: str, shaped: str) -> None:
+        """Defect 9: a capped guest moved to a pool whose scheduler has no cap, another guest's
+        shaping flushed: reconcile still repairs the second."""
+        self._calm()
+        if capped == shaped or not self._free(capped, "cpu_cap"):
+            return
+        if not self._free(shaped, "network_shape"):
+            return
+        self._start(capped, "cpu_cap")
+        self._start(shaped, "network_shape")
+        self.operator_moves_it_to_an_rtds_pool(capped)
+        self.drift(shaped)
+        self.engine.reconcile()
+        self._idle()
+        assert self.host.shaped(shaped), f"{shaped}'s shaping not repaired by reconcile"
+        self.drifted.discard(shaped)
+
     # -- invariants ----------------------------------------------------------------------------
 
     def _live(self, domain: str, kind: str) -> bool:
