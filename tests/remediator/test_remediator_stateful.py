@@ -6,8 +6,10 @@ which executes the argv lists as xl/tc/ip would. The rules deliver firing and re
 that took effect, unreadable observations and a crash at the next command (then a restart on the
 same state file), make domains vanish, reboot or have their name reused, let an operator change
 caps and add an ingress qdisc, deliver an alert in the middle of another action, and move the
-clock past holds, `max_throttle` and `readmit_after`. The invariants (docs/reliability.md) are
-checked after every step. `make test` runs STATEFUL_EXAMPLES examples; `make soak` many more.
+clock past holds, `max_throttle` and `readmit_after`. One rule per situation behind a defect of
+issue 13 plays its few steps in a row, so that 60 examples find each defect when its fix is
+reverted. The invariants (docs/reliability.md) are checked after every step. `make test` runs
+EXAMPLES examples; `make soak` many more.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ COMMAND_PREFIXES = (
 )  # fmt: skip
 HOLD = {"base": "1s", "factor": 2, "max": "3s", "repeat_window": "1h"}
 MAX_THROTTLE, READMIT = 60.0, 30.0
+HOLD_MAX = 3.0  # hold.max: every hold has ended after it
 
 
 class Crash(Exception):
@@ -240,9 +243,13 @@ class RemediatorMachine(RuleBasedStateMachine):
     def vanish(self, name: str) -> None:
         if name in self.host.domains:
             self.host.destroy(name)
-            self.operator_ingress = {v for v in self.operator_ingress if not v.startswith(
-                f"vif{DOMIDS[name]}.")}  # fmt: skip
-            self._forget(name)
+            self._gone(name)
+
+    def _gone(self, name: str) -> None:
+        self.operator_ingress = {
+            v for v in self.operator_ingress if not v.startswith(f"vif{DOMIDS[name]}.")
+        }
+        self._forget(name)
 
     @rule(name=st.sampled_from(GUESTS))
     def come_back_as_a_new_domain(self, name: str) -> None:
@@ -344,6 +351,211 @@ class RemediatorMachine(RuleBasedStateMachine):
         self.drifted.clear()
         self._check_quiet()
 
+    # -- situations: the few-step interleavings behind each defect of issue 13, as one rule each,
+    # from whatever state the random steps left (faults cleared first, so the situation happens)
+
+    def _calm(self) -> None:
+        self.clear_faults()
+        self.host.before_run = None
+        if self.crash_armed:
+            self.restart_after_crash()
+
+    def _free(self, domain: str, kind: str) -> bool:
+        """Can a new episode of this alert start a throttle of its own on this guest now?"""
+        dom = self.host.domains.get(domain)
+        if dom is None or self._live(domain, kind) or (domain, kind) in self.firing:
+            return False
+        return not (kind == "cpu_cap" and domain in self.no_cap)
+
+    def _start(self, domain: str, kind: str, **extra: str) -> int:
+        self.last_episode += 1
+        self.episode[(domain, kind)] = self.last_episode
+        self.firing.add((domain, kind))
+        self._deliver(domain, kind, "firing", self.last_episode, **extra)
+        self._idle()
+        return self.last_episode
+
+    def _stop(self, domain: str, kind: str) -> None:
+        self.firing.discard((domain, kind))
+        self._deliver(domain, kind, "resolved", self.episode[(domain, kind)])
+        self._idle()
+
+    def _later(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.engine.tick()
+        self._idle()
+
+    @rule(
+        shaped=st.sampled_from(GUESTS), other=st.sampled_from(GUESTS), kind=st.sampled_from(KINDS)
+    )
+    def two_guests_throttled_then_one_shuts_down(self, shaped: str, other: str, kind: str) -> None:
+        """Defect 1: the gone guest's release must leave the other guest's ifbs alone."""
+        self._calm()
+        if (
+            shaped == other
+            or not self._free(shaped, "network_shape")
+            or not self._free(other, kind)
+        ):
+            return
+        self.engine.reconcile()  # repairs any earlier drift: the shaping below must then hold
+        self._idle()
+        self.drifted.discard(shaped)
+        self._start(shaped, "network_shape")
+        self._start(other, kind)
+        self.host.destroy(other)
+        self.engine.reconcile()  # sees it gone: releases its throttle
+        self._idle()
+        self._gone(other)
+
+    @rule(domain=st.sampled_from(GUESTS), unreadable=st.booleans())
+    def a_pause_takes_effect_then_fails(self, domain: str, unreadable: bool) -> None:
+        """Defect 2: `xl pause` times out after pausing, or its check cannot read the host:
+        the rollback must unpause (the invariants: no pause without a live pause throttle)."""
+        self._calm()
+        if not self._free(domain, "pause"):
+            return
+        if unreadable:
+
+            def unreadable_after_pause(argv: tuple[str, ...]) -> None:
+                if argv[:2] == ("xl", "pause"):
+                    self.host.observe_failures = 1
+
+            self.host.before_run = unreadable_after_pause
+        else:
+            self.host.timeout_after.add("xl pause")
+        self._start(domain, "pause")
+        self._calm()
+
+    @rule(domain=st.sampled_from(GUESTS), kind=st.sampled_from(KINDS))
+    def a_late_resolution_of_the_previous_episode(self, domain: str, kind: str) -> None:
+        """Defect 3: E1 fires, resolves, is released; E2 fires; E1's resolution comes again."""
+        self._calm()
+        if not self._free(domain, kind):
+            return
+        first = self._start(domain, kind)
+        self._stop(domain, kind)
+        self._later(HOLD_MAX + 0.5)
+        self._start(domain, kind)
+        self._deliver(domain, kind, "resolved", first)  # an HA peer's, or a retry's
+        self._idle()
+        self._later(HOLD_MAX + 0.5)
+        assert self._live(domain, kind), (
+            f"{domain}/{kind}: episode {self.episode[(domain, kind)]} still fires and was "
+            f"released by episode {first}'s late resolution"
+        )
+
+    @rule(domain=st.sampled_from(GUESTS), kind=st.sampled_from(KINDS))
+    def a_new_episode_fires_while_the_release_runs(self, domain: str, kind: str) -> None:
+        """Defect 4: the firing lands during the release's first command; after a quiet
+        interval (Alertmanager re-sends it) it must be throttled."""
+        self._calm()
+        if not self._free(domain, kind):
+            return
+        self._start(domain, kind)
+        self._stop(domain, kind)
+        self.last_episode += 1
+        second = self.last_episode
+        fired: list[int] = []
+
+        def fire_during_release(_argv: tuple[str, ...]) -> None:
+            if not fired:
+                fired.append(1)
+                self.episode[(domain, kind)] = second
+                self.firing.add((domain, kind))
+                self._deliver(domain, kind, "firing", second)
+
+        self.host.before_run = fire_during_release
+        self._later(HOLD_MAX + 0.5)
+        self.host.before_run = None
+        self.quiet_reconcile_interval()
+
+    @rule(domain=st.sampled_from(GUESTS), kind=st.sampled_from(KINDS))
+    def an_attack_outlasts_max_throttle(self, domain: str, kind: str) -> None:
+        """Defect 6: released at max_throttle, still firing after readmit_after: throttled again."""
+        self._calm()
+        if not self._free(domain, kind):
+            return
+        self._start(domain, kind)
+        self._later(MAX_THROTTLE + 1)
+        self._later(READMIT + 1)
+        self.quiet_reconcile_interval()
+
+    @rule(domain=st.sampled_from(GUESTS))
+    def shaped_and_released_behind_an_operators_ingress(self, domain: str) -> None:
+        """Defect 7: the release must leave the operator's ingress qdisc (the invariants)."""
+        self._calm()
+        if not self._free(domain, "network_shape"):
+            return
+        self.operator_adds_an_ingress_qdisc(domain)
+        self._start(domain, "network_shape")
+        self._stop(domain, "network_shape")
+        self._later(HOLD_MAX + 0.5)
+
+    @rule(domain=st.sampled_from(GUESTS), operator=st.sampled_from([0, 10, 30, 80]))
+    def caps_meet_stricter_caps(self, domain: str, operator: int) -> None:
+        """Defect 8: the strictest of the operator's cap, the live throttle's and a stricter
+        alert's is applied; the release restores the operator's exactly (the invariants)."""
+        self._calm()
+        if not self._free(domain, "cpu_cap"):
+            return
+        self.operator_sets_a_cap(domain, operator)
+        self._start(domain, "cpu_cap")  # cap 40
+        expected = min(c for c in (operator, 40) if c > 0)
+        assert self.host.domains[domain].cap == expected, (
+            f"{domain}: cap {self.host.domains[domain].cap}, the strictest is {expected}"
+        )
+        stricter = alert(
+            "firing", domain=domain, fingerprint=fingerprint(domain, "cpu_cap")[:-4] + "bbbb",
+            starts_at=starts_at(self.episode[(domain, "cpu_cap")]), remediation="cpu_cap",
+            **STRICT["cpu_cap"],
+        )  # fmt: skip
+        self.engine.handle(parse_notification(payload(stricter)))  # another alert, same guest
+        self._idle()
+        expected = min(c for c in (operator, 20) if c > 0)
+        assert self.host.domains[domain].cap == expected, (
+            f"{domain}: cap {self.host.domains[domain].cap} after a stricter alert, "
+            f"the strictest is {expected}"
+        )
+        self.engine.handle(parse_notification(payload({**stricter, "status": "resolved"})))
+        self._stop(domain, "cpu_cap")
+        self._later(HOLD_MAX + 0.5)
+
+    @rule(domain=st.sampled_from(GUESTS), kind=st.sampled_from(KINDS))
+    def a_new_domain_takes_a_throttled_name(self, domain: str, kind: str) -> None:
+        """Defect 10: the throttled guest is destroyed and another domain created under its name
+        before the alert resolves: that one did not offend (another UUID), it is not throttled."""
+        self._calm()
+        if not self._free(domain, kind):
+            return
+        self._start(domain, kind)
+        self.host.destroy(domain)
+        self.operator_ingress = {
+            v for v in self.operator_ingress if not v.startswith(f"vif{DOMIDS[domain]}.")
+        }
+        self.come_back_as_a_new_domain(domain)
+        self.engine.reconcile()
+        self._idle()
+        assert not self._live(domain, kind), f"{domain}/{kind}: the new domain was throttled"
+        self._forget(domain)  # then the old domain's alerts resolve
+
+    @rule(capped=st.sampled_from(GUESTS), shaped=st.sampled_from(GUESTS))
+    def one_throttle_cannot_be_planned_while_another_drifts(self, capped: str, shaped: str) -> None:
+        """Defect 9: a capped guest moved to a pool whose scheduler has no cap, another guest's
+        shaping flushed: reconcile still repairs the second."""
+        self._calm()
+        if capped == shaped or not self._free(capped, "cpu_cap"):
+            return
+        if not self._free(shaped, "network_shape"):
+            return
+        self._start(capped, "cpu_cap")
+        self._start(shaped, "network_shape")
+        self.operator_moves_it_to_an_rtds_pool(capped)
+        self.drift(shaped)
+        self.engine.reconcile()
+        self._idle()
+        assert self.host.shaped(shaped), f"{shaped}'s shaping not repaired by reconcile"
+        self.drifted.discard(shaped)
+
     # -- invariants ----------------------------------------------------------------------------
 
     def _live(self, domain: str, kind: str) -> bool:
@@ -396,6 +608,10 @@ class RemediatorMachine(RuleBasedStateMachine):
                 assert dom.pauses >= 1, f"{throttle.domain} not paused"
             elif throttle.kind == "cpu_cap" and throttle.domain not in self.no_cap:
                 assert 0 < dom.cap <= int(throttle.action.params["cap"]), dom.cap
+                operator = self.operator_cap[throttle.domain]
+                assert operator == 0 or dom.cap <= operator, (
+                    f"{throttle.domain}: cap {dom.cap} loosens the operator's {operator}"
+                )
 
     def _check_quiet(self) -> None:
         store = self.engine.store
