@@ -22,11 +22,8 @@ REMEDIATOR_RECEIVER = "judicator-remediator"
 # The demo, the tests and the benchmarks scrape and evaluate every second, so that a throttle
 # shows within seconds; the shipped prometheus.yml has the production intervals
 # (docs/policies.md#production-settings), which a run on a simulated host replaces by these.
-SIMULATION_INTERVALS = {
-    "scrape_interval": "1s",
-    "scrape_timeout": "1s",
-    "evaluation_interval": "1s",
-}
+INTERVAL_SETTINGS = ("scrape_interval", "scrape_timeout", "evaluation_interval")
+SIMULATION_INTERVALS = dict.fromkeys(INTERVAL_SETTINGS, "1s")
 
 
 def render_prometheus_config(

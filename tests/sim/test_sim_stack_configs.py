@@ -41,3 +41,16 @@ def test_a_caller_may_choose_other_intervals_and_the_rest_stays_as_shipped(tmp_p
     }
     assert rendered["rule_files"] == [str(tmp_path / "*.yml")]
     assert rendered["alerting"] == _shipped()["alerting"]
+
+
+def test_the_names_stack_and_demo_held_before_their_split_still_import_from_there() -> None:
+    """Code written against the one-file modules keeps working (their public names)."""
+    import xensim.demo
+    import xensim.stack
+
+    assert set(xensim.stack.__all__) <= set(dir(xensim.stack))
+    assert set(xensim.demo.__all__) <= set(dir(xensim.demo))
+    for name in ("Stack", "run_stack", "simulated_host", "SimHost", "wait_until", "_Caller"):
+        assert hasattr(xensim.stack, name), name
+    for name in ("run_experiment", "Settings", "SCENARIOS", "table", "ATTACKER", "main"):
+        assert hasattr(xensim.demo, name), name

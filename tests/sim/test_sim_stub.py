@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require, require_binary
+from tests.support import require, require_binary, wait_for
 from xensim import fixtures, perfc
 from xensim.counters import DEBIAN_12, SHADOW_PAGING, Catalogue, Kind
 
@@ -442,6 +442,8 @@ def test_a_concurrent_writer_never_produces_a_torn_read(host: Host) -> None:
     thread.start()
     seen: set[int] = set()
     try:
+        # Before the first write every value is 0 and xenperf prints totals only.
+        wait_for(lambda: writes > 0 or failure, 10, "the first write")
         for _ in range(60):
             output = host.output("-f")
             values = {
