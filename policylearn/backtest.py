@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from policylearn.prom import PrometheusClient, query_range_chunked
-from policylearn.promql import AlertRule, Rewriter, RuleSet
+from policylearn.prom import PrometheusClient, parse_matrix, query_range_chunked
+from policylearn.promql import AlertRule, Rewriter, RuleSet, referenced
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +132,57 @@ def run_backtest(
     severity: str | None = "remediate",
 ) -> list[Episode]:
     """Every episode of the chosen alerts (default: those that remediate) over [start, end]."""
-    rewriter = Rewriter(rules, tables, step)
     chosen = [
         r
         for r in rules.alerts
         if (not alerts or r.alert in alerts)
         and (severity is None or r.labels.get("severity") == severity)
     ]
+    rewriter = Rewriter(rules, tables, step)
+    missing: set[str] = set()
+    while True:
+        more = (
+            missing_records(
+                client,
+                rules,
+                {n for r in chosen for n in referenced(rewriter.rewrite(r.expr))},
+                start,
+                end,
+            )
+            - missing
+        )
+        if not more:
+            break
+        log.info("not in the history, computed from their rules: %s", ", ".join(sorted(more)))
+        missing |= more
+        rewriter = Rewriter(rules, tables, step, also_inline=missing)
     episodes: list[Episode] = []
     for rule in chosen:
         log.info("backtest: %s", rule.alert)
         episodes += run_alert(client, rule, rewriter, start, end, step)
     return sorted(episodes, key=lambda e: (e.fired_at, e.alert, e.domain))
+
+
+def missing_records(
+    client: PrometheusClient,
+    rules: RuleSet,
+    names: set[str],
+    start: float,
+    end: float,
+    probes: int = 20,
+) -> set[str]:
+    """The recorded series among `names` that the history lacks at one of `probes` instants
+    spread over the window (it predates their rule, or lost them): the backtest computes
+    those from their rules' expressions instead of reading them."""
+    recorded = {r.record for r in rules.recording}
+    step = float(max(math.ceil((end - start) / max(probes - 1, 1)), 1))
+    out = set()
+    for name in sorted(names & recorded):
+        series = parse_matrix(client.query_range(f"count({name})", start, end, step))
+        expected = math.floor((end - start) / step + 1e-9) + 1
+        if not series or len(series[0][1]) < expected:
+            out.add(name)
+    return out
 
 
 def by_domain(episodes: Sequence[Episode]) -> dict[str, dict[str, int]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,11 +208,14 @@ class Rewriter:
         rules: RuleSet,
         tables: Mapping[str, Sequence[tuple[Mapping[str, str], float]]],
         step: float,
+        also_inline: Iterable[str] = (),
     ) -> None:
+        """`also_inline`: recorded series to compute from their rules although they read no
+        threshold (the history lacks them: it predates their rule)."""
         self.tables = dict(tables)
         self.step = step
         self.inline: dict[str, list[RecordingRule]] = {}
-        dependent: set[str] = set(self.tables)
+        dependent: set[str] = set(self.tables) | set(also_inline)
         changed = True
         while changed:
             changed = False
@@ -279,11 +282,20 @@ class Rewriter:
                 records = [(lb, v) for lb, v in self.tables[name] if matches(lb, matchers)]
                 body = literal(name, records)
             else:
-                parts = [
-                    with_labels(f"({self.rewrite(r.expr, depth + 1)})", r.labels)
+                # Rules whose own labels contradict a matcher cannot contribute; matchers on
+                # labels every remaining rule sets need no filter.
+                chosen = [
+                    r
                     for r in self.inline[name]
+                    if matches(r.labels, [m for m in matchers if m[0] in r.labels])
                 ]
-                body = _filter("(" + " or ".join(parts) + ")", matchers)
+                rest_matchers = [
+                    m for m in matchers if not chosen or any(m[0] not in r.labels for r in chosen)
+                ]
+                parts = [
+                    with_labels(f"({self.rewrite(r.expr, depth + 1)})", r.labels) for r in chosen
+                ]
+                body = _filter("(" + " or ".join(parts) + ")", rest_matchers) if parts else EMPTY
             if range_text:
                 if ":" in range_text:
                     raise PromQLError(f"a subquery over {name}: not supported")
