@@ -138,29 +138,35 @@ def run_backtest(
         if (not alerts or r.alert in alerts)
         and (severity is None or r.labels.get("severity") == severity)
     ]
-    rewriter = Rewriter(rules, tables, step)
-    missing: set[str] = set()
-    while True:
-        more = (
-            missing_records(
-                client,
-                rules,
-                {n for r in chosen for n in referenced(rewriter.rewrite(r.expr))},
-                start,
-                end,
-            )
-            - missing
-        )
-        if not more:
-            break
-        log.info("not in the history, computed from their rules: %s", ", ".join(sorted(more)))
-        missing |= more
-        rewriter = Rewriter(rules, tables, step, also_inline=missing)
+    rewriter = rewriter_for(client, rules, tables, step, [r.expr for r in chosen], start, end)
     episodes: list[Episode] = []
     for rule in chosen:
         log.info("backtest: %s", rule.alert)
         episodes += run_alert(client, rule, rewriter, start, end, step)
     return sorted(episodes, key=lambda e: (e.fired_at, e.alert, e.domain))
+
+
+def rewriter_for(
+    client: PrometheusClient,
+    rules: RuleSet,
+    tables: Mapping[str, Sequence[tuple[Mapping[str, str], float]]],
+    step: float,
+    exprs: Sequence[str],
+    start: float,
+    end: float,
+) -> Rewriter:
+    """A Rewriter for `exprs` that also computes, from their rules, the recorded series they
+    read that the history lacks."""
+    rewriter = Rewriter(rules, tables, step)
+    missing: set[str] = set()
+    while True:
+        names = {n for e in exprs for n in referenced(rewriter.rewrite(e))}
+        more = missing_records(client, rules, names, start, end) - missing
+        if not more:
+            return rewriter
+        log.info("not in the history, computed from their rules: %s", ", ".join(sorted(more)))
+        missing |= more
+        rewriter = Rewriter(rules, tables, step, also_inline=missing)
 
 
 def missing_records(

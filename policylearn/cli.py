@@ -32,6 +32,7 @@ from policylearn import backtest, learn, report
 from policylearn.config import ConfigError, LearnConfig, load_config
 from policylearn.prom import PrometheusClient, PrometheusError
 from policylearn.promql import PromQLError, RuleSet, parse_duration, referenced
+from policylearn.signals import SIGNALS
 from policylearn.stats import DAY
 from policylearn.thresholdfile import (
     DOMAIN_RECORD,
@@ -168,7 +169,15 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if args.previous:
         previous = parse_overrides(Path(args.previous).read_text(), args.previous)
     client = PrometheusClient(args.url, timeout=args.timeout)
-    histories = learn.read_histories(client, start, end, step=step, resolution=resolution)
+    # The signals read recorded rates; those the history lacks (older than their rule), and
+    # those that depend on a hand-set threshold, are computed from the shipped rules.
+    rules = read_rules(rules_dir)
+    rewriter = backtest.rewriter_for(
+        client, rules, rules.tables(), resolution, [s.expr for s in SIGNALS], start, end
+    )
+    histories = learn.read_histories(
+        client, start, end, step=step, resolution=resolution, rewrite=rewriter.rewrite
+    )
     result = learn.learn(
         histories, defaults, config, start=start, end=end, step=step, previous=previous
     )

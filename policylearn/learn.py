@@ -14,7 +14,7 @@ seasonality) and decides each member's threshold (policylearn.stats.decide).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policylearn.config import LearnConfig
@@ -32,10 +32,15 @@ Histories = dict[tuple[str, str], dict[str, Samples]]
 DOMAIN0 = "Domain-0"
 
 
-def signal_query(signal: Signal, step: float, resolution: float) -> str:
-    if signal.selector:
-        return f"max_over_time({signal.expr}[{format_duration(step)}])"
-    return f"max_over_time(({signal.expr})[{format_duration(step)}:{format_duration(resolution)}])"
+def signal_query(
+    signal: Signal, step: float, resolution: float, rewrite: Callable[[str], str] | None = None
+) -> str:
+    """The range query of one signal's peak per step. `rewrite` (policylearn.promql.Rewriter)
+    computes what the history lacks from the rules; a selector it changed is an expression."""
+    expr = signal.expr if rewrite is None else rewrite(signal.expr)
+    if signal.selector and expr == signal.expr:
+        return f"max_over_time({expr}[{format_duration(step)}])"
+    return f"max_over_time(({expr})[{format_duration(step)}:{format_duration(resolution)}])"
 
 
 def read_histories(
@@ -46,12 +51,13 @@ def read_histories(
     step: float,
     resolution: float,
     signals: Sequence[Signal] = SIGNALS,
+    rewrite: Callable[[str], str] | None = None,
 ) -> Histories:
     out: Histories = {}
     for signal in signals:
         log.info("reading %s/%s", signal.policy, signal.signal)
         per_domain: dict[str, Samples] = {}
-        query = signal_query(signal, step, resolution)
+        query = signal_query(signal, step, resolution, rewrite)
         for labels, points in query_range_chunked(client, query, start, end, step):
             domain = dict(labels).get("domain", "")
             if not domain or domain == DOMAIN0:

@@ -63,7 +63,12 @@ class PrometheusClient:
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> str:
         """The JSON text of one range query (POST, so long expressions fit)."""
-        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.3f}"}
+        params = {
+            "query": expr,
+            "start": f"{start:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{step:.3f}",
+        }
         return self._get("/api/v1/query_range", params)
 
     def query(self, expr: str, at: float | None = None) -> str:
