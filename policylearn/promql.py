@@ -179,9 +179,18 @@ def literal(name: str, records: Sequence[tuple[Mapping[str, str], float]]) -> st
         with_labels(f"vector({format_value(value)})", {**labels, "__name__": name})
         for labels, value in records
     ]
+    return balanced_or(parts)
+
+
+def balanced_or(parts: Sequence[str]) -> str:
+    """`a or b or c or d` as `((a or b) or (c or d))`: `or` copies its left side, so a chain
+    of n terms costs n^2 and a balanced tree n log n (1000 overrides of one threshold)."""
     if not parts:
         return EMPTY
-    return "(" + " or ".join(parts) + ")"
+    if len(parts) == 1:
+        return f"({parts[0]})"
+    middle = len(parts) // 2
+    return f"({balanced_or(parts[:middle])} or {balanced_or(parts[middle:])})"
 
 
 def _filter(expr: str, matchers: Sequence[Matcher]) -> str:
@@ -295,7 +304,7 @@ class Rewriter:
                 parts = [
                     with_labels(f"({self.rewrite(r.expr, depth + 1)})", r.labels) for r in chosen
                 ]
-                body = _filter("(" + " or ".join(parts) + ")", rest_matchers) if parts else EMPTY
+                body = _filter(balanced_or(parts), rest_matchers) if parts else EMPTY
             if range_text:
                 if ":" in range_text:
                     raise PromQLError(f"a subquery over {name}: not supported")

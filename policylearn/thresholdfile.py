@@ -28,6 +28,7 @@ import yaml
 DEFAULT_RECORD = "judicator:policy_threshold:constant"
 DOMAIN_RECORD = "judicator:policy_threshold:domain"
 GROUP_NAME = "judicator-policy-thresholds-domains"
+INTERVAL = "10s"
 _VECTOR = re.compile(r"^\s*vector\(\s*([-+0-9.eE]+|[-+]?Inf|NaN)\s*\)\s*$")
 # Prometheus label values are any UTF-8; Xen domain names are at most 63 bytes of printable
 # characters. Names outside this set are written quoted by json.dumps (valid YAML).
@@ -119,7 +120,9 @@ def render_overrides(overrides: Iterable[Override], header: Iterable[str] = ()) 
     """The generated rules file: a header comment, one group, a commented record per override
     (sorted by domain, policy and signal, so two runs on the same history diff cleanly)."""
     lines = [f"# {line}".rstrip() for line in header]
-    lines += ["groups:", f"  - name: {GROUP_NAME}", "    rules:"]
+    # Evaluated every 10 s, not every cycle, as the shipped file is: a record costs a rule
+    # evaluation and the policies' `for:` is longer (docs/policies.md#per-domain-thresholds).
+    lines += ["groups:", f"  - name: {GROUP_NAME}", f"    interval: {INTERVAL}", "    rules:"]
     items = sorted(overrides, key=lambda o: (o.domain, o.policy, o.signal))
     if not items:
         lines[-1] = "    rules: []"
