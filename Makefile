@@ -93,6 +93,13 @@ clean:
 eval: deps
 	$(BIN)/python -m xeneval $(EVAL_ARGS) $(SCENARIOS)
 
+# Learned thresholds on a synthetic week (docs/policies.md#learned-thresholds): a history
+# backfilled into Prometheus with promtool, `judicator-policy learn` on its first 7 days and
+# `judicator-policy backtest` of its last. No root; about 2 minutes. Output in learn-output/.
+.PHONY: learn-demo
+learn-demo: deps
+	$(BIN)/python -m xensim.learndemo --out learn-output
+
 # --- The Xen lab (docs/lab.md): Debian's real Xen 4.17 + PV Dom0 + PV guests under QEMU ----
 # Software emulation (QEMU TCG) on the build machine; every target tears the VM down itself.
 # lab-deps: Debian packages (~80 MB) and the perf-counter hypervisor, built once (~3-9 min);

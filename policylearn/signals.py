@@ -96,7 +96,9 @@ SIGNALS: tuple[Signal, ...] = (
         " / on (job, instance, domain) (xen_domain_vcpus > 0)",
         False,
         "/s per vCPU",
-        500,
+        # A guest is entitled to its vCPUs, and the policy caps for harm (contention): a quiet
+        # history is no reason to cap it sooner. Learning only raises the CPU bars.
+        900,
         1000,
         "timer interrupts per vCPU (100 idle, about 1 100 at 100 % busy)",
     ),
@@ -106,7 +108,7 @@ SIGNALS: tuple[Signal, ...] = (
         "instance_domain:xen_domain_cpu_seconds_per_vcpu:rate10s",
         True,
         "CPU s/s per vCPU",
-        0.5,
+        0.8,
         0.95,
         "share of its vCPUs the guest keeps busy (1 = all of them, all the time)",
     ),

@@ -274,6 +274,83 @@ def demo_profiles() -> list[Profile]:
     ]
 
 
+def busy_web(t: float) -> Activity:
+    """A web server with twice the demo's peak: 600 requests/s at its busiest hour."""
+    base = web(t)
+    return Activity(
+        **{
+            **base.__dict__,
+            "packets_sent": base.packets_sent * 3,
+            "packets_received": base.packets_received * 3,
+            "cpu_per_vcpu": min(1.0, base.cpu_per_vcpu * 2),
+        }
+    )
+
+
+def udp_client(t: float) -> Activity:
+    """A client of a request/response server: 4 000 requests/s, an answer each."""
+    rate = 4000 * (0.5 + 0.5 * diurnal(t, 20))
+    return Activity(packets_sent=rate, packets_received=rate, bytes_per_packet_sent=100)
+
+
+def bulk_sender(t: float) -> Activity:
+    """Nightly transfers of 40 MB/s in full-sized packets, an ACK per two back."""
+    on = in_hours(t, 1, 3)
+    packets = 27000.0 if on else 10.0
+    return Activity(
+        packets_sent=packets,
+        packets_received=packets / 2,
+        bytes_per_packet_sent=1500,
+        cpu_per_vcpu=0.3 if on else 0.02,
+        block_requests=300 if on else 2,
+        block_bytes_per_request=131072,
+    )
+
+
+def bulk_receiver(t: float) -> Activity:
+    on = in_hours(t, 1, 3)
+    packets = 40000.0 if on else 10.0
+    return Activity(
+        packets_sent=packets / 2,
+        packets_received=packets,
+        bytes_per_packet_sent=64,
+        cpu_per_vcpu=0.4 if on else 0.02,
+        block_requests=450 if on else 2,
+        block_bytes_per_request=131072,
+    )
+
+
+def dedicated_batch(t: float) -> Activity:
+    """The batch job on CPUs of its own: busy every night, nobody else on its CPUs."""
+    return Activity(**{**batch(t).__dict__, "others_share": 0.0})
+
+
+def eval_profiles() -> list[Profile]:
+    """A stand-in for the week the guests of `make eval`'s scenarios would have had before it,
+    by their names (docs/evaluation.md): the servers, clients, web server, file transfers and
+    batch job as their benign selves; every other guest (the attackers before their attack,
+    the victims, the idle ones, the booting VMs) idle. Written from the scenarios' own
+    descriptions, not measured: a learned file from it shows what learning does to the
+    policies on the corpus, not what a real week would give."""
+    busy = {
+        "server": dns,
+        "client1": udp_client,
+        "client2": udp_client,
+        "client3": udp_client,
+        "web": busy_web,
+        "transfer": bulk_sender,
+        "backup": bulk_sender,
+        "fileserver": bulk_receiver,
+        "batch": dedicated_batch,
+    }
+    quiet = [
+        "attacker", "victim", "idle", "pinger", "udpflooder", "hog", "cpuhog", "memhog",
+        "diskhog", "neighbour", "victim1", "victim2", "pace11k", "pace20k", "bursty",
+        "receiver", "vm1", "vm2", "vm3", "vm4", "vm5", "vm6",
+    ]  # fmt: skip
+    return [Profile(name, f) for name, f in busy.items()] + [Profile(n, idle) for n in quiet]
+
+
 def ramp(start: float, weekly_growth: float, base: float) -> Callable[[float], Activity]:
     """A guest that raises its own baseline of small datagrams it sends, `weekly_growth` per
     week from `base` packets/s at `start`: the slow ramp that tries to poison re-learning."""
