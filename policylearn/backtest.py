@@ -49,7 +49,8 @@ def alert_episodes(
     # Tolerate float noise in the timestamps Prometheus returns.
     eps = step / 1000
     t = times[0]
-    end = times[-1] + keep_firing_for_seconds + step
+    # The last evaluation that can resolve it: keep_firing_for after the first one without it.
+    end = times[-1] + keep_firing_for_seconds + 2 * step
     active_at: float | None = None
     fired_at: float | None = None
     missing_since: float | None = None

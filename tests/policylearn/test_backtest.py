@@ -43,6 +43,9 @@ def test_alert_episodes_at_a_coarse_step():
     # Every 60 s, for: 15s fires at the second evaluation in a row.
     times = [0.0, 60.0, 120.0, 600.0]
     assert alert_episodes(times, 60.0, 15, 0) == [(60.0, 180.0)]
+    # keep_firing_for 30 s at 60 s steps: resolved at the second evaluation without it (the
+    # first is 0 s into the hold), not left firing.
+    assert alert_episodes([0.0, 60.0, 120.0], 60.0, 15, 30) == [(60.0, 240.0)]
 
 
 def test_by_domain_counts():

@@ -179,6 +179,10 @@ def test_backtest_shipped_against_learned(host_week: Backfilled):
     assert ("quiet1", "XenNetworkFloodVif") in candidate
     fired = min(e["fired_at"] for e in result["candidate"])
     assert h.end - ATTACK_AT <= fired <= h.end - ATTACK_AT + 180
+    # ... and released after it: the flood lasts 600 s, keep_firing_for at most 60 s.
+    for e in result["candidate"]:
+        assert e["resolved_at"] is not None
+        assert e["resolved_at"] <= h.end - ATTACK_AT + 600 + 60 + 180
 
 
 def test_poisoning_a_slow_ramp_is_caught_at_the_ceiling(tmp_path: Path):
