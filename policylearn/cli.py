@@ -45,6 +45,12 @@ from policylearn.thresholdfile import (
 log = logging.getLogger("policylearn")
 
 DOMAINS_FILE = "thresholds-domains.yml"
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 DEFAULTS_FILE = "thresholds.yml"
 
 
@@ -98,7 +104,6 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         default=10_000,
         help="steps per range query (chunk size; at most 11000): %(default)s",
     )
-    parser.add_argument("--log.level", dest="log_level", default="INFO")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -107,6 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # Prometheus's spelling of the flag and its values, as the other console scripts.
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
     sub = parser.add_subparsers(dest="command", required=True)
     lp = sub.add_parser("learn", help="learn per-domain thresholds from history")
     add_common(lp)
@@ -245,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     logging.basicConfig(
-        level=args.log_level.upper(), format="judicator-policy: %(levelname)s: %(message)s"
+        level=LOG_LEVELS[args.log_level], format="judicator-policy: %(levelname)s: %(message)s"
     )
     try:
         if args.command == "learn":

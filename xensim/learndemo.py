@@ -64,21 +64,22 @@ def run(days: float, profiles: str, out: Path, step: float) -> int:
             common = ["--prometheus.url", prometheus.url, "--rules.dir", rules]
             t0 = time.monotonic()
             status = policy(
-                ["learn", *common, "--start", str(start), "--end", str(split),
+                ["--log.level", "warn", "learn", *common,
+                 "--start", str(start), "--end", str(split),
                  "--step", f"{step:g}s", "--resolution", f"{step:g}s",
                  "--config.file", str(out / "learn.yml"),
                  "--output", str(out / "thresholds-domains.yml"),
-                 "--report", str(out / "learned.md"), "--log.level", "WARNING"]
+                 "--report", str(out / "learned.md")]
             )  # fmt: skip
             print(f"learn: {time.monotonic() - t0:.1f} s -> {out / 'learned.md'}", flush=True)
             if status:
                 return status
             t0 = time.monotonic()
             status = policy(
-                ["backtest", *common, "--start", str(split), "--end", str(end),
+                ["--log.level", "warn", "backtest", *common,
+                 "--start", str(split), "--end", str(end),
                  "--step", f"{step:g}s", "--candidate", str(out / "thresholds-domains.yml"),
-                 "--report", str(out / "backtest.md"), "--json", str(out / "backtest.json"),
-                 "--log.level", "WARNING"]
+                 "--report", str(out / "backtest.md"), "--json", str(out / "backtest.json")]
             )  # fmt: skip
             print(f"backtest: {time.monotonic() - t0:.1f} s -> {out / 'backtest.md'}", flush=True)
     result = json.loads((out / "backtest.json").read_text())

@@ -89,10 +89,11 @@ def learn(
     config_file.write_text(config)
     status = main(
         [
-            "learn", "--prometheus.url", h.prometheus.url, "--rules.dir", str(RULES),
+            "--log.level", "warn", "learn",
+            "--prometheus.url", h.prometheus.url, "--rules.dir", str(RULES),
             "--start", str(start), "--end", str(end), "--step", "60s", "--resolution", "60s",
             "--config.file", str(config_file), "--output", str(out),
-            "--report", str(out) + ".md", "--log.level", "WARNING", *extra,
+            "--report", str(out) + ".md", *extra,
         ]
     )  # fmt: skip
     assert status == 0
@@ -103,6 +104,8 @@ def backtest(h: Backfilled, candidate: Path, start: float, end: float, step: str
     out = h.tmp / "backtest.json"
     status = main(
         [
+            "--log.level",
+            "warn",
             "backtest",
             "--prometheus.url",
             h.prometheus.url,
@@ -120,8 +123,6 @@ def backtest(h: Backfilled, candidate: Path, start: float, end: float, step: str
             str(h.tmp / "backtest.md"),
             "--json",
             str(out),
-            "--log.level",
-            "WARNING",
         ]
     )
     assert status == 0
