@@ -36,7 +36,9 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +51,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import REPO_ROOT, fmt, median, table, wait_for, write_results
-from bench.synthetic import SyntheticExporter
+from bench.synthetic import _LABEL, SyntheticExporter, scaled_exposition
 from xensim.stack import Prometheus, run_prometheus
 
 log = logging.getLogger(__name__)
@@ -386,6 +388,141 @@ def _measure_point(
     return point
 
 
+PROMTOOL_CYCLES = 40
+PROMTOOL_HOST = {"job": "xen", "instance": "h1:10170"}
+
+
+def promtool_test(domains: int, rules_dir: Path, rule_names: Sequence[str], cycles: int) -> str:
+    """A promtool test that evaluates `rule_names` for `cycles` 1 s cycles over the synthetic
+    host (the same series and rates as the synthetic exporter), and checks nothing else."""
+    _, series = scaled_exposition(domains)
+    inputs = []
+    for one in series:
+        labels = dict(_LABEL.findall(one.labels), **PROMTOOL_HOST)
+        rendered = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        inputs.append(
+            {
+                "series": f"{one.name}{{{rendered}}}",
+                "values": f"{one.start:g}+{one.rate:g}x{cycles}",
+            }
+        )
+    document = {
+        "rule_files": [str(rules_dir / name) for name in rule_names],
+        "evaluation_interval": "1s",
+        "tests": [
+            {
+                "interval": "1s",
+                "input_series": inputs,
+                "promql_expr_test": [
+                    {
+                        "expr": "vector(1)",
+                        "eval_time": f"{cycles}s",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    }
+                ],
+            }
+        ],
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def promtool_cpu_seconds(test: Path) -> float:
+    """CPU seconds (user and system) one `promtool test rules` run takes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(test)], capture_output=True, text=True, check=False
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise RuntimeError(f"promtool test rules {test}: {result.stdout[-2000:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def measure_cpu(
+    domains: int,
+    policy_counts: Sequence[int],
+    modes: Sequence[str],
+    overrides: int,
+    rules_max: int | None,
+    cycles: int = PROMTOOL_CYCLES,
+    rounds: int = 3,
+) -> list[dict[str, Any]]:
+    """Rule evaluation CPU per cycle, measured as promtool's CPU time: the same rules over the
+    same synthetic host, evaluated in one process, minus a run without rules (loading the
+    series). CPU time, unlike the wall time Prometheus reports, hardly moves when other
+    processes compete for the CPUs. Points are interleaved over `rounds`; medians."""
+    points: dict[tuple[str, int], list[float]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="judicator-bench-promtool-"))
+    try:
+        plan = [
+            (mode, count)
+            for count in policy_counts
+            for mode in modes
+            if not (mode == "rules" and rules_max is not None and count > rules_max)
+        ]
+        baseline: list[float] = []
+        for _ in range(rounds):
+            empty = workdir / "empty"
+            empty.mkdir(exist_ok=True)
+            (empty / "none.yml").write_text("groups: []\n")
+            test = empty / "test.yml"
+            test.write_text(promtool_test(domains, empty, ["none.yml"], cycles))
+            baseline.append(promtool_cpu_seconds(test))
+            for mode, count in plan:
+                files = rule_files(mode, count, domains, overrides)
+                point_dir = workdir / f"{mode}-{count}"
+                point_dir.mkdir(exist_ok=True)
+                _write(point_dir, files)
+                test = point_dir / "test.yml"
+                test.write_text(promtool_test(domains, point_dir, list(files), cycles))
+                points.setdefault((mode, count), []).append(promtool_cpu_seconds(test))
+                log.info("promtool %s %s: %.2f s CPU", mode, count, points[(mode, count)][-1])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    floor = median(baseline) or 0.0
+    return [
+        {
+            "mode": mode,
+            "domains": domains,
+            "policies": count,
+            "cpu_seconds_per_cycle": ((median(values) or 0.0) - floor) / cycles,
+            "runs_cpu_seconds": values,
+            "baseline_cpu_seconds": baseline,
+            "cycles": cycles,
+            "loadavg": os.getloadavg()[0],
+        }
+        for (mode, count), values in points.items()
+    ]
+
+
+def report_cpu(points: list[dict[str, Any]]) -> str:
+    rules_cost = {
+        (p["domains"], p["policies"]): p["cpu_seconds_per_cycle"]
+        for p in points
+        if p["mode"] == "rules"
+    }
+    rows = []
+    for p in points:
+        versus = rules_cost.get((p["domains"], p["policies"]))
+        rows.append(
+            [
+                p["domains"],
+                p["mode"],
+                p["policies"],
+                fmt(p["cpu_seconds_per_cycle"] * 1000, 3),
+                fmt(p["cpu_seconds_per_cycle"] / versus, 3) if versus else "-",
+                fmt(p["loadavg"], 3),
+            ]
+        )
+    return table(
+        "Rule evaluation CPU per cycle (promtool's CPU time over "
+        f"{points[0]['cycles'] if points else PROMTOOL_CYCLES} cycles, minus loading the series; "
+        "medians of interleaved runs)",
+        ["domains", "policies as", "policies", "CPU ms per cycle", "x rules", "load average"],
+        rows,
+    )
+
+
 def report(points: list[dict[str, Any]]) -> list[str]:
     rows: list[list[object]] = []
     for p in points:
@@ -443,11 +580,17 @@ def run(
     modes: Sequence[str] = MODES,
     overrides: int = 1000,
     rules_max: int | None = None,
+    cpu: bool = True,
 ) -> list[str]:
     points: list[dict[str, Any]] = []
+    cpu_points: list[dict[str, Any]] = []
     for domains in domain_counts:
+        if cpu:
+            cpu_points.extend(measure_cpu(domains, policy_counts, modes, overrides, rules_max))
         points.extend(measure_host(domains, policy_counts, samples, modes, overrides, rules_max))
     tables = report(points)
+    if cpu_points:
+        tables.append(report_cpu(cpu_points))
     write_results(
         "policies",
         {
@@ -459,7 +602,7 @@ def run(
             "samples_per_point": samples,
             "scrape_and_evaluation_interval_seconds": INTERVAL_SECONDS,
         },
-        points,
+        {"prometheus": points, "promtool_cpu": cpu_points},
         tables,
     )
     return tables
@@ -477,6 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES))
     parser.add_argument("--overrides", type=int, default=1000)
     parser.add_argument(
+        "--no-cpu", action="store_true", help="skip the CPU-time measurement with promtool"
+    )
+    parser.add_argument(
         "--rules-max",
         type=int,
         help="measure policies as alerting rules only up to this many (1000 over 256 domains "
@@ -488,7 +634,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--modes: unknown {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for text in run(
-        args.policies, args.domains, args.samples, args.modes, args.overrides, args.rules_max
+        args.policies,
+        args.domains,
+        args.samples,
+        args.modes,
+        args.overrides,
+        args.rules_max,
+        not args.no_cpu,
     ):
         print(text)
     return 0
