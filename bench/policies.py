@@ -2,7 +2,7 @@
 
     python -m bench.policies [--policies 1,10,100,1000] [--domains 4,64,256] [--samples 6]
                              [--modes rules,simple,simple+overrides] [--overrides 1000]
-                             [--rules-max 100]
+                             [--rules-max 100] [--cpu-rounds 3] [--cpu-cycles 40]
 
 One real Prometheus per host size scrapes a synthetic exporter (bench/synthetic.py: the real
 exposition scaled to N domains on N CPUs) every second and evaluates, every second, the shipped
@@ -580,13 +580,18 @@ def run(
     modes: Sequence[str] = MODES,
     overrides: int = 1000,
     rules_max: int | None = None,
-    cpu: bool = True,
+    cpu_rounds: int = 3,
+    cpu_cycles: int = PROMTOOL_CYCLES,
 ) -> list[str]:
     points: list[dict[str, Any]] = []
     cpu_points: list[dict[str, Any]] = []
     for domains in domain_counts:
-        if cpu:
-            cpu_points.extend(measure_cpu(domains, policy_counts, modes, overrides, rules_max))
+        if cpu_rounds > 0:
+            cpu_points.extend(
+                measure_cpu(
+                    domains, policy_counts, modes, overrides, rules_max, cpu_cycles, cpu_rounds
+                )
+            )
         points.extend(measure_host(domains, policy_counts, samples, modes, overrides, rules_max))
     tables = report(points)
     if cpu_points:
@@ -599,6 +604,8 @@ def run(
             "modes": list(modes),
             "overrides": overrides,
             "rules_max": rules_max,
+            "cpu_rounds": cpu_rounds,
+            "cpu_cycles": cpu_cycles,
             "samples_per_point": samples,
             "scrape_and_evaluation_interval_seconds": INTERVAL_SECONDS,
         },
@@ -620,8 +627,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--modes", type=lambda text: text.split(","), default=list(MODES))
     parser.add_argument("--overrides", type=int, default=1000)
     parser.add_argument(
-        "--no-cpu", action="store_true", help="skip the CPU-time measurement with promtool"
+        "--cpu-rounds",
+        type=int,
+        default=3,
+        help="rounds of the CPU-time measurement with promtool (0: skip it)",
     )
+    parser.add_argument("--cpu-cycles", type=int, default=PROMTOOL_CYCLES)
     parser.add_argument(
         "--rules-max",
         type=int,
@@ -640,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.modes,
         args.overrides,
         args.rules_max,
-        not args.no_cpu,
+        args.cpu_rounds,
+        args.cpu_cycles,
     ):
         print(text)
     return 0
