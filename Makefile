@@ -66,8 +66,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two runs: mypy takes every suffix-less script in tools/ for a module named __main__.
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --warn-unreachable tools/compile-policies
 
 check-configs: debian-packages $(VENV)/.installed
 	PATH=$(abspath $(BIN)):$$PATH tools/check-configs
