@@ -23,11 +23,12 @@ COPY pyproject.toml README.md ./
 COPY xentools/ xentools/
 COPY exporter/ exporter/
 COPY remediator/ remediator/
-# The distribution also declares the simulator's judicator-sim; without xensim/ that script could
-# only fail, so it does not stay in the image.
+# The distribution also declares the simulator's judicator-sim and the operators' judicator-policy
+# (run against Prometheus, not on a Dom0); without xensim/ and policylearn/ those scripts could
+# only fail, so they do not stay in the image.
 RUN python3 -m venv /opt/judicator \
  && /opt/judicator/bin/pip install --no-cache-dir /src \
- && rm /opt/judicator/bin/judicator-sim
+ && rm /opt/judicator/bin/judicator-sim /opt/judicator/bin/judicator-policy
 
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG XEN_VERSION=4.17

@@ -66,8 +66,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two runs: mypy takes every suffix-less script in tools/ for a module named __main__.
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --warn-unreachable tools/compile-policies
 
 check-configs: debian-packages $(VENV)/.installed
 	PATH=$(abspath $(BIN)):$$PATH tools/check-configs
@@ -92,6 +94,13 @@ clean:
 # minutes here. Report in eval-output/ (eval.json, eval.png).
 eval: deps
 	$(BIN)/python -m xeneval $(EVAL_ARGS) $(SCENARIOS)
+
+# Learned thresholds on a synthetic week (docs/policies.md#learned-thresholds): a history
+# backfilled into Prometheus with promtool, `judicator-policy learn` on its first 7 days and
+# `judicator-policy backtest` of its last. No root; about 2 minutes. Output in learn-output/.
+.PHONY: learn-demo
+learn-demo: deps
+	$(BIN)/python -m xensim.learndemo --out learn-output
 
 # --- The Xen lab (docs/lab.md): Debian's real Xen 4.17 + PV Dom0 + PV guests under QEMU ----
 # Software emulation (QEMU TCG) on the build machine; every target tears the VM down itself.

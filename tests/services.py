@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tests.support import require_binary
@@ -48,6 +49,7 @@ def run_prometheus(
     netns: str | None = None,
     extra_args: Sequence[str] = (),
     ready_timeout: float = READY_TIMEOUT_SECONDS,
+    storage_path: Path | None = None,
 ) -> contextlib.AbstractContextManager[Prometheus]:
     """`xensim.services.run_prometheus`, skipping (failing under CI) without the binary."""
     require_binary(PROMETHEUS_BINARY)
@@ -58,6 +60,7 @@ def run_prometheus(
         netns=netns,
         extra_args=extra_args,
         ready_timeout=ready_timeout,
+        storage_path=storage_path,
     )
 
 

@@ -180,8 +180,10 @@ def _drive(stack: Stack, scenario: Scenario, record: RunRecord, say: Say) -> Non
         timeout=READY_TIMEOUT,
         what="Prometheus to scrape the exporter",
     )
+    # The policies compare each domain with its effective threshold, which the rules resolve
+    # every 10 s (rules/thresholds-effective.yml): until then no policy can fire.
     wait_until(
-        lambda: prometheus.query("judicator:policy_threshold:constant"),
+        lambda: prometheus.query("judicator:policy_threshold:effective"),
         timeout=READY_TIMEOUT,
         what="the first evaluation of the shipped rules",
     )

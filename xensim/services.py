@@ -378,6 +378,7 @@ def run_prometheus(
     extra_args: Sequence[str] = (),
     ready_timeout: float = READY_TIMEOUT_SECONDS,
     log_path: Path | None = None,
+    storage_path: Path | None = None,
 ) -> contextlib.AbstractContextManager[Prometheus]:
     """Start Prometheus 2.42 with `config` (YAML text or a mapping).
 
@@ -385,6 +386,8 @@ def run_prometheus(
     from the current directory); `alertmanager` ("host:port") replaces its alerting section. The
     text "{listen}" in a string `config` becomes Prometheus's own address (its self-scrape).
     Alerts are re-sent every second (--rules.alert.resend-delay=1s) so a caller sees changes fast.
+    `storage_path` is a TSDB to open (e.g. blocks written by promtool's backfill; the caller
+    keeps and removes it) instead of an empty one in the service's temporary directory.
     """
     binary = _require_binary(PROMETHEUS_BINARY)
 
@@ -403,7 +406,7 @@ def run_prometheus(
         return [
             binary,
             f"--config.file={workdir / 'prometheus.yml'}",
-            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--storage.tsdb.path={storage_path or workdir / 'data'}",
             f"--web.listen-address={listen}",
             "--web.enable-lifecycle",
             "--rules.alert.resend-delay=1s",

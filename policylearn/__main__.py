@@ -1,0 +1,5 @@
+import sys
+
+from policylearn.cli import main
+
+sys.exit(main())
