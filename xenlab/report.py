@@ -23,6 +23,12 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _tc_text(tc: Any) -> str:
+    if isinstance(tc, dict):
+        return "\n".join(str(tc.get(k, "")).strip() for k in ("qdiscs", "ingress_filters"))
+    return str(tc or "").strip()
+
+
 WINDOWS = ("baseline", "flood", "flood_until_shaped", "shaped")
 
 
@@ -96,10 +102,10 @@ def render(results: dict[str, Any]) -> str:
         f"- `xl pause guest3`: state {actions.get('state_after_pause')}; `xl unpause`: "
         f"{actions.get('state_after_unpause')}",
         "",
-        "## tc on guest1's vif after the throttle",
+        "## tc after the throttle (every qdisc; guest1's vif's ingress filters)",
         "",
         "```",
-        results.get("tc_on_attacker_vif", "").strip(),
+        _tc_text(results.get("tc_on_attacker_vif")),
         "```",
         "",
         "## Calibration (docs/lab.md)",
