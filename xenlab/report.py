@@ -36,6 +36,7 @@ def render(results: dict[str, Any]) -> str:
     windows = results["windows"]
     names = [n for n in WINDOWS if n in windows]
     timeline = results.get("timeline") or {}
+    failed_boots = results.get("failed_boots") or []
     lines = [
         "# Judicator on real Xen 4.17 (perf counters) under QEMU: the published experiment",
         "",
@@ -47,7 +48,9 @@ def render(results: dict[str, Any]) -> str:
         "rates are far below hardware; compare ratios.",
         "",
         f"Boot (QEMU start to three guests up): {_fmt(results.get('boot_seconds'), 0)} s; "
-        f"whole run {_fmt(results.get('total_seconds'), 0)} s.",
+        f"whole run {_fmt(results.get('total_seconds'), 0)} s. Failed starts retried (one "
+        f"retry allowed): {len(failed_boots)}"
+        + "".join(f"\n- failed start: {f.splitlines()[0]}" for f in failed_boots),
         "",
         "## Detection",
         "",

@@ -393,9 +393,29 @@ def stop(paths: LabPaths) -> None:
 
 @contextlib.contextmanager
 def booted(
-    paths: LabPaths, *, guests: Sequence[GuestSpec], hypervisor: str = "perfc"
+    paths: LabPaths,
+    *,
+    guests: Sequence[GuestSpec],
+    hypervisor: str = "perfc",
+    attempts: int = 1,
+    failed_boots: list[str] | None = None,
 ) -> Iterator[Lab]:
-    lab = start(paths, guests=guests, hypervisor=hypervisor)
+    """A lab that is stopped whatever happens. The retry policy, explicit: with `attempts` > 1
+    a failed *start* (QEMU died, Dom0 or a guest did not come up in time: emulation faults,
+    not the product's) is retried from a fresh QEMU up to `attempts` times in all; each
+    failure is logged as a warning and appended to `failed_boots` for the report. Nothing
+    after the start is ever retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            lab = start(paths, guests=guests, hypervisor=hypervisor)
+            break
+        except LabError as error:
+            summary = f"attempt {attempt}/{attempts}: {str(error)[:2000]}"
+            if failed_boots is not None:
+                failed_boots.append(summary)
+            if attempt == attempts:
+                raise
+            log.warning("the lab did not start, retrying from a fresh QEMU: %s", summary)
     try:
         yield lab
     finally:
