@@ -27,7 +27,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,13 +233,14 @@ class Lab:
         self.xl("create", path, timeout=GUEST_TIMEOUT_SECONDS).check(f"xl create {spec.name}")
 
     def create_guests(self, specs: Sequence[GuestSpec]) -> None:
-        """`xl create` of every guest at once: each boots on its own physical CPU, so their
-        boots overlap instead of adding up (one after the other took 1.5-4 minutes each under
-        emulation). xl takes no global lock here: Dom0's memory is fixed (dom0_mem), so
-        autoballooning, the one step it serialises, is off."""
-        with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
-            for future in [pool.submit(self.create_guest, spec) for spec in specs]:
-                future.result()
+        """`xl create` of each guest in turn. Each returns once its domain is built and its
+        devices attached; the guest then boots on its own physical CPU while the next is
+        created, so the boots overlap anyway. All at once was tried and failed on a loaded
+        machine: three bash `vif-bridge` hotplug scripts side by side in the emulated Dom0
+        outlasted libxl's hotplug timeout ("killing execution of /etc/xen/scripts/vif-bridge
+        online because of timeout", "unable to add vif devices")."""
+        for spec in specs:
+            self.create_guest(spec)
 
     def wait_guests_up(self, timeout: float = GUEST_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
