@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -263,7 +264,13 @@ def run_demo(paths: LabPaths, out: Path, fixtures: Path | None = None) -> dict[s
     token = secrets.token_hex(16)
     guests = standard_guests(3)
     started = time.monotonic()
-    results: dict[str, Any] = {"guests": [g.name for g in guests], "windows": {}}
+    # The host's load average at the start and the end: emulation slows down with it, and a
+    # run on a busy machine is not the same experiment (docs/lab.md, "Timings").
+    results: dict[str, Any] = {
+        "guests": [g.name for g in guests],
+        "windows": {},
+        "host_load": {"start": os.getloadavg()},
+    }
     failed_boots: list[str] = []
     results["failed_boots"] = failed_boots
     with booted(
@@ -299,6 +306,7 @@ def run_demo(paths: LabPaths, out: Path, fixtures: Path | None = None) -> dict[s
             with contextlib.suppress(LabError, OSError, ValueError, IndexError):
                 results["xl_actions"] = exercise_xl_actions(lab)
     results["total_seconds"] = time.monotonic() - started
+    results["host_load"]["end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     from xenlab.report import write_report
 

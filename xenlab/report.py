@@ -23,6 +23,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _load(results: dict[str, Any], when: str) -> str:
+    values = (results.get("host_load") or {}).get(when)
+    return "/".join(f"{v:.1f}" for v in values) if values else "-"
+
+
 def _tc_text(tc: Any) -> str:
     if isinstance(tc, dict):
         return "\n".join(str(tc.get(k, "")).strip() for k in ("qdiscs", "ingress_filters"))
@@ -49,7 +54,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Boot (QEMU start to three guests up): {_fmt(results.get('boot_seconds'), 0)} s; "
         f"whole run {_fmt(results.get('total_seconds'), 0)} s. Failed starts retried (one "
-        f"retry allowed): {len(failed_boots)}"
+        f"retry allowed): {len(failed_boots)}. Host load average (1, 5, 15 min) at the start "
+        f"{_load(results, 'start')}, at the end {_load(results, 'end')}."
         + "".join(f"\n- failed start: {f.splitlines()[0]}" for f in failed_boots),
         "",
         "## Detection",
