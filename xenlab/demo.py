@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from remediator.host import FILTER_PREF, parse_ingress_filters, parse_qdiscs_by_dev
 from xenlab.measure import Snapshot, take_snapshot, window
 from xenlab.paths import REPO_ROOT, LabPaths
 from xenlab.vm import (
@@ -82,6 +84,10 @@ EXPORTER_FLAGS = (
     "--collector.flowdirection",
 )
 POLL_SECONDS = 3.0
+# The retry policy (xenlab.vm.booted): a start that fails under emulation (QEMU dies, Dom0 or a
+# guest does not come up in time) is retried once from a fresh QEMU, and the report and
+# results.json list every failed start. The experiment itself is never retried.
+BOOT_ATTEMPTS = 2
 
 
 def render_thresholds(shipped: Path, overrides: Mapping[str, Mapping[str, float]]) -> str:
@@ -178,11 +184,35 @@ class Timeline:
     firing: float | None = None
     shaped: float | None = None
     alert: str | None = None
+    shaper: str | None = None
 
 
-def _throttle_on_vif(lab: Lab, vif: str) -> bool:
-    out = lab.run("tc", "qdisc", "show", "dev", vif).stdout
-    return "ingress" in out or "tbf" in out
+SHAPING_KINDS = ("tbf", "htb")
+
+
+def remediator_shaping(filters: str, qdiscs: str) -> str | None:
+    """The device the remediator's own redirect on a vif leads to, if that device shapes.
+
+    `filters` is `tc -j filter show dev VIF parent ffff:`, `qdiscs` is `tc -j qdisc show` (every
+    device). An ingress qdisc alone proves nothing: the exporter's direction counters sit on
+    one too, and count and pass every packet. The remediator's chain is its mirred redirect at
+    its own priority (remediator.host.FILTER_PREF) to a device whose qdisc shapes (tbf or htb):
+    an ifb per vif, or one per domain; either passes.
+    """
+    redirects, _ = parse_ingress_filters(filters)
+    by_dev = parse_qdiscs_by_dev(qdiscs)
+    for redirect in redirects:
+        kinds = {q.kind for q in by_dev.get(redirect.to_dev, ())}
+        if redirect.pref == FILTER_PREF and kinds & set(SHAPING_KINDS):
+            return redirect.to_dev
+    return None
+
+
+def _throttle_on_vif(lab: Lab, vif: str) -> str | None:
+    filters = lab.run("tc", "-j", "filter", "show", "dev", vif, "parent", "ffff:").stdout
+    if not filters.strip() or filters.strip() == "[]":
+        return None
+    return remediator_shaping(filters, lab.run("tc", "-j", "qdisc", "show").stdout)
 
 
 def watch_detection(lab: Lab, prometheus: Prometheus, vif: str, timeline: Timeline) -> None:
@@ -197,8 +227,10 @@ def watch_detection(lab: Lab, prometheus: Prometheus, vif: str, timeline: Timeli
                     timeline.pending = now
                 if alert["state"] == "firing" and timeline.firing is None:
                     timeline.firing = now
-        if _throttle_on_vif(lab, vif):
+        shaper = _throttle_on_vif(lab, vif)
+        if shaper is not None:
             timeline.shaped = time.time()
+            timeline.shaper = shaper
             return
         time.sleep(POLL_SECONDS)
     raise LabError(f"no throttle on {vif} within {DETECT_TIMEOUT_SECONDS:.0f}s: {timeline}")
@@ -232,8 +264,18 @@ def run_demo(paths: LabPaths, out: Path, fixtures: Path | None = None) -> dict[s
     token = secrets.token_hex(16)
     guests = standard_guests(3)
     started = time.monotonic()
-    results: dict[str, Any] = {"guests": [g.name for g in guests], "windows": {}}
-    with booted(paths, guests=guests, hypervisor="perfc") as lab:
+    # The host's load average at the start and the end: emulation slows down with it, and a
+    # run on a busy machine is not the same experiment (docs/lab.md, "Timings").
+    results: dict[str, Any] = {
+        "guests": [g.name for g in guests],
+        "windows": {},
+        "host_load": {"start": os.getloadavg()},
+    }
+    failed_boots: list[str] = []
+    results["failed_boots"] = failed_boots
+    with booted(
+        paths, guests=guests, hypervisor="perfc", attempts=BOOT_ATTEMPTS, failed_boots=failed_boots
+    ) as lab:
         results["boot_seconds"] = time.monotonic() - started
         (out / "xl-info.txt").write_text(lab.xl("info").stdout)
         if fixtures is not None:
@@ -264,11 +306,37 @@ def run_demo(paths: LabPaths, out: Path, fixtures: Path | None = None) -> dict[s
             with contextlib.suppress(LabError, OSError, ValueError, IndexError):
                 results["xl_actions"] = exercise_xl_actions(lab)
     results["total_seconds"] = time.monotonic() - started
+    results["host_load"]["end"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     from xenlab.report import write_report
 
     write_report(results, out)
     return results
+
+
+FLOOD_START_TIMEOUT_SECONDS = 30.0
+FLOOD_START_PACKETS = 50
+
+
+def _sent_packets(lab: Lab, vif: str) -> int:
+    # a vif's rx is what its guest sent
+    path = f"/sys/class/net/{vif}/statistics/rx_packets"
+    return int(lab.run("cat", path).check(f"{vif} rx_packets").stdout.strip())
+
+
+def start_flood(lab: Lab, vif: str) -> None:
+    """guest1 starts its flood at guest2; fails at once (with the guest's ping output) unless
+    its vif carries FLOOD_START_PACKETS more packets within FLOOD_START_TIMEOUT_SECONDS."""
+    before = _sent_packets(lab, vif)
+    reply = lab.guest_command(ATTACKER, "pingflood", lab.guest(VICTIM).ip, "1000000",
+                              str(FLOOD_DEADLINE_SECONDS), str(FLOOD_PAYLOAD_BYTES))  # fmt: skip
+    log.info("flood: %s", reply.strip())
+    deadline = time.monotonic() + FLOOD_START_TIMEOUT_SECONDS
+    while _sent_packets(lab, vif) - before < FLOOD_START_PACKETS:
+        if time.monotonic() > deadline:
+            output = lab.guest_command(ATTACKER, "result")
+            raise LabError(f"the flood did not start on {vif}; the guest's ping said: {output}")
+        time.sleep(1)
 
 
 def measure_flood(lab: Lab, vifs: Mapping[str, str], out: Path) -> dict[str, Any]:
@@ -277,9 +345,7 @@ def measure_flood(lab: Lab, vifs: Mapping[str, str], out: Path) -> dict[str, Any
     snaps["base0"] = take_snapshot(lab, vifs)
     time.sleep(BASELINE_SECONDS)
     snaps["base1"] = take_snapshot(lab, vifs)
-    reply = lab.guest_command(ATTACKER, "pingflood", lab.guest(VICTIM).ip, "1000000",
-                              str(FLOOD_DEADLINE_SECONDS), str(FLOOD_PAYLOAD_BYTES))  # fmt: skip
-    log.info("flood: %s", reply.strip())
+    start_flood(lab, vifs[ATTACKER])
     time.sleep(8)  # past the ping process's start-up (its page-table work)
     snaps["flood0"] = take_snapshot(lab, vifs)
     time.sleep(BASELINE_SECONDS)
@@ -312,8 +378,7 @@ def _experiment(
     results["readers"] = {"libxenctrl": _success(out / "metrics-libxenctrl-reader.txt")}
     timeline = Timeline(flood_start=time.time())
     results["timeline"] = timeline.__dict__
-    lab.guest_command(ATTACKER, "pingflood", lab.guest(VICTIM).ip, "1000000",
-                      str(FLOOD_DEADLINE_SECONDS), str(FLOOD_PAYLOAD_BYTES))  # fmt: skip
+    start_flood(lab, vifs[ATTACKER])
     pre = take_snapshot(lab, vifs)
     watch_detection(lab, prometheus, vifs[ATTACKER], timeline)
     detected = take_snapshot(lab, vifs)
@@ -324,6 +389,7 @@ def _experiment(
         "pending_after_s": _after(timeline.pending, timeline.flood_start),
         "firing_after_s": _after(timeline.firing, timeline.flood_start),
         "shaped_after_s": _after(timeline.shaped, timeline.flood_start),
+        "shaper": timeline.shaper,
     }
     time.sleep(3)
     shaped0 = take_snapshot(lab, vifs)
@@ -331,7 +397,12 @@ def _experiment(
     shaped1 = take_snapshot(lab, vifs)
     windows["shaped"] = window(shaped0, shaped1, vifs)
     lab.guest_command(ATTACKER, "stop")
-    results["tc_on_attacker_vif"] = lab.run("tc", "qdisc", "show", "dev", vifs[ATTACKER]).stdout
+    results["tc_on_attacker_vif"] = {
+        "qdiscs": lab.run("tc", "qdisc", "show").stdout,
+        "ingress_filters": lab.run(
+            "tc", "filter", "show", "dev", vifs[ATTACKER], "parent", "ffff:"
+        ).stdout,
+    }
     results["alerts"] = prometheus.alerts()
     results["figure_series"] = _series(prometheus, timeline.flood_start - 60)
     # Both readers on the same hypervisor: one scrape of an exporter with the xenperf reader.

@@ -281,6 +281,9 @@ def build_dom0(paths: LabPaths) -> None:
     _copy(paths.domu_initrd, root / "guest/domu.cpio.gz")
     (root / "init").write_text(_script("dom0-init.sh"))
     (root / "init").chmod(0o755)
+    vif_script = root / "etc/xen/scripts/vif-xenlab"
+    vif_script.write_text(_script("vif-xenlab.sh"))
+    vif_script.chmod(0o755)
     copy_libraries(root)
     pack(root, paths.dom0_initrd)
 

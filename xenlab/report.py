@@ -23,6 +23,17 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _load(results: dict[str, Any], when: str) -> str:
+    values = (results.get("host_load") or {}).get(when)
+    return "/".join(f"{v:.1f}" for v in values) if values else "-"
+
+
+def _tc_text(tc: Any) -> str:
+    if isinstance(tc, dict):
+        return "\n".join(str(tc.get(k, "")).strip() for k in ("qdiscs", "ingress_filters"))
+    return str(tc or "").strip()
+
+
 WINDOWS = ("baseline", "flood", "flood_until_shaped", "shaped")
 
 
@@ -30,6 +41,7 @@ def render(results: dict[str, Any]) -> str:
     windows = results["windows"]
     names = [n for n in WINDOWS if n in windows]
     timeline = results.get("timeline") or {}
+    failed_boots = results.get("failed_boots") or []
     lines = [
         "# Judicator on real Xen 4.17 (perf counters) under QEMU: the published experiment",
         "",
@@ -41,7 +53,10 @@ def render(results: dict[str, Any]) -> str:
         "rates are far below hardware; compare ratios.",
         "",
         f"Boot (QEMU start to three guests up): {_fmt(results.get('boot_seconds'), 0)} s; "
-        f"whole run {_fmt(results.get('total_seconds'), 0)} s.",
+        f"whole run {_fmt(results.get('total_seconds'), 0)} s. Failed starts retried (one "
+        f"retry allowed): {len(failed_boots)}. Host load average (1, 5, 15 min) at the start "
+        f"{_load(results, 'start')}, at the end {_load(results, 'end')}."
+        + "".join(f"\n- failed start: {f.splitlines()[0]}" for f in failed_boots),
         "",
         "## Detection",
         "",
@@ -96,10 +111,10 @@ def render(results: dict[str, Any]) -> str:
         f"- `xl pause guest3`: state {actions.get('state_after_pause')}; `xl unpause`: "
         f"{actions.get('state_after_unpause')}",
         "",
-        "## tc on guest1's vif after the throttle",
+        "## tc after the throttle (every qdisc; guest1's vif's ingress filters)",
         "",
         "```",
-        results.get("tc_on_attacker_vif", "").strip(),
+        _tc_text(results.get("tc_on_attacker_vif")),
         "```",
         "",
         "## Calibration (docs/lab.md)",

@@ -1,10 +1,11 @@
-"""The published experiment on the real hypervisor, end to end (`make lab-test`, in CI).
+"""The published experiment on the real hypervisor, end to end (`make lab-test`; not in CI yet).
 
 Boots Debian's Xen 4.17 rebuilt with perf counters under QEMU (xenlab), runs the real exporter
 and remediator in Dom0 and Prometheus/Alertmanager beside it, and lets guest1 ping-flood
 guest2: the flood policy must fire on guest1 (not on its victim), tc on guest1's real vif must
 cut the flood, and `xl sched-credit2 -c` / `xl pause` must work on a real domain. About 8-12
-minutes on a 2-core machine; the VM is torn down whatever happens (xenlab.vm.booted).
+minutes on an idle 2-core machine; the VM is torn down whatever happens (xenlab.vm.booted). A
+start that fails under emulation is retried once, and listed in the report (`failed_boots`).
 """
 
 from __future__ import annotations

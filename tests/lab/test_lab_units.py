@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from xenlab.calibrate import calibrate
-from xenlab.demo import LAB_THRESHOLDS, render_thresholds
+from xenlab.demo import LAB_THRESHOLDS, remediator_shaping, render_thresholds
 from xenlab.measure import Snapshot, window
 from xenlab.report import render
 from xensim.stack import SHIPPED_RULES_DIR
@@ -58,3 +59,47 @@ def test_windows_calibration_and_report_on_real_captures() -> None:
     assert all(r.lab in (0.0, None) for r in rows[1:] if "per s" not in r.quantity)
     text = render({"windows": {"baseline": base, "flood": flood}, "error": "none"})
     assert "| flood | 10.0 | 200.0 |" in text
+
+
+def _all_qdiscs(**by_dev: str) -> str:
+    """`tc -j qdisc show` (every device) from per-device captures: each entry gets its "dev"."""
+    entries = []
+    for dev, fixture in by_dev.items():
+        for entry in json.loads((FIXTURES / "tc" / fixture).read_text()):
+            entries.append({**entry, "dev": dev.replace("_", ".")})
+    return json.dumps(entries)
+
+
+def _filters(fixture: str) -> str:
+    return (FIXTURES / "tc" / fixture).read_text()
+
+
+def test_the_shaping_check_finds_the_remediators_redirect_to_a_shaping_ifb() -> None:
+    qdiscs = _all_qdiscs(vif9_0="qdisc-vif-ingress-only.json", jifb9_0="qdisc-ifb-tbf.json")
+    assert remediator_shaping(_filters("filter-vif-redirect.json"), qdiscs) == "jifb9.0"
+    counters_too = _filters("filter-vif-counters-and-redirect.json")
+    assert remediator_shaping(counters_too, qdiscs) == "jifb9.0"
+
+
+def test_the_shaping_check_ignores_the_exporters_direction_counters() -> None:
+    # the ingress qdisc and the counting filters (mirred mirror, priorities 11-18) shape nothing
+    only_counters = [
+        e
+        for e in json.loads(_filters("filter-vif-counters-and-redirect.json"))
+        if e.get("pref") != 49
+    ]
+    qdiscs = _all_qdiscs(vif9_0="qdisc-vif-ingress-only.json", jifb9_0="qdisc-ifb-tbf.json")
+    assert remediator_shaping(json.dumps(only_counters), qdiscs) is None
+
+
+def test_the_shaping_check_wants_a_shaping_qdisc_behind_the_redirect() -> None:
+    # the redirect is there but its ifb has no tbf/htb yet (or any more): not shaped
+    qdiscs = _all_qdiscs(vif9_0="qdisc-vif-ingress-only.json")
+    assert remediator_shaping(_filters("filter-vif-redirect.json"), qdiscs) is None
+
+
+def test_the_shaping_check_accepts_one_ifb_per_domain() -> None:
+    # the remediator may shape all of a domain's vifs through one ifb: any name, same chain
+    filters = _filters("filter-vif-redirect.json").replace("jifb9.0", "jifbd9")
+    qdiscs = _all_qdiscs(vif9_0="qdisc-vif-ingress-only.json", jifbd9="qdisc-ifb-tbf.json")
+    assert remediator_shaping(filters, qdiscs) == "jifbd9"

@@ -46,11 +46,15 @@ IDLE = run(domains())
 
 
 def test_idle_host_counts_the_documented_baseline_on_every_online_cpu() -> None:
+    # the lab's idle CPU (docs/simulator.md, "Lab calibration"): 6-12 timer interrupts/s, as
+    # many interrupts or a few more, ~12 context switches/s; over 10 s to see the small rates
+    idle = run(domains(), seconds=10.0)
     for cpu in ONLINE:
-        assert 80 <= on(IDLE, "apic timer interrupts", cpu) <= 120
-        assert on(IDLE, "#interrupts", cpu) >= on(IDLE, "apic timer interrupts", cpu) * 0.8
-        assert on(IDLE, "page faults", cpu) > 0
-    assert all(value > 0 and isinstance(value, int) for value in IDLE.per_cpu.values())
+        assert 60 <= on(idle, "apic timer interrupts", cpu) <= 120
+        assert on(idle, "#interrupts", cpu) >= on(idle, "apic timer interrupts", cpu) * 0.8
+        assert 100 <= on(idle, "sched: context switches", cpu) <= 170
+        assert on(idle, "page faults", cpu) > 0
+    assert all(value > 0 and isinstance(value, int) for value in idle.per_cpu.values())
 
 
 @pytest.mark.parametrize(
@@ -71,7 +75,7 @@ def test_packet_flood_shows_on_its_cpu_and_in_dom0_but_not_elsewhere(
     assert on(flooded, "sched: context switches", 1) >= 10 * on(IDLE, "sched: context switches", 1)
     assert on(flooded, "#interrupts", 0) >= 10 * on(IDLE, "#interrupts", 0), "netback in Dom0"
     # The published finding: page-table activity stays flat during a network flood.
-    assert on(flooded, "page faults", 1) <= 1.5 * on(IDLE, "page faults", 1)
+    assert on(flooded, "page faults", 1) <= max(1.5 * on(IDLE, "page faults", 1), 3)
     assert on(flooded, "calls to mmu_update", 1) <= 2 * max(on(IDLE, "calls to mmu_update", 1), 5)
     for other in (2, 3):
         assert on(flooded, "#interrupts", other) <= 1.3 * on(IDLE, "#interrupts", other)
@@ -127,7 +131,8 @@ def test_page_faults_feed_page_fault_exceptions_and_shadow_counters_only_with_sh
     assert plain.arrays[("exceptions", model.VECTOR_PAGE_FAULT)] >= 19_000
     assert on(plain, "calls to shadow_fault", 2) == 0
     assert on(shadow, "calls to shadow_fault", 2) >= 19_000
-    assert on(shadow, "calls to shadow_fault", 1) > 0, "baseline faults are shadow faults too"
+    baseline = run(domains(), shadow=True, seconds=10.0)
+    assert on(baseline, "calls to shadow_fault", 1) > 0, "baseline faults are shadow faults too"
 
 
 def test_same_seed_same_counts_and_noise_stays_small() -> None:
@@ -135,7 +140,8 @@ def test_same_seed_same_counts_and_noise_stays_small() -> None:
     values = [
         on(run(domains(), seconds=10.0, seed=s), "apic timer interrupts", 2) for s in range(20)
     ]
-    assert all(900 <= v <= 1100 for v in values)
+    expected = 10.0 * model.CPU_BASELINE_PER_SECOND["apic timer interrupts"]
+    assert all(0.8 * expected <= v <= 1.2 * expected for v in values)
     assert len(set(values)) > 1
 
 

@@ -1,16 +1,20 @@
 #!/bin/sh
 # One command per TCP connection from Dom0 (busybox nc -e): the guest's workloads.
 # Every workload is bounded in count and time.
+# Debian's busybox-static runs its own applets before PATH (FEATURE_SH_STANDALONE): a bare
+# `ping` here is busybox's, which has no -f ("invalid option -- 'f'", exit 1, no packet sent).
+# iputils' ping is therefore always called by its path.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+PING=/usr/bin/ping
 read -t 10 cmd a1 a2 a3 a4 || exit 0
 up() { cut -d' ' -f1 /proc/uptime; }
 case "$cmd" in
   hello) echo "hello $(cat /etc/xenlab-name) uptime $(up)";;
   ping)  # ping IP COUNT: ordinary ping (reachability, ARP)
-         timeout 30 ping -c "$a2" -i 0.2 -W 1 "$a1"; echo "rc=$?";;
+         timeout 30 $PING -c "$a2" -i 0.2 -W 1 "$a1"; echo "rc=$?";;
   pingflood) # pingflood IP COUNT DEADLINE [SIZE]: iputils flood ping in the background, quiet;
          # `ping -i 0` can hang under emulation: -f with both -c and -w, under timeout
-         (setsid timeout $((a3 + 10)) ping -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
+         (setsid timeout $((a3 + 10)) $PING -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
           echo "rc=$? end $(up)" >> /tmp/pingflood.out) </dev/null >/dev/null 2>&1 &
          echo "started pingflood $a1 at $(up)";;
   udpflood) # udpflood IP SECONDS: 1000-byte datagrams to port 9 as fast as nc can send
