@@ -68,11 +68,15 @@ class HostObserver:
         runner: Runner,
         tools: Tools,
         list_vifs: Callable[[], list[Vif]],
+        list_links: Callable[[], dict[str, bool]] | None = None,
     ) -> None:
+        """`list_links`: Dom0's interfaces -> up, read in-process (sysfs); None: `ip -j link
+        show`, a process per read."""
         self._toolstack = toolstack
         self._runner = runner
         self._tools = tools
         self._list_vifs = list_vifs
+        self._list_links = list_links
 
     def _read(self, *argv: str, stdin: str | None = None) -> str:
         result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout, stdin=stdin))
@@ -115,7 +119,10 @@ class HostObserver:
         needs = set(kinds)
         try:
             running = {d.name: d for d in self._toolstack.domains() if d.name in wanted}
-            links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
+            if self._list_links is not None:
+                links = self._list_links()
+            else:
+                links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
             our_ifbs = tuple(sorted(n for n in links if n.startswith(IFB_PREFIX)))
             vifs = self._list_vifs() if "network_shape" in needs else []
             pairs = [
