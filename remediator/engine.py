@@ -33,7 +33,7 @@ from remediator.plan import (
     plan_apply,
     plan_release,
 )
-from remediator.runner import Result, Runner, batched, merged
+from remediator.runner import Result, Runner, as_batch, batched, merged
 from remediator.store import Store, Throttle
 
 log = logging.getLogger(__name__)
@@ -304,6 +304,23 @@ class Engine:
                 list(command.argv),
             )
 
+    def _execute_and_observe(
+        self, commands: list[Command], names: list[str]
+    ) -> tuple[Result | None, HostState | None]:
+        """`_execute`, and the network state of the named domains after it when the reader can
+        read it in the plan's last `tc -batch -` (no process for the check); else None."""
+        commands = batched(commands)
+        observe_after = getattr(self.host, "observe_after", None)
+        last = as_batch(commands[-1], "tc") if commands else None
+        if observe_after is None or last is None:
+            return self._execute(commands), None
+        failure = self._execute(commands[:-1])
+        if failure is not None:
+            return failure, None
+        result, after = observe_after(names, {"network_shape"}, last)
+        self.metrics.command_seconds.labels(os.path.basename(last.argv[0])).observe(result.seconds)
+        return (None if result.ok else result), after
+
     def _execute(self, commands: list[Command]) -> Result | None:
         if getattr(self.runner, "batches", False):
             commands = batched(commands)
@@ -535,13 +552,17 @@ class Engine:
                 self._begin_applying(throttle, dom, prior)
         for throttle, _, _, commands in planned:
             self._log_commands(throttle, "apply", commands)
-        failure = self._execute(merged([commands for _, _, _, commands in planned]))
+        names = [t.domain for t, *_ in planned]
+        failure, after = self._execute_and_observe(
+            merged([commands for _, _, _, commands in planned]), names
+        )
         if failure is not None:
             log.warning("apply round: %s; finishing its throttles one by one", failure.describe())
-        try:
-            after = self.host.observe([t.domain for t, *_ in planned], {"network_shape"})
-        except ObserveError:
-            return [t.id for t, *_ in planned]
+        if after is None:
+            try:
+                after = self.host.observe(names, {"network_shape"})
+            except ObserveError:
+                return [t.id for t, *_ in planned]
         done, alone = [], []
         for throttle, dom, prior, commands in planned:
             seen = after.domains.get(throttle.domain)

@@ -82,17 +82,26 @@ def batched(commands: Sequence[Command]) -> list[Command]:
             groups[-1].append(command)
         else:
             groups.append([command])
-    return [
-        group[0]
-        if len(group) == 1
-        else replace(
-            group[0],
-            argv=(group[0].argv[0], "-batch", "-"),
-            timeout=sum(c.timeout for c in group),
-            stdin="".join(" ".join(c.argv[1:]) + "\n" for c in group),
-        )
-        for group in groups
-    ]
+    return [group[0] if len(group) == 1 else _join(group) for group in groups]
+
+
+def _join(group: Sequence[Command]) -> Command:
+    return replace(
+        group[0],
+        argv=(group[0].argv[0], "-batch", "-"),
+        timeout=sum(c.timeout for c in group),
+        stdin="".join(" ".join(c.argv[1:]) + "\n" for c in group),
+    )
+
+
+def as_batch(command: Command, program: str) -> Command | None:
+    """`command` as a `PROGRAM -batch -` (it is one, or one batchable line of PROGRAM); None
+    when it is neither."""
+    if os.path.basename(command.argv[0]) != program:
+        return None
+    if command.argv[1:] == ("-batch", "-") and command.stdin is not None:
+        return command
+    return _join([command]) if _batchable(command) else None
 
 
 def merged(plans: Sequence[Sequence[Command]]) -> list[Command]:
