@@ -151,8 +151,7 @@ class Engine:
                 else:
                     decision = self._resolve(outcome)
                 decisions.append(decision)
-        for throttle_id in applies:
-            self._submit(throttle_id, self._apply)
+        self._submit_applies(applies)
         if any(d.status == "resolved" for d in decisions):
             with self._wake:
                 self._wake.notify_all()
@@ -223,19 +222,33 @@ class Engine:
     # -- workers ------------------------------------------------------------------------------
 
     def _submit(self, throttle_id: int, job: Callable[[int], None]) -> None:
+        if job == self._apply and self._rounds_enabled:
+            self._submit_applies([throttle_id])
+            return
         with self._locks_lock:
             if throttle_id in self._in_flight or self._stopped.is_set():
                 return
             self._in_flight.add(throttle_id)
-            if job == self._apply and self._rounds_enabled:
-                # Applied with every other throttle pending now (`_apply_round`).
-                self._round_queue.append(throttle_id)
-                if self._round_running:
-                    return
-                self._round_running = True
-                self._pool.submit(self._rounds)
-                return
         self._spawn(throttle_id, job)
+
+    def _submit_applies(self, throttle_ids: list[int]) -> None:
+        """Apply these throttles; with rounds, together with every other one pending now (the
+        alerts of one notification are in one round, `_apply_round`)."""
+        if not self._rounds_enabled:
+            for throttle_id in throttle_ids:
+                self._submit(throttle_id, self._apply)
+            return
+        with self._locks_lock:
+            if self._stopped.is_set():
+                return
+            for throttle_id in throttle_ids:
+                if throttle_id not in self._in_flight:
+                    self._in_flight.add(throttle_id)
+                    self._round_queue.append(throttle_id)
+            if self._round_running or not self._round_queue:
+                return
+            self._round_running = True
+        self._pool.submit(self._rounds)
 
     def _spawn(self, throttle_id: int, job: Callable[[int], None]) -> None:
         """Run `job` on the pool for a throttle already counted in flight."""

@@ -89,7 +89,7 @@ def test_plans_of_a_round_merge_into_one_ip_and_one_tc_batch_each_plan_in_its_or
         ]
 
     finish = [cmd("tc", "qdisc", "add", "dev", "vif9.0", "ingress")]  # a half-done apply
-    two_vifs = shape(5) + [cmd("ip", "link", "add", "jifb5.1", "type", "ifb")]
+    two_vifs = [*shape(5), cmd("ip", "link", "add", "jifb5.1", "type", "ifb")]
     commands = batched(merged([shape(3), finish, two_vifs]))
     assert [c.argv for c in commands] == [
         ("ip", "-batch", "-"),
