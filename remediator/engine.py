@@ -516,7 +516,8 @@ class Engine:
         `tc -batch -` (per step of the plans), one verifying read, one commit of the `active`
         ones. What it does not finish (another kind, a domain busy or twice in the round, a
         command or check that failed) it returns, to be applied one by one by `_apply`, which
-        finishes from the recorded state or rolls back, as after a crash."""
+        finishes from the recorded state or rolls back, as after a crash. A round of one
+        throttle is that throttle's own apply: a failure rolls it back, as `_apply` does."""
         alone: list[int] = []
         held: list[tuple[Throttle, threading.Lock]] = []
         try:
@@ -569,13 +570,24 @@ class Engine:
         failure, after = self._execute_and_observe(
             merged([commands for _, _, _, commands in planned]), names
         )
+        if len(planned) == 1 and failure is not None:
+            # The round was this throttle's own apply: its failure is its own (rolled back).
+            self._apply_failed(planned[0][0], failure.describe())
+            return []
         if failure is not None:
             log.warning("apply round: %s; finishing its throttles one by one", failure.describe())
         if after is None:
             try:
                 after = self.host.observe(names, {"network_shape"})
             except ObserveError:
-                return [t.id for t, *_ in planned]
+                after = None
+        if after is None and len(planned) == 1:
+            self._apply_failed(
+                planned[0][0], "the host does not show the throttle after applying it"
+            )
+            return []
+        if after is None:
+            return [t.id for t, *_ in planned]
         done, alone = [], []
         for throttle, dom, prior, commands in planned:
             seen = after.domains.get(throttle.domain)
@@ -585,6 +597,10 @@ class Engine:
                 and is_applied(throttle.action, seen, prior, self.tools)
             ):
                 done.append((throttle, dom, prior, commands))
+            elif len(planned) == 1:
+                self._apply_failed(
+                    throttle, "the host does not show the throttle after applying it"
+                )
             else:
                 alone.append(throttle.id)
         # Written after the host changed and the change was seen.
