@@ -274,15 +274,13 @@ class Engine:
                     self._in_flight.difference_update(ids)
                     self._round_running = False
                     return
-            alone: list[int] = []
+            handed_off: set[int] = set()
             try:
-                alone = self._apply_round(ids)
+                handed_off = self._apply_round(ids)
             except Exception:
                 log.exception("apply round of throttles %s: unexpected failure", ids)
             with self._locks_lock:
-                self._in_flight.difference_update(set(ids) - set(alone))
-            for throttle_id in alone:
-                self._spawn(throttle_id, self._apply)
+                self._in_flight.difference_update(set(ids) - handed_off)
 
     def _domain_lock(self, domain: str) -> threading.Lock:
         with self._locks_lock:
@@ -510,16 +508,20 @@ class Engine:
         if current is not None:
             self._release_locked(current, error=problem)
 
-    def _apply_round(self, ids: list[int]) -> list[int]:
+    def _apply_round(self, ids: list[int]) -> set[int]:
         """Apply the network shaping of every throttle in `ids` together: one host read, one
         commit of their `applying` records, their plans merged into one `ip -batch -` and one
         `tc -batch -` (per step of the plans), one verifying read, one commit of the `active`
-        ones. What it does not finish (another kind, a domain busy or twice in the round, a
-        command or check that failed) it returns, to be applied one by one by `_apply`, which
-        finishes from the recorded state or rolls back, as after a crash. A round of one
-        throttle is that throttle's own apply: a failure rolls it back, as `_apply` does."""
-        alone: list[int] = []
+        ones. Another kind (xl: a process each anyway) or a domain busy with another action
+        goes to `_apply` on the pool at once. What the round does not finish (a command or
+        check that failed) goes there afterwards: `_apply` finishes it from the recorded state
+        or rolls it back, as after a crash. A round of one throttle is that throttle's own
+        apply: a failure rolls it back, as `_apply` does.
+
+        Returns the throttles handed to `_apply` (still in flight)."""
+        handed: list[int] = []
         held: list[tuple[Throttle, threading.Lock]] = []
+        unfinished: list[int] = []
         try:
             for throttle_id in ids:
                 throttle = self.store.get(throttle_id)
@@ -531,14 +533,17 @@ class Engine:
                     or any(t.domain == throttle.domain for t, _ in held)
                     or not lock.acquire(blocking=False)
                 ):
-                    alone.append(throttle_id)
+                    self._spawn(throttle_id, self._apply)
+                    handed.append(throttle_id)
                     continue
                 held.append((throttle, lock))
-            alone += self._apply_together([t.id for t, _ in held])
+            unfinished = self._apply_together([t.id for t, _ in held])
         finally:
             for _, lock in held:
                 lock.release()
-        return alone
+        for throttle_id in unfinished:
+            self._spawn(throttle_id, self._apply)
+        return {*handed, *unfinished}
 
     def _apply_together(self, ids: list[int]) -> list[int]:
         """`_apply_round`'s work, its domains locked."""
