@@ -1,24 +1,24 @@
-"""Reaction time: attack start -> throttle in place, in its parts, shipped and fastest settings.
+"""Reaction time: attack start -> throttle in place, in its parts, at several settings.
 
-    python -m bench.reaction [--benign 30] [--attacks 2]
+    python -m bench.reaction [--benign 30] [--attacks 2] [--settings shipped,2s,fast,fast_window]
 
 The whole loop as the demo runs it (xensim.stack: the real exporter, Prometheus with the
-shipped prometheus.yml rendered at 1 s scrape and evaluation, Alertmanager with the shipped
-routing, the remediator shaping with real tc) on a simulated host of 6 guests: guest3 browses
-guest2's web server and guest4 streams a bulk transfer to it the whole time (the benign
-workloads); guest1 and then guest5 ping-flood (the attacks, one after the other, each its own
-throttle).
+shipped prometheus.yml, Alertmanager with the shipped routing, the remediator shaping with real
+tc) on a simulated host of 6 guests: guest3 browses guest2's web server and guest4 streams a
+bulk transfer to it the whole time (the benign workloads); guest1 and then guest5 ping-flood
+(the attacks, one after the other, each its own throttle). Settings (`SETTINGS`):
 
-1. Shipped rules: while only the benign workloads run, every network-flood policy's expression
-   is evaluated over the window (a range query of the rule's own expression): the longest time
-   it held for a benign guest bounds how short `for:` may be. The fastest safe `for:` is that
-   plus one evaluation (at least one evaluation). Then the attacks.
-2. Fast rules: the same stack with the network-flood policies' `for:` at that value, the
-   attacks again, the benign workloads still running; any policy alert on a benign guest is a
-   false positive and is reported.
-3. Fast rules with 5 s rate windows (every `[10s]` and `rate10s` of the rules made `[5s]` and
-   `rate5s`, as docs/policies.md describes for other scrape intervals): half as much of a flood
-   lifts a rate over its threshold, and a rate vanishes after 4 failed scrapes instead of 9.
+- shipped: the shipped rules at the shipped prometheus.yml's scrape and evaluation interval;
+- 2s, 1s: the shipped rules scraped and evaluated every 2 s, every 1 s (the simulation's);
+- 2s_policies_1s: scraped every 2 s, the policy group evaluated every 1 s (its `interval:`);
+- fast: 1 s, the network-flood policies' `for:` at the fastest safe value: while only the
+  benign workloads run, every network-flood policy's expression is evaluated over the window
+  (a range query of the rule's own expression); the longest time it held for a benign guest,
+  plus one evaluation, bounds how short `for:` may be. Any policy alert on a benign guest is a
+  false positive and is reported;
+- fast_window: fast with 5 s rate windows (every `[10s]` and `rate10s` of the rules made `[5s]`
+  and `rate5s`, as docs/policies.md describes for other scrape intervals): half as much of a
+  flood lifts a rate over its threshold, and a rate vanishes after 4 failed scrapes instead of 9.
 
 Parts of each attack, from timestamps Prometheus and the remediator recorded:
 scrape (attack start -> first scrape showing the flood), rate window (-> the policy's
@@ -40,6 +40,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +56,56 @@ TARGETS = {"guest1": "guest2", "guest5": "guest6"}
 BENIGN = {"guest3": ("web", "guest2"), "guest4": ("bulk", "guest2")}
 POLICY = "network_flood"
 POLICY_GROUP = "judicator-policies"
-EVALUATION_SECONDS = 1.0
 FLOOD_PACKETS_PER_SCRAPE = 1000
 SHIPPED_WINDOW_SECONDS = 10
 FAST_WINDOW_SECONDS = 5
-SETTINGS = ("shipped", "fast", "fast_window")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Scrape and evaluation interval, the policy group's own evaluation interval (None: the
+    global one), whether `for:` is the fastest safe one measured, and the rate windows."""
+
+    scrape: float
+    policy_evaluation: float | None = None
+    fast_for: bool = False
+    window: int = SHIPPED_WINDOW_SECONDS
+
+    @property
+    def evaluation(self) -> float:
+        return self.policy_evaluation or self.scrape
+
+
+def shipped_interval() -> float:
+    """The shipped prometheus.yml's scrape (= evaluation) interval, in seconds."""
+    from xensim import stack
+
+    settings = yaml.safe_load(stack.SHIPPED_PROMETHEUS_CONFIG.read_text())["global"]
+    scrape, evaluation = settings["scrape_interval"], settings["evaluation_interval"]
+    if scrape != evaluation or not scrape.endswith("s"):
+        raise ValueError(f"expected one interval in seconds, got {scrape} and {evaluation}")
+    return float(scrape[:-1])
+
+
+SETTINGS = {
+    "shipped": Setting(shipped_interval()),
+    "2s": Setting(2.0),
+    "2s_policies_1s": Setting(2.0, policy_evaluation=1.0),
+    "1s": Setting(1.0),
+    "fast": Setting(1.0, fast_for=True),
+    "fast_window": Setting(1.0, fast_for=True, window=FAST_WINDOW_SECONDS),
+}
 
 
 @contextlib.contextmanager
 def rules_with_for(
-    for_seconds: float | None, window_seconds: int = SHIPPED_WINDOW_SECONDS
+    for_seconds: float | None,
+    window_seconds: int = SHIPPED_WINDOW_SECONDS,
+    policy_evaluation: float | None = None,
 ) -> Iterator[Path | None]:
-    """A copy of the shipped rules with the network-flood policies' `for:` and the rate windows
-    replaced."""
-    if for_seconds is None and window_seconds == SHIPPED_WINDOW_SECONDS:
+    """A copy of the shipped rules with the network-flood policies' `for:`, the rate windows
+    and the policy group's evaluation interval replaced."""
+    if for_seconds is None and window_seconds == SHIPPED_WINDOW_SECONDS and not policy_evaluation:
         yield None
         return
     from xensim import stack
@@ -84,6 +121,8 @@ def rules_with_for(
             )
         policies = yaml.safe_load((directory / "policies.yml").read_text())
         for group in policies["groups"]:
+            if group["name"] == POLICY_GROUP and policy_evaluation:
+                group["interval"] = f"{policy_evaluation:g}s"
             for rule in group["rules"]:
                 if rule.get("labels", {}).get("policy") == POLICY and for_seconds is not None:
                     rule["for"] = f"{for_seconds:g}s"
@@ -102,18 +141,21 @@ def _policy_rules(prometheus: Any) -> list[dict[str, Any]]:
     ]
 
 
-def longest_benign_streak(prometheus: Any, start: float, end: float) -> dict[str, float]:
-    """Per policy: the longest time (s) its expression held on any guest in [start, end]."""
+def longest_benign_streak(
+    prometheus: Any, start: float, end: float, step: float
+) -> dict[str, float]:
+    """Per policy: the longest time (s) its expression held on any guest in [start, end],
+    evaluated every `step` seconds."""
     streaks = {}
     for rule in _policy_rules(prometheus):
         longest = 0.0
-        for _, points in prometheus.query_range(rule["query"], start, end, EVALUATION_SECONDS):
+        for _, points in prometheus.query_range(rule["query"], start, end, step):
             run = 0.0
             previous: float | None = None
             for timestamp, _ in points:
                 gap: float | None = None if previous is None else timestamp - previous
-                run = run + EVALUATION_SECONDS if gap is not None and gap <= 1.5 else 0.0
-                longest = max(longest, run + EVALUATION_SECONDS)
+                run = run + step if gap is not None and gap <= 1.5 * step else 0.0
+                longest = max(longest, run + step)
                 previous = timestamp
         streaks[rule["name"]] = longest
     return streaks
@@ -232,19 +274,25 @@ def false_positives(stack: Any, since: float) -> list[str]:
 
 def run_settings(
     label: str,
+    setting: Setting,
     for_seconds: float | None,
     benign_seconds: float,
     attacks: int,
-    window_seconds: int = SHIPPED_WINDOW_SECONDS,
 ) -> dict[str, Any]:
     from xensim import stack as stack_module
+    from xensim.configs import INTERVAL_SETTINGS
 
-    name = f"brx{os.getpid() % 100_000}{SETTINGS.index(label)}"
+    name = f"brx{os.getpid() % 100_000}{list(SETTINGS).index(label)}"
+    window_seconds = setting.window
+    intervals = dict.fromkeys(INTERVAL_SETTINGS, f"{setting.scrape:g}s")
     with (
-        rules_with_for(for_seconds, window_seconds) as rules_dir,
+        rules_with_for(for_seconds, window_seconds, setting.policy_evaluation) as rules_dir,
         stack_module.simulated_host(name, dom0_netns=True, cpus=7, guests=6, seed=7) as host,
         stack_module.run_stack(
-            host, hold_seconds=5.0, rules_dir=rules_dir or stack_module.SHIPPED_RULES_DIR
+            host,
+            hold_seconds=5.0,
+            rules_dir=rules_dir or stack_module.SHIPPED_RULES_DIR,
+            intervals=intervals,
         ) as stack,
     ):
         shipped_for = {
@@ -263,11 +311,15 @@ def run_settings(
             what="benign traffic in Prometheus",
         )
         time.sleep(benign_seconds)
-        streaks = longest_benign_streak(stack.prometheus, benign_start, time.time())
+        streaks = longest_benign_streak(
+            stack.prometheus, benign_start, time.time(), setting.evaluation
+        )
         results = [attack(stack, attacker, effective_for) for attacker in ATTACKERS[:attacks]]
         wrong = false_positives(stack, benign_start)
     return {
         "label": label,
+        "scrape_seconds": setting.scrape,
+        "evaluation_seconds": setting.evaluation,
         "window_seconds": window_seconds,
         "for_seconds": effective_for,
         "shipped_for": shipped_for,
@@ -278,27 +330,38 @@ def run_settings(
     }
 
 
-def run(benign_seconds: float = 30.0, attacks: int = 2) -> list[str]:
-    shipped = run_settings("shipped", None, benign_seconds, attacks)
-    longest = max(shipped["benign_streaks"].values(), default=0.0)
-    fastest = max(EVALUATION_SECONDS, math.ceil(longest) + EVALUATION_SECONDS)
-    fast = run_settings("fast", fastest, benign_seconds, attacks)
-    fast_window = run_settings(
-        "fast_window", fastest, benign_seconds, attacks, window_seconds=FAST_WINDOW_SECONDS
-    )
-    figures = {
-        "shipped": shipped,
-        "fast": fast,
-        "fast_window": fast_window,
-        "fastest_safe_for_seconds": fastest,
-    }
+DEFAULT_SETTINGS = ("shipped", "2s", "fast", "fast_window")
+
+
+def run(
+    benign_seconds: float = 30.0, attacks: int = 2, only: Sequence[str] = DEFAULT_SETTINGS
+) -> list[str]:
+    figures: dict[str, Any] = {}
+    fastest: float | None = None
+    for label in only:
+        setting = SETTINGS[label]
+        if setting.fast_for and fastest is None:
+            # measured on the shipped rules at 1 s (the fast settings' interval)
+            reference = next(
+                (
+                    figures[key]
+                    for key in ("shipped", "1s")
+                    if key in figures and SETTINGS[key] == SETTINGS["1s"]
+                ),
+                None,
+            ) or run_settings("1s", SETTINGS["1s"], None, benign_seconds, attacks)
+            longest = max(reference["benign_streaks"].values(), default=0.0)
+            fastest = max(setting.evaluation, math.ceil(longest) + setting.evaluation)
+        for_seconds = fastest if setting.fast_for else None
+        figures[label] = run_settings(label, setting, for_seconds, benign_seconds, attacks)
+    figures["fastest_safe_for_seconds"] = fastest
     tables = report(figures)
     write_results(
         "reaction",
         {
             "benign_seconds": benign_seconds,
             "attacks_per_setting": attacks,
-            "scrape_and_evaluation_seconds": EVALUATION_SECONDS,
+            "settings": {label: SETTINGS[label].__dict__ for label in only},
             "benign_workloads": {g: f"{k} -> {t}" for g, (k, t) in BENIGN.items()},
         },
         figures,
@@ -312,7 +375,8 @@ PART_NAMES = ("scrape", "rate window", "for", "evaluation", "alertmanager", "rem
 
 def report(figures: dict[str, Any]) -> list[str]:
     rows = []
-    for key in SETTINGS:
+    labels = [key for key in SETTINGS if key in figures]
+    for key in labels:
         setting = figures[key]
         attacks = setting["attacks"]
         parts = {
@@ -323,8 +387,9 @@ def report(figures: dict[str, Any]) -> list[str]:
         goal = setting["for_seconds"] + 2.0
         rows.append(
             [
-                f"{key} (for: {setting['for_seconds']:g}s, "
-                f"[{setting.get('window_seconds', SHIPPED_WINDOW_SECONDS)}s])",
+                f"{key} (scrape {setting['scrape_seconds']:g}s, policies "
+                f"{setting['evaluation_seconds']:g}s, for: {setting['for_seconds']:g}s, "
+                f"[{setting['window_seconds']}s])",
                 *(fmt(parts[p], 3) for p in PART_NAMES),
                 fmt(total, 3),
                 f"{goal:g}",
@@ -335,22 +400,21 @@ def report(figures: dict[str, Any]) -> list[str]:
 
     def held(key: str) -> str:
         streaks = figures[key]["benign_streaks"]
-        return ", ".join(f"{k} {v:g} s" for k, v in sorted(streaks.items()))
+        return f"{key}: " + ", ".join(f"{k} {v:g} s" for k, v in sorted(streaks.items()))
 
+    fastest = figures.get("fastest_safe_for_seconds")
     note = (
         "\nLongest a network-flood policy's expression held on the benign workloads "
-        f"(web, bulk): {held('shipped')} "
-        f"([{FAST_WINDOW_SECONDS}s] windows: {held('fast_window')}); "
-        f"fastest safe for: {figures['fastest_safe_for_seconds']:g} s. "
-        "Start uncertainty (the `judicator-sim run` call): "
+        f"(web, bulk): {'; '.join(held(key) for key in labels)}"
+        + ("" if fastest is None else f"; fastest safe for: {fastest:g} s")
+        + ". Start uncertainty (the `judicator-sim run` call): "
         + ", ".join(
-            f"{a['start_uncertainty']:.2f} s" for key in SETTINGS for a in figures[key]["attacks"]
+            f"{a['start_uncertainty']:.2f} s" for key in labels for a in figures[key]["attacks"]
         )
     )
     return [
         table(
-            "Reaction time, attack start -> throttle in place, seconds (median of attacks; "
-            "1 s scrape and evaluation)",
+            "Reaction time, attack start -> throttle in place, seconds (median of attacks)",
             ["settings", *PART_NAMES, "total", "goal (for + 2 s)", "met", "false positives"],
             rows,
         ),
@@ -362,9 +426,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reaction", description=__doc__)
     parser.add_argument("--benign", type=float, default=30.0)
     parser.add_argument("--attacks", type=int, default=2)
+    parser.add_argument(
+        "--settings",
+        default=",".join(DEFAULT_SETTINGS),
+        help=f"comma-separated, of {', '.join(SETTINGS)}",
+    )
     args = parser.parse_args(argv)
+    only = [label for label in SETTINGS if label in args.settings.split(",")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for text in run(args.benign, args.attacks):
+    for text in run(args.benign, args.attacks, only):
         print(text)
     return 0
 

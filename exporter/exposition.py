@@ -20,7 +20,7 @@ on 256 CPUs / 3 guests (the goal is 10 ms), 67.9 against 114.7 ms on 256 CPUs / 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import utils
 from prometheus_client.core import Metric
@@ -43,6 +43,25 @@ def format_value(value: float) -> str:
         mantissa = f"{digits[0]}.{digits[1:]}0".rstrip("0.")
         return f"{mantissa}e+{len(digits) - 1:02d}"
     return _go_float(value)
+
+
+_EXPONENTS = tuple(f"e+{digits - 1:02d}" for digits in range(17))
+
+
+def format_values(values: Iterable[float]) -> list[str]:
+    """`format_value` of each, in one loop (a scrape formats thousands of counter values)."""
+    out: list[str] = []
+    append = out.append
+    for value in values:
+        if type(value) is int and 0 <= value < _EXACT_INTEGERS:
+            if value < 1_000_000:
+                append(f"{value}.0")
+            else:
+                digits = str(value)
+                append(f"{digits[0]}.{digits[1:]}0".rstrip("0.") + _EXPONENTS[len(digits)])
+        else:
+            append(_go_float(value))
+    return out
 
 
 # Series that vanish (a domain destroyed, a CPU gone) leave their prefix behind; start over
@@ -70,23 +89,48 @@ class SeriesFamily(Metric):
 
     `prefix` is `sample_name{label_text} ` (see `label_text`), or `sample_name ` without
     labels; the caller keeps it consistent with `labels`. `samples` is made on demand.
+    `extend` adds many series at once: a collector whose series keep their labels from one
+    scrape to the next hands over the same prefix and label lists every time, and only the
+    values are new.
     """
 
     def __init__(self, name: str, documentation: str, kind: str) -> None:
-        self._rows: list[tuple[str, Mapping[str, str], float]] = []
+        self._prefixes: list[str] = []
+        self._labels: list[Mapping[str, str]] = []
+        self._values: list[float] = []
         super().__init__(name, documentation, kind)
         self.sample_name = name + "_total" if kind == "counter" else name
 
     def add_series(self, prefix: str, labels: Mapping[str, str], value: float) -> None:
-        self._rows.append((prefix, labels, value))
+        self._prefixes.append(prefix)
+        self._labels.append(labels)
+        self._values.append(value)
+
+    def extend(
+        self, prefixes: Sequence[str], labels: Sequence[Mapping[str, str]], values: Sequence[float]
+    ) -> None:
+        if not len(prefixes) == len(labels) == len(values):
+            raise ValueError("one prefix, one label set and one value per series")
+        self._prefixes.extend(prefixes)
+        self._labels.extend(labels)
+        self._values.extend(values)
 
     @property
     def rows(self) -> list[tuple[str, Mapping[str, str], float]]:
-        return self._rows
+        return list(zip(self._prefixes, self._labels, self._values, strict=True))
+
+    def text(self) -> str:
+        """The series' lines."""
+        if not self._values:
+            return ""
+        return "\n".join(map(str.__add__, self._prefixes, format_values(self._values))) + "\n"
 
     @property
     def samples(self) -> list[Sample]:
-        return [Sample(self.sample_name, dict(labels), value) for _, labels, value in self._rows]
+        return [
+            Sample(self.sample_name, dict(labels), value)
+            for labels, value in zip(self._labels, self._values, strict=True)
+        ]
 
     @samples.setter
     def samples(self, value: list[Sample]) -> None:
@@ -117,8 +161,7 @@ class TextRenderer:
             help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
             append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
             if type(family) is SeriesFamily:
-                for series_prefix, _, value in family.rows:
-                    append(series_prefix + format_value(value) + "\n")
+                append(family.text())
                 continue
             for sample in family.samples:
                 if sample.timestamp is not None or sample.exemplar is not None:

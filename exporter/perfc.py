@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -128,6 +130,28 @@ def cpu_shares(
 
 
 SeriesKey = tuple[str, int]  # (counter, CPU id or array index)
+Rows = tuple[tuple[int, ...], Sequence[int]]  # a counter's CPU ids (or indices) and raw values
+
+
+@dataclass
+class _Counter:
+    """One counter's series: those of the last scrape (`ids`, in order, with their last raw
+    value and total), and those seen earlier but absent then (`away`: id -> (raw, total))."""
+
+    ids: tuple[int, ...] = ()
+    last: list[int] = field(default_factory=list)
+    total: list[int] = field(default_factory=list)
+    away: dict[int, tuple[int, int]] = field(default_factory=dict)
+    seen: list[int] = field(default_factory=list)  # every id ever, sorted
+
+    def previous(self) -> dict[int, tuple[int, int, bool]]:
+        """id -> (last raw, total, absent at the last scrape)."""
+        known = {i: (raw, total, True) for i, (raw, total) in self.away.items()}
+        known.update(
+            (i, (raw, total, False))
+            for i, raw, total in zip(self.ids, self.last, self.total, strict=True)
+        )
+        return known
 
 
 class WrapAccumulator:
@@ -141,13 +165,13 @@ class WrapAccumulator:
       that fell to exactly 0 was reset (adds 0);
     - at least half of the non-zero series fell at once: someone reset the counters with
       `xenperf -r` (adds raw). The exporter itself never resets them.
+
+    Kept per counter as lists in the order of its series: when a counter has the same series
+    as at the last scrape (the usual case), a scrape is one pass over its values.
     """
 
     def __init__(self) -> None:
-        self._last: dict[SeriesKey, int] = {}
-        self._total: dict[SeriesKey, int] = {}
-        self._returning: set[SeriesKey] = set()
-        self._indices: dict[str, set[int]] = defaultdict(set)
+        self._counters: dict[str, _Counter] = {}
 
     def update(
         self,
@@ -157,41 +181,130 @@ class WrapAccumulator:
         cpus_left: bool = False,
     ) -> dict[SeriesKey, int]:
         """Feed one scrape's raw values; returns the total of every series in `samples`."""
-        previously_nonzero = [key for key, raw in self._last.items() if raw and key in samples]
-        fallen = sum(1 for key in previously_nonzero if samples[key] < self._last[key])
-        mass_reset = fallen >= 2 and fallen * 2 >= len(previously_nonzero)
+        ids: dict[str, list[int]] = defaultdict(list)
+        raws: dict[str, list[int]] = defaultdict(list)
+        for (counter, index), raw in samples.items():
+            ids[counter].append(index)
+            raws[counter].append(raw)
+        arrays = frozenset(counter for counter, _ in array_keys)
+        totals = self.update_rows(
+            {counter: (tuple(ids[counter]), raws[counter]) for counter in ids},
+            arrays=arrays,
+            cpus_left=cpus_left,
+        )
+        return {
+            (counter, index): total
+            for counter, counter_totals in totals.items()
+            for index, total in zip(ids[counter], counter_totals, strict=True)
+        }
+
+    def update_rows(
+        self,
+        rows: Mapping[str, Rows],
+        *,
+        arrays: frozenset[str] = frozenset(),
+        cpus_left: bool = False,
+    ) -> dict[str, list[int]]:
+        """`update` by counter: its ids and raw values in; its totals out, in the same order.
+        `arrays`: the array counters (each of their elements is a series)."""
+        nonzero = fallen = 0
+        for counter, (ids, raws) in rows.items():
+            known = self._counters.get(counter)
+            if known is None:
+                continue
+            if known.ids == ids:
+                nonzero += len(ids) - known.last.count(0)
+                fallen += sum(map(operator.lt, raws, known.last))
+            else:
+                previous = known.previous()
+                for index, raw in zip(ids, raws, strict=True):
+                    last = previous.get(index, (0, 0, False))[0]
+                    nonzero += last != 0
+                    fallen += raw < last
+        mass_reset = fallen >= 2 and fallen * 2 >= nonzero
         if mass_reset:
             log.warning(
                 "%d of %d hypervisor counters fell at once: read as a reset (xenperf -r), "
                 "not as wraps",
                 fallen,
-                len(previously_nonzero),
+                nonzero,
             )
-        totals = {}
-        for key, raw in samples.items():
-            last = self._last.get(key)
-            if last is None:
-                total = raw
-            elif raw >= last:
-                total = self._total[key] + raw - last
-            elif key in self._returning or mass_reset:
-                total = self._total[key] + raw
-            elif key in array_keys and (cpus_left or raw == 0):
-                # a departed CPU's part of an array sum, or an array zeroed by a reset
-                total = self._total[key]
+        totals: dict[str, list[int]] = {}
+        for counter, (ids, raws) in rows.items():
+            known = self._counters.get(counter)
+            if known is None:
+                known = self._counters[counter] = _Counter()
+            array = counter in arrays
+            if known.ids == ids and not mass_reset:
+                if array:
+                    total = [
+                        t + r - last
+                        if r >= last
+                        else t
+                        if cpus_left or r == 0
+                        else t + r + UINT32 - last
+                        for t, r, last in zip(known.total, raws, known.last, strict=True)
+                    ]
+                else:
+                    total = [
+                        t + r - last if r >= last else t + r + UINT32 - last
+                        for t, r, last in zip(known.total, raws, known.last, strict=True)
+                    ]
             else:
-                total = self._total[key] + raw + UINT32 - last
-            if last is None:
-                self._indices[key[0]].add(key[1])
-            self._last[key] = raw
-            self._total[key] = totals[key] = total
-        # Series absent now (an offline CPU) restart from 0 when they come back.
-        self._returning = {key for key in self._last if key not in samples}
+                total = self._update_changed(known, ids, raws, array, cpus_left, mass_reset)
+            known.ids, known.last, known.total = ids, list(raws), total
+            totals[counter] = total
+        # Series absent now (an offline CPU, a counter gone) restart from 0 when they come back.
+        for counter, known in self._counters.items():
+            if counter not in rows and known.ids:
+                pairs = zip(known.last, known.total, strict=True)
+                known.away.update(zip(known.ids, pairs, strict=True))
+                known.ids, known.last, known.total = (), [], []
+        return totals
+
+    @staticmethod
+    def _update_changed(
+        known: _Counter,
+        ids: tuple[int, ...],
+        raws: Sequence[int],
+        array: bool,
+        cpus_left: bool,
+        mass_reset: bool,
+    ) -> list[int]:
+        """The series of a counter that changed since the last scrape (or a reset), one by one."""
+        previous = known.previous()
+        totals = []
+        for index, raw in zip(ids, raws, strict=True):
+            before = previous.get(index)
+            if before is None:
+                total = raw
+            else:
+                last, was_total, returning = before
+                if raw >= last:
+                    total = was_total + raw - last
+                elif returning or mass_reset:
+                    total = was_total + raw
+                elif array and (cpus_left or raw == 0):
+                    # a departed CPU's part of an array sum, or an array zeroed by a reset
+                    total = was_total
+                else:
+                    total = was_total + raw + UINT32 - last
+            totals.append(total)
+        present = set(ids)
+        known.away = {
+            index: (raw, total)
+            for index, (raw, total, _) in previous.items()
+            if index not in present
+        }
+        new = present.difference(known.seen)
+        if new:
+            known.seen = sorted(new.union(known.seen))
         return totals
 
     def indices(self, counter: str) -> list[int]:
         """The CPU ids or element indices of `counter` seen so far, in order."""
-        return sorted(self._indices.get(counter, ()))
+        known = self._counters.get(counter)
+        return list(known.seen) if known is not None else []
 
 
 class PerfcCollector:
@@ -243,6 +356,8 @@ class PerfcCollector:
         self._cpu_labels: dict[tuple[bool, int, str | None], tuple[dict[str, str], str]] = {}
         # Labels and text of each array element; elements only ever appear (WrapAccumulator).
         self._array_series: dict[tuple[str, int], tuple[dict[str, str], str]] = {}
+        # Series prefixes of each per-CPU counter, with the CPU label texts they were made of.
+        self._prefixes: dict[str, tuple[tuple[str, ...], list[str]]] = {}
 
     def prefetch(self, scrape: Scrape) -> None:
         # Only once the CPU counts are known: vcpu-list's affinities are read against them.
@@ -372,22 +487,24 @@ class PerfcCollector:
         cpu_ids: tuple[int, ...] | None,
         owners: Mapping[int, str],
     ) -> Iterator[Metric]:
-        samples: dict[SeriesKey, int] = {}
-        array_keys = set()
         counters = [counter for counter in snapshot.counters if self._wanted(counter.name)]
+        cpus = cpu_ids or tuple(range(snapshot.online_cpus))
+        rows: dict[str, Rows] = {}
+        arrays = set()
         for counter in counters:
             if counter.kind is CounterKind.PER_CPU:
-                ids = cpu_ids or range(len(counter.values))
-                for cpu, raw in zip(ids, counter.values, strict=True):
-                    samples[counter.name, cpu] = raw
+                rows[counter.name] = (cpus, counter.values)
             elif counter.kind is CounterKind.ARRAY:
-                for index, raw in enumerate(counter.values):
-                    samples[counter.name, index] = raw
-                    array_keys.add((counter.name, index))
                 # Elements known from earlier scrapes and absent now are 0 (canonical form).
-                for index in self._accumulator.indices(counter.name):
-                    samples.setdefault((counter.name, index), 0)
-                    array_keys.add((counter.name, index))
+                size = len(counter.values)
+                later = [
+                    index for index in self._accumulator.indices(counter.name) if index >= size
+                ]
+                rows[counter.name] = (
+                    (*range(size), *later),
+                    [*counter.values, *(0 for _ in later)],
+                )
+                arrays.add(counter.name)
         current_cpus = frozenset(cpu_ids) if cpu_ids is not None else None
         cpus_left = bool(
             self._previous_cpu_ids
@@ -395,18 +512,17 @@ class PerfcCollector:
             and not self._previous_cpu_ids <= current_cpus
         )
         self._previous_cpu_ids = current_cpus
-        totals = self._accumulator.update(
-            samples, array_keys=frozenset(array_keys), cpus_left=cpus_left
-        )
+        totals = self._accumulator.update_rows(rows, arrays=frozenset(arrays), cpus_left=cpus_left)
 
         # The same labels, and their text, for every per-CPU counter of this scrape (not to
-        # be modified), made once per (CPU, owner) ever: the per-series work left is a lookup
-        # and a concatenation.
+        # be modified), made once per (CPU, owner) ever; each counter's series prefixes made
+        # again only when that text changes (CPUs or owners): per series, what is left is
+        # its value.
         known = self._cpu_labels
         if len(known) > MAX_CPU_LABELS:  # owners that come and go: start over, not grow
             known.clear()
-        cpu_labels: dict[int, tuple[dict[str, str], str]] = {}
-        for cpu in cpu_ids or range(snapshot.online_cpus):
+        entries = []
+        for cpu in cpus:
             owner = owners.get(cpu) if cpu_ids is not None else None
             key = (cpu_ids is not None, cpu, owner)
             entry = known.get(key)
@@ -415,7 +531,9 @@ class PerfcCollector:
                 if owner is not None:
                     labels["domain"] = owner
                 entry = known[key] = labels, "{" + label_text(labels) + "} "
-            cpu_labels[cpu] = entry
+            entries.append(entry)
+        cpu_label_sets = [labels for labels, _ in entries]
+        cpu_texts = tuple(text for _, text in entries)
         seen: set[str] = set()
         for counter in counters:
             name = metric_name(counter.name)
@@ -442,17 +560,22 @@ class PerfcCollector:
                     "exporter between scrapes",
                     "counter",
                 )
-                sample_name = family.sample_name
-                for cpu in cpu_ids or range(len(counter.values)):
-                    labels, text = cpu_labels[cpu]
-                    family.add_series(sample_name + text, labels, totals[counter.name, cpu])
+                family.extend(
+                    self._series_prefixes(family.sample_name, cpu_texts),
+                    cpu_label_sets,
+                    totals[counter.name],
+                )
                 yield family
             else:
-                elements = [
-                    (index, totals[counter.name, index])
-                    for index in self._accumulator.indices(counter.name)
-                ]
+                elements = list(zip(rows[counter.name][0], totals[counter.name], strict=True))
                 yield self._array_family(name, quoted, counter.name, elements)
+
+    def _series_prefixes(self, sample_name: str, texts: tuple[str, ...]) -> list[str]:
+        """`sample_name` + each CPU's label text, kept while the texts stay the same."""
+        cached = self._prefixes.get(sample_name)
+        if cached is None or cached[0] != texts:
+            cached = self._prefixes[sample_name] = texts, [sample_name + text for text in texts]
+        return cached[1]
 
     def _array_family(
         self, name: str, quoted: str, counter: str, elements: Sequence[tuple[int, int]]

@@ -8,6 +8,7 @@ parameter: no label text reaches an argv list, only values parsed from it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -89,6 +90,7 @@ class Refusal:
     ignored: bool = False  # True when the alert is not ours to act on (another host)
 
 
+@functools.lru_cache(maxsize=4096)  # a group's alerts and its re-flushes repeat their startsAt
 def canonical_instant(text: str) -> str:
     """One spelling per instant: UTC, nanoseconds without trailing zeros, as Go's RFC3339Nano.
 

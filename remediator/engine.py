@@ -33,7 +33,7 @@ from remediator.plan import (
     plan_apply,
     plan_release,
 )
-from remediator.runner import Result, Runner, batched
+from remediator.runner import Result, Runner, as_batch, batched, merged
 from remediator.store import Store, Throttle
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,11 @@ class Engine:
         self._domain_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._in_flight: set[int] = set()
+        # Network shaping is applied in rounds (one host read, one ip and one tc batch, two
+        # commits for all pending throttles) where the runner takes batches.
+        self._rounds_enabled = bool(getattr(runner, "batches", False)) and not dry_run
+        self._round_queue: list[int] = []
+        self._round_running = False
         self._wake = threading.Condition()
         self._stopped = threading.Event()
         self._timer: threading.Thread | None = None
@@ -146,8 +151,7 @@ class Engine:
                 else:
                     decision = self._resolve(outcome)
                 decisions.append(decision)
-        for throttle_id in applies:
-            self._submit(throttle_id, self._apply)
+        self._submit_applies(applies)
         if any(d.status == "resolved" for d in decisions):
             with self._wake:
                 self._wake.notify_all()
@@ -218,10 +222,36 @@ class Engine:
     # -- workers ------------------------------------------------------------------------------
 
     def _submit(self, throttle_id: int, job: Callable[[int], None]) -> None:
+        if job == self._apply and self._rounds_enabled:
+            self._submit_applies([throttle_id])
+            return
         with self._locks_lock:
             if throttle_id in self._in_flight or self._stopped.is_set():
                 return
             self._in_flight.add(throttle_id)
+        self._spawn(throttle_id, job)
+
+    def _submit_applies(self, throttle_ids: list[int]) -> None:
+        """Apply these throttles; with rounds, together with every other one pending now (the
+        alerts of one notification are in one round, `_apply_round`)."""
+        if not self._rounds_enabled:
+            for throttle_id in throttle_ids:
+                self._submit(throttle_id, self._apply)
+            return
+        with self._locks_lock:
+            if self._stopped.is_set():
+                return
+            for throttle_id in throttle_ids:
+                if throttle_id not in self._in_flight:
+                    self._in_flight.add(throttle_id)
+                    self._round_queue.append(throttle_id)
+            if self._round_running or not self._round_queue:
+                return
+            self._round_running = True
+        self._pool.submit(self._rounds)
+
+    def _spawn(self, throttle_id: int, job: Callable[[int], None]) -> None:
+        """Run `job` on the pool for a throttle already counted in flight."""
 
         def run() -> None:
             try:
@@ -233,6 +263,24 @@ class Engine:
                     self._in_flight.discard(throttle_id)
 
         self._pool.submit(run)
+
+    def _rounds(self) -> None:
+        """Apply what is queued, a round at a time, until nothing is: throttles admitted while
+        a round runs make up the next one."""
+        while True:
+            with self._locks_lock:
+                ids, self._round_queue = self._round_queue, []
+                if not ids or self._stopped.is_set():
+                    self._in_flight.difference_update(ids)
+                    self._round_running = False
+                    return
+            handed_off: set[int] = set()
+            try:
+                handed_off = self._apply_round(ids)
+            except Exception:
+                log.exception("apply round of throttles %s: unexpected failure", ids)
+            with self._locks_lock:
+                self._in_flight.difference_update(set(ids) - handed_off)
 
     def _domain_lock(self, domain: str) -> threading.Lock:
         with self._locks_lock:
@@ -247,6 +295,12 @@ class Engine:
 
         A runner that `batches` gets consecutive tc (ip) commands as one `tc -batch -`."""
         commands = list(commands)
+        self._log_commands(throttle, phase, commands)
+        if self.dry_run:
+            return None
+        return self._execute(commands)
+
+    def _log_commands(self, throttle: Throttle, phase: str, commands: list[Command]) -> None:
         for command in commands:
             if self.dry_run:
                 self._audit("dry_run", throttle=throttle.id, phase=phase, argv=list(command.argv))
@@ -260,8 +314,25 @@ class Engine:
                 throttle.reason,
                 list(command.argv),
             )
-        if self.dry_run:
-            return None
+
+    def _execute_and_observe(
+        self, commands: list[Command], names: list[str]
+    ) -> tuple[Result | None, HostState | None]:
+        """`_execute`, and the network state of the named domains after it when the reader can
+        read it in the plan's last `tc -batch -` (no process for the check); else None."""
+        commands = batched(commands)
+        observe_after = getattr(self.host, "observe_after", None)
+        last = as_batch(commands[-1], "tc") if commands else None
+        if observe_after is None or last is None:
+            return self._execute(commands), None
+        failure = self._execute(commands[:-1])
+        if failure is not None:
+            return failure, None
+        result, after = observe_after(names, {"network_shape"}, last)
+        self.metrics.command_seconds.labels(os.path.basename(last.argv[0])).observe(result.seconds)
+        return (None if result.ok else result), after
+
+    def _execute(self, commands: list[Command]) -> Result | None:
         if getattr(self.runner, "batches", False):
             commands = batched(commands)
         for command in commands:
@@ -309,90 +380,239 @@ class Engine:
         if throttle is None:
             return
         with self._domain_lock(throttle.domain):
-            throttle = self.store.get(throttle_id)
-            if throttle is None or throttle.state not in ("pending", "applying"):
-                return
-            kind = throttle.kind
-            if throttle.end_reason is not None and throttle.state == "pending":
-                self._end(throttle, "released", throttle.end_reason)
+            throttle = self._still_to_apply(throttle_id)
+            if throttle is None:
                 return
             try:
                 dom = self._observe(throttle)
             except ObserveError as error:
-                self.store.update(throttle.id, error=str(error))
-                self.metrics.actions.labels(kind, "apply", "host_unreadable").inc()
+                self._unreadable(throttle, error)
                 return
-            if dom is None:
-                self.metrics.refusals.labels("unknown_domain").inc()
-                self.metrics.actions.labels(kind, "apply", "unknown_domain").inc()
-                self._end(throttle, "failed", "unknown_domain", "no such domain on this host")
+            prepared = self._prepare(throttle, dom)
+            if prepared is None:
                 return
-            if throttle.uuid is not None and dom.uuid is not None and dom.uuid != throttle.uuid:
-                # Same name, another domain: not the one that offended.
-                self.metrics.actions.labels(kind, "apply", "domain_replaced").inc()
-                self._end(throttle, "released", "domain_replaced")
-                return
-            try:
-                prior = throttle.prior
-                if throttle.state == "pending" or throttle.domid != dom.domid:
-                    # First attempt, or the domain rebooted since: what to restore is what
-                    # this incarnation has now.
-                    prior = capture_prior(throttle.action, dom)
-                elif kind == "pause" and prior.get("pause_pending"):
-                    # Crashed around `xl pause`: its effect is visible in xl list, its exit
-                    # status never says anything.
-                    prior = {"pauses": 1 if dom.paused else 0}
-                commands = plan_apply(throttle.action, dom, prior, self.tools)
-            except PlanError as error:
-                self.metrics.refusals.labels(error.reason).inc()
-                self.metrics.actions.labels(kind, "apply", error.reason).inc()
-                self._end(throttle, "failed", error.reason, str(error))
-                return
-            if self.dry_run:
-                self._run(throttle, "apply", commands)
-                self.metrics.actions.labels(kind, "apply", "dry_run").inc()
-                self._end(throttle, "dry_run", "dry_run")
-                return
-            if kind == "pause" and commands:
-                prior = {"pauses": 0, "pause_pending": 1}
+            assert dom is not None
+            prior, commands = prepared
             # Written before anything changes on the host.
-            self.store.update(
-                throttle.id,
-                state="applying",
-                domid=dom.domid,
-                prior=prior,
-                uuid=throttle.uuid or dom.uuid,
-            )
+            with self.store.batch(host_facts=True):
+                self._begin_applying(throttle, dom, prior)
             failure = self._run(throttle, "apply", commands)
             if failure is None:
                 verified = self._verify_applied(throttle, prior)
                 if verified is not None:
-                    prior = verified
                     # Written after the host changed and the change was seen.
-                    self.store.activate(
-                        throttle.id,
-                        self._clock(),
-                        prior,
-                        throttle.created_at + self.config.max_throttle_seconds,
-                    )
-                    self.metrics.actions.labels(kind, "apply", "ok").inc()
-                    self._audit(
-                        "applied",
-                        throttle=throttle.id,
-                        domain=throttle.domain,
-                        kind=kind,
-                        domid=dom.domid,
-                        argv=[list(c.argv) for c in commands],
-                    )
+                    with self.store.batch(host_facts=True):
+                        self._activated(throttle, dom, verified, commands)
                     return
                 problem = "the host does not show the throttle after applying it"
             else:
                 problem = failure.describe()
-            self.metrics.actions.labels(kind, "apply", "failed").inc()
-            log.warning("throttle %d: apply failed (%s), rolling back", throttle.id, problem)
-            current = self.store.begin_release(throttle.id, self._clock(), "apply_failed")
-            if current is not None:
-                self._release_locked(current, error=problem)
+            self._apply_failed(throttle, problem)
+
+    def _still_to_apply(self, throttle_id: int) -> Throttle | None:
+        """The throttle if it is still to be applied (under its domain's lock); a pending one
+        whose release was requested meanwhile ends here."""
+        throttle = self.store.get(throttle_id)
+        if throttle is None or throttle.state not in ("pending", "applying"):
+            return None
+        if throttle.end_reason is not None and throttle.state == "pending":
+            self._end(throttle, "released", throttle.end_reason)
+            return None
+        return throttle
+
+    def _unreadable(self, throttle: Throttle, error: ObserveError) -> None:
+        # Acting blind would be unsafe: it waits for the next reconcile.
+        self.store.update(throttle.id, error=str(error))
+        self.metrics.actions.labels(throttle.kind, "apply", "host_unreadable").inc()
+
+    def _prepare(
+        self, throttle: Throttle, dom: ObservedDomain | None
+    ) -> tuple[dict[str, Any], list[Command]] | None:
+        """What to restore and the plan, from a fresh observation of the domain; None when the
+        throttle ended instead (no such domain, another domain of that name, cannot be planned,
+        dry run)."""
+        kind = throttle.kind
+        if dom is None:
+            self.metrics.refusals.labels("unknown_domain").inc()
+            self.metrics.actions.labels(kind, "apply", "unknown_domain").inc()
+            self._end(throttle, "failed", "unknown_domain", "no such domain on this host")
+            return None
+        if throttle.uuid is not None and dom.uuid is not None and dom.uuid != throttle.uuid:
+            # Same name, another domain: not the one that offended.
+            self.metrics.actions.labels(kind, "apply", "domain_replaced").inc()
+            self._end(throttle, "released", "domain_replaced")
+            return None
+        try:
+            prior = throttle.prior
+            if throttle.state == "pending" or throttle.domid != dom.domid:
+                # First attempt, or the domain rebooted since: what to restore is what
+                # this incarnation has now.
+                prior = capture_prior(throttle.action, dom)
+            elif kind == "pause" and prior.get("pause_pending"):
+                # Crashed around `xl pause`: its effect is visible in xl list, its exit
+                # status never says anything.
+                prior = {"pauses": 1 if dom.paused else 0}
+            commands = plan_apply(throttle.action, dom, prior, self.tools)
+        except PlanError as error:
+            self.metrics.refusals.labels(error.reason).inc()
+            self.metrics.actions.labels(kind, "apply", error.reason).inc()
+            self._end(throttle, "failed", error.reason, str(error))
+            return None
+        if self.dry_run:
+            self._run(throttle, "apply", commands)
+            self.metrics.actions.labels(kind, "apply", "dry_run").inc()
+            self._end(throttle, "dry_run", "dry_run")
+            return None
+        if kind == "pause" and commands:
+            prior = {"pauses": 0, "pause_pending": 1}
+        return prior, commands
+
+    def _begin_applying(
+        self, throttle: Throttle, dom: ObservedDomain, prior: dict[str, Any]
+    ) -> None:
+        self.store.update(
+            throttle.id,
+            state="applying",
+            domid=dom.domid,
+            prior=prior,
+            uuid=throttle.uuid or dom.uuid,
+        )
+
+    def _activated(
+        self,
+        throttle: Throttle,
+        dom: ObservedDomain,
+        prior: dict[str, Any],
+        commands: list[Command],
+    ) -> None:
+        self.store.activate(
+            throttle.id,
+            self._clock(),
+            prior,
+            throttle.created_at + self.config.max_throttle_seconds,
+        )
+        self.metrics.actions.labels(throttle.kind, "apply", "ok").inc()
+        self._audit(
+            "applied",
+            throttle=throttle.id,
+            domain=throttle.domain,
+            kind=throttle.kind,
+            domid=dom.domid,
+            argv=[list(c.argv) for c in commands],
+        )
+
+    def _apply_failed(self, throttle: Throttle, problem: str) -> None:
+        self.metrics.actions.labels(throttle.kind, "apply", "failed").inc()
+        log.warning("throttle %d: apply failed (%s), rolling back", throttle.id, problem)
+        current = self.store.begin_release(throttle.id, self._clock(), "apply_failed")
+        if current is not None:
+            self._release_locked(current, error=problem)
+
+    def _apply_round(self, ids: list[int]) -> set[int]:
+        """Apply the network shaping of every throttle in `ids` together: one host read, one
+        commit of their `applying` records, their plans merged into one `ip -batch -` and one
+        `tc -batch -` (per step of the plans), one verifying read, one commit of the `active`
+        ones. Another kind (xl: a process each anyway) or a domain busy with another action
+        goes to `_apply` on the pool at once. What the round does not finish (a command or
+        check that failed) goes there afterwards: `_apply` finishes it from the recorded state
+        or rolls it back, as after a crash. A round of one throttle is that throttle's own
+        apply: a failure rolls it back, as `_apply` does.
+
+        Returns the throttles handed to `_apply` (still in flight)."""
+        handed: list[int] = []
+        held: list[tuple[Throttle, threading.Lock]] = []
+        unfinished: list[int] = []
+        try:
+            for throttle_id in ids:
+                throttle = self.store.get(throttle_id)
+                if throttle is None or throttle.state not in ("pending", "applying"):
+                    continue
+                lock = self._domain_lock(throttle.domain)
+                if (
+                    throttle.kind != "network_shape"
+                    or any(t.domain == throttle.domain for t, _ in held)
+                    or not lock.acquire(blocking=False)
+                ):
+                    self._spawn(throttle_id, self._apply)
+                    handed.append(throttle_id)
+                    continue
+                held.append((throttle, lock))
+            unfinished = self._apply_together([t.id for t, _ in held])
+        finally:
+            for _, lock in held:
+                lock.release()
+        for throttle_id in unfinished:
+            self._spawn(throttle_id, self._apply)
+        return {*handed, *unfinished}
+
+    def _apply_together(self, ids: list[int]) -> list[int]:
+        """`_apply_round`'s work, its domains locked."""
+        throttles = [t for t in (self._still_to_apply(i) for i in ids) if t is not None]
+        if not throttles:
+            return []
+        try:
+            host = self.host.observe([t.domain for t in throttles], {"network_shape"})
+        except ObserveError as error:
+            for throttle in throttles:
+                self._unreadable(throttle, error)
+            return []
+        planned = []
+        for throttle in throttles:
+            dom = host.domains.get(throttle.domain)
+            prepared = self._prepare(throttle, dom)
+            if prepared is not None:
+                assert dom is not None
+                planned.append((throttle, dom, *prepared))
+        if not planned:
+            return []
+        # Written before anything changes on the host.
+        with self.store.batch(host_facts=True):
+            for throttle, dom, prior, _ in planned:
+                self._begin_applying(throttle, dom, prior)
+        for throttle, _, _, commands in planned:
+            self._log_commands(throttle, "apply", commands)
+        names = [t.domain for t, *_ in planned]
+        failure, after = self._execute_and_observe(
+            merged([commands for _, _, _, commands in planned]), names
+        )
+        if len(planned) == 1 and failure is not None:
+            # The round was this throttle's own apply: its failure is its own (rolled back).
+            self._apply_failed(planned[0][0], failure.describe())
+            return []
+        if failure is not None:
+            log.warning("apply round: %s; finishing its throttles one by one", failure.describe())
+        if after is None:
+            try:
+                after = self.host.observe(names, {"network_shape"})
+            except ObserveError:
+                after = None
+        if after is None and len(planned) == 1:
+            self._apply_failed(
+                planned[0][0], "the host does not show the throttle after applying it"
+            )
+            return []
+        if after is None:
+            return [t.id for t, *_ in planned]
+        done, alone = [], []
+        for throttle, dom, prior, commands in planned:
+            seen = after.domains.get(throttle.domain)
+            if (
+                seen is not None
+                and seen.domid == dom.domid
+                and is_applied(throttle.action, seen, prior, self.tools)
+            ):
+                done.append((throttle, dom, prior, commands))
+            elif len(planned) == 1:
+                self._apply_failed(
+                    throttle, "the host does not show the throttle after applying it"
+                )
+            else:
+                alone.append(throttle.id)
+        # Written after the host changed and the change was seen.
+        with self.store.batch(host_facts=True):
+            for throttle, dom, prior, commands in done:
+                self._activated(throttle, dom, prior, commands)
+        return alone
 
     def _verify_applied(self, throttle: Throttle, prior: dict[str, Any]) -> dict[str, Any] | None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from remediator.host import (
@@ -26,7 +26,7 @@ from remediator.host import (
     split_json_lists,
 )
 from remediator.plan import Command, Tools
-from remediator.runner import Runner, batch_word
+from remediator.runner import Result, Runner, batch_word
 from xentools.sysfs import Vif
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,15 @@ class HostObserver:
         runner: Runner,
         tools: Tools,
         list_vifs: Callable[[], list[Vif]],
+        list_links: Callable[[], dict[str, bool]] | None = None,
     ) -> None:
+        """`list_links`: Dom0's interfaces -> up, read in-process (sysfs); None: `ip -j link
+        show`, a process per read."""
         self._toolstack = toolstack
         self._runner = runner
         self._tools = tools
         self._list_vifs = list_vifs
+        self._list_links = list_links
 
     def _read(self, *argv: str, stdin: str | None = None) -> str:
         result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout, stdin=stdin))
@@ -81,16 +85,39 @@ class HostObserver:
         return result.stdout
 
     def _tc_state(
-        self, links: dict[str, bool], devices: list[str], vifs: set[str]
+        self,
+        links: dict[str, bool],
+        devices: list[str],
+        vifs: set[str],
+        first: Command | None = None,
+        ran: list[Result] | None = None,
     ) -> dict[str, LinkState]:
         """Every device's tc state in one `tc -j -batch -` whatever their number: `qdisc show`
         (every device), then each existing vif's ingress filters (none where it has no ingress
-        qdisc); tc prints one JSON list per line, in order."""
+        qdisc); tc prints one JSON list per line, in order. `first`: a plan's `tc -batch -`
+        whose lines run before the reads, in the same process (they print nothing); its
+        result is appended to `ran`."""
         shown = [d for d in devices if d in vifs and d in links]
         if not all(batch_word(d) for d in shown):
             raise ObserveError(f"an interface name unfit for a tc -batch line in {shown}")
         lines = "qdisc show\n" + "".join(f"filter show dev {d} parent ffff:\n" for d in shown)
-        outputs = split_json_lists(self._read(self._tools.tc, "-j", "-batch", "-", stdin=lines))
+        argv = (self._tools.tc, "-j", "-batch", "-")
+        if first is None:
+            text = self._read(*argv, stdin=lines)
+        else:
+            result = self._runner.run(
+                Command(
+                    argv=argv,
+                    timeout=first.timeout + self._tools.timeout,
+                    stdin=(first.stdin or "") + lines,
+                )
+            )
+            if ran is not None:
+                ran.append(result)
+            if not result.ok:
+                raise _FirstFailed(result)
+            text = result.stdout
+        outputs = split_json_lists(text)
         if len(outputs) != len(shown) + 1:
             raise ObserveError(f"tc -batch printed {len(outputs)} answers to {len(shown) + 1}")
         qdiscs = parse_qdiscs_by_dev(outputs[0])
@@ -111,11 +138,42 @@ class HostObserver:
         }
 
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState:
+        return self._observe(names, kinds)
+
+    def observe_after(
+        self, names: Iterable[str], kinds: Iterable[str], command: Command
+    ) -> tuple[Result, HostState | None]:
+        """Run `command`, a plan's `tc -batch -`, with `observe`'s tc reads appended to its
+        lines: the check after applying costs no process of its own. The state is None when
+        the command failed (tc stops at its first failing line, before the reads) or the host
+        could not be read after it."""
+        ran: list[Result] = []
+        try:
+            state: HostState | None = self._observe(names, kinds, command, ran)
+        except _FirstFailed:
+            state = None
+        except ObserveError as error:
+            log.warning("reading the host with %s failed: %s", command.argv, error)
+            state = None
+        if not ran:  # failed before it, or no vif to read: the command runs alone
+            return self._runner.run(command), state
+        return replace(ran[0], argv=command.argv), state
+
+    def _observe(
+        self,
+        names: Iterable[str],
+        kinds: Iterable[str],
+        first: Command | None = None,
+        ran: list[Result] | None = None,
+    ) -> HostState:
         wanted = set(names)
         needs = set(kinds)
         try:
             running = {d.name: d for d in self._toolstack.domains() if d.name in wanted}
-            links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
+            if self._list_links is not None:
+                links = self._list_links()
+            else:
+                links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
             our_ifbs = tuple(sorted(n for n in links if n.startswith(IFB_PREFIX)))
             vifs = self._list_vifs() if "network_shape" in needs else []
             pairs = [
@@ -127,7 +185,7 @@ class HostObserver:
             tc: dict[str, LinkState] = {}
             if pairs:
                 devices = [name for vif, ifb in pairs for name in (vif.name, ifb)]
-                tc = self._tc_state(links, devices, {vif.name for vif, _ in pairs})
+                tc = self._tc_state(links, devices, {vif.name for vif, _ in pairs}, first, ran)
             states = {}
             for name, dom in running.items():
                 scheduler = cap = None
@@ -164,6 +222,12 @@ class HostObserver:
         return HostState(domains=states, our_ifbs=our_ifbs)
 
 
+class _FirstFailed(Exception):
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.describe())
+        self.result = result
+
+
 class SharedReads:
     """One host read for every action that asks at about the same time.
 
@@ -174,7 +238,7 @@ class SharedReads:
     domains, the host is read once per round instead of N times.
     """
 
-    def __init__(self, reader: HostReader) -> None:
+    def __init__(self, reader: HostObserver) -> None:
         self._reader = reader
         self._cond = threading.Condition()
         self._reading = False
@@ -210,6 +274,12 @@ class SharedReads:
         if ask.state is None:  # the read died of something else; that caller saw it
             raise ObserveError("the shared host read failed")
         return ask.state
+
+    def observe_after(
+        self, names: Iterable[str], kinds: Iterable[str], command: Command
+    ) -> tuple[Result, HostState | None]:
+        """`HostObserver.observe_after`, not shared: it changes the host before reading."""
+        return self._reader.observe_after(names, kinds, command)
 
 
 @dataclass

@@ -82,17 +82,54 @@ def batched(commands: Sequence[Command]) -> list[Command]:
             groups[-1].append(command)
         else:
             groups.append([command])
-    return [
-        group[0]
-        if len(group) == 1
-        else replace(
-            group[0],
-            argv=(group[0].argv[0], "-batch", "-"),
-            timeout=sum(c.timeout for c in group),
-            stdin="".join(" ".join(c.argv[1:]) + "\n" for c in group),
-        )
-        for group in groups
-    ]
+    return [group[0] if len(group) == 1 else _join(group) for group in groups]
+
+
+def _join(group: Sequence[Command]) -> Command:
+    return replace(
+        group[0],
+        argv=(group[0].argv[0], "-batch", "-"),
+        timeout=sum(c.timeout for c in group),
+        stdin="".join(" ".join(c.argv[1:]) + "\n" for c in group),
+    )
+
+
+def as_batch(command: Command, program: str) -> Command | None:
+    """`command` as a `PROGRAM -batch -` (it is one, or one batchable line of PROGRAM); None
+    when it is neither."""
+    if os.path.basename(command.argv[0]) != program:
+        return None
+    if command.argv[1:] == ("-batch", "-") and command.stdin is not None:
+        return command
+    return _join([command]) if _batchable(command) else None
+
+
+def merged(plans: Sequence[Sequence[Command]]) -> list[Command]:
+    """The plans of several throttles (on different domains: their devices are disjoint) as one
+    list, each plan's own order kept: every plan's first run of one program's commands, then
+    every plan's second, and so on; within a step the runs of one program are next to each
+    other. `batched` then makes each step one `ip -batch -` and one `tc -batch -` whatever the
+    number of plans (shaping a vif: ip, then tc)."""
+    runs: list[list[list[Command]]] = []
+    for plan in plans:
+        own: list[list[Command]] = []
+        for command in plan:
+            if (
+                own
+                and _batchable(command)
+                and _batchable(own[-1][-1])
+                and (own[-1][-1].argv[0] == command.argv[0])
+            ):
+                own[-1].append(command)
+            else:
+                own.append([command])
+        runs.append(own)
+    commands: list[Command] = []
+    for step in range(max((len(own) for own in runs), default=0)):
+        at_step = [own[step] for own in runs if step < len(own)]
+        for run in sorted(at_step, key=lambda run: run[0].argv[0]):  # stable: plan order kept
+            commands += run
+    return commands
 
 
 class Observer(Protocol):

@@ -5,9 +5,11 @@ A throttle is one action on one domain (`domain`, `kind`), fed by one or more al
 commands may be running) -> active -> releasing -> released; or failed (rolled back). At most
 one live throttle per (domain, kind), enforced by a partial unique index.
 
-One connection, serialised by a lock; WAL and synchronous=FULL so a record survives kill -9 the
-moment its transaction commits. Other processes (the CLI) may open the same file. `batch()`
-makes the writes of one webhook notification one transaction (one fsync for many alerts).
+One connection, serialised by a lock; WAL, so a record survives kill -9 the moment its
+transaction commits, and synchronous=FULL (an fsync per commit) except for the records of host
+facts (`batch(host_facts=True)`, which says why). Other processes (the CLI) may open the same
+file. `batch()` makes the writes of one webhook notification one transaction (one fsync for
+many alerts), and those of one apply round.
 """
 
 from __future__ import annotations
@@ -158,6 +160,7 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._synchronous = "FULL"
         self._db.executescript(SCHEMA)
         for table, columns in _ADDED_COLUMNS.items():
             have = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -170,10 +173,18 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, host_facts: bool = False) -> Iterator[None]:
         """Every write inside is one transaction, committed at the end (or rolled back whole);
-        other threads wait for it, so nothing acts on a record before it is durable."""
-        with self._tx():
+        other threads wait for it, so nothing acts on a record before it is committed.
+
+        `host_facts`: the writes only record what is being done to the host or what it shows
+        (a throttle's `applying` and `active`), committed without an fsync (WAL,
+        synchronous=NORMAL): they survive kill -9 of this process like every commit, and are
+        lost only with the operating system, that is with Dom0, whose crash takes the host and
+        every tc, ifb, cap and pause they describe with it. Everything promised to someone
+        else (an alert's admission before the 200, an ending, an operator's release) keeps its
+        fsync; on power loss the record is a prefix of its commits, never a mix."""
+        with self._tx(host_facts=host_facts):
             self._batch_depth += 1
             try:
                 yield
@@ -181,11 +192,15 @@ class Store:
                 self._batch_depth -= 1
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, host_facts: bool = False) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._batch_depth:
                 yield self._db  # part of the batch's transaction
                 return
+            synchronous = "NORMAL" if host_facts else "FULL"
+            if synchronous != self._synchronous:
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+                self._synchronous = synchronous
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db

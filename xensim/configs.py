@@ -20,8 +20,9 @@ SHIPPED_REMEDIATOR_CONFIG = REPO_ROOT / "deploy" / "remediator.yml"
 REMEDIATOR_RECEIVER = "judicator-remediator"
 
 # The demo, the tests and the benchmarks scrape and evaluate every second, so that a throttle
-# shows within seconds; the shipped prometheus.yml has the production intervals
-# (docs/policies.md#production-settings), which a run on a simulated host replaces by these.
+# shows within seconds; the shipped prometheus.yml's production intervals
+# (docs/policies.md#production-settings) are the same since 2026-12-01, and a run on a
+# simulated host still sets these, whatever the shipped file says.
 INTERVAL_SETTINGS = ("scrape_interval", "scrape_timeout", "evaluation_interval")
 SIMULATION_INTERVALS = dict.fromkeys(INTERVAL_SETTINGS, "1s")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,11 +149,13 @@ def run_stack(
     log_dir: Path | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
     rules_dir: Path = SHIPPED_RULES_DIR,
+    intervals: Mapping[str, str] = SIMULATION_INTERVALS,
 ) -> Iterator[Stack]:
     """Start the exporter, remediator, Alertmanager and Prometheus on `host`; stop them all.
 
     Prometheus loads the rules in `rules_dir` (the shipped policies unless a benchmark tries
-    other settings).
+    other settings) and scrapes and evaluates at `intervals` (the simulation's 1 s unless a
+    benchmark measures the shipped ones).
 
     In a Dom0 namespace they all run inside it (the vifs, tc and the exporter's sysfs are
     there); otherwise in the machine's own namespace, on 127.0.0.1.
@@ -220,6 +222,7 @@ def run_stack(
             },
             rules_dir=rules_dir,
             credentials_files={"judicator-remediator": remediator.workdir / "remediator.token"},
+            intervals=intervals,
         )
         prometheus = stack.enter_context(
             run_prometheus(

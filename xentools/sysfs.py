@@ -94,6 +94,28 @@ def list_vifs(sysfs_root: str = "/sys") -> list[Vif]:
     return sorted(vifs, key=lambda vif: (vif.domid, vif.devid, vif.name))
 
 
+IFF_UP = 0x1
+
+
+def list_links(sysfs_root: str = "/sys") -> dict[str, bool]:
+    """Every network interface of Dom0 -> administratively up (`IFF_UP` in its `flags`), what
+    `ip -j link show` says, read without starting a process. One that vanishes while being read
+    is left out."""
+    net = os.path.join(sysfs_root, "class", "net")
+    try:
+        names = os.listdir(net)
+    except FileNotFoundError:
+        return {}
+    links = {}
+    for name in names:
+        try:
+            with open(os.path.join(net, name, "flags")) as file:
+                links[name] = bool(int(file.read().strip(), 16) & IFF_UP)
+        except (OSError, ValueError):
+            continue
+    return links
+
+
 def _read_nodename(path: str) -> tuple[int, int] | None:
     try:
         with open(path) as file:

@@ -384,10 +384,10 @@ def test_healthchecks_probe_the_services_own_port(name: str, path: str) -> None:
 def test_prometheus_ships_the_production_intervals() -> None:
     """docs/policies.md#production-settings; the demo and the tests render their own 1 s."""
     settings = load_yaml(REPO / "prometheus" / "prometheus.yml")["global"]
-    production = {"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "2s"}
+    production = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
     assert settings == production
     doc = (REPO / "docs" / "policies.md").read_text()
-    assert "evaluate every **2 s** (`scrape_timeout: 2s`)" in doc
+    assert "evaluate every **1 s** (`scrape_timeout: 1s`)" in doc
     # Every rate window of the shipped rules holds at least 4 scrapes of the shipped interval.
     rules = "".join(p.read_text() for p in (REPO / "prometheus" / "rules").glob("*.yml"))
     windows = re.findall(r"(?:rate|increase)\([^\[()]*\[(\d+)s\]", rules)

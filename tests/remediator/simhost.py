@@ -163,11 +163,16 @@ def simulated_host(prefix: str, workdir: Path) -> Iterator[Host]:
         yield Host(name=simulated.name, env=simulated.env, guests=simulated.guests, workdir=workdir)
 
 
-# The steps: commands that change the host (a `tc -batch -` of changes is one). Reads (`tc -j …
-# show`, `tc -j -batch -` of shows, `ip -j link show`, `xl list`, `xl sched-credit2 -d D` without
-# -c, `xl vcpu-list`) pass through uncounted.
+# The steps: commands that change the host (a `tc -batch -` of changes is one, reads appended to
+# it or not). Reads (`tc -j … show`, `tc -j -batch -` of shows only, `ip -j link show`, `xl
+# list`, `xl sched-credit2 -d D` without -c, `xl vcpu-list`) pass through uncounted. A batch's
+# lines are kept in a file that becomes the wrapper's stdin, for the real tool.
 _CLASSIFY = {
-    "tc": 'case " $* " in *" show "*|" -j -batch - ") ;; *) step=yes ;; esac',
+    "tc": (
+        'case " $* " in *" -batch - "*) lines="$dir/lines.$$"; cat > "$lines"; '
+        "grep -qvE '^(qdisc|filter) show' \"$lines\" && step=yes; "
+        'exec < "$lines"; rm -f "$lines" ;; *" show "*) ;; *) step=yes ;; esac'
+    ),
     "ip": 'case " $* " in *" show "*) ;; *) step=yes ;; esac',
     "xl": (
         'case "$1" in pause|unpause|vcpu-pin) step=yes ;; '

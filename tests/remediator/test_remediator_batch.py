@@ -6,7 +6,7 @@ import pytest
 
 from remediator.host import Qdisc, parse_qdiscs_by_dev, split_json_lists
 from remediator.plan import Command
-from remediator.runner import batch_word, batched
+from remediator.runner import as_batch, batch_word, batched, merged
 
 
 def cmd(*argv: str, timeout: float = 5.0, **env: str) -> Command:
@@ -76,3 +76,49 @@ def test_every_device_qdiscs_from_one_read() -> None:
     assert set(by_dev) == {"vif2.0", "vif1.0", "jifb2.0"}
     assert [q.kind for q in by_dev["vif2.0"]] == ["noqueue", "ingress"]
     assert by_dev["jifb2.0"] == (Qdisc("tbf", "d1c:", True, 1_000_000, 32768),)
+
+
+def test_plans_of_a_round_merge_into_one_ip_and_one_tc_batch_each_plan_in_its_order() -> None:
+    def shape(domid: int) -> list[Command]:
+        ifb, vif = f"jifb{domid}.0", f"vif{domid}.0"
+        return [
+            cmd("ip", "link", "add", ifb, "type", "ifb"),
+            cmd("ip", "link", "set", "dev", ifb, "up"),
+            cmd("tc", "qdisc", "replace", "dev", ifb, "root", "handle", "d1c:", "tbf"),
+            cmd("tc", "qdisc", "add", "dev", vif, "ingress"),
+        ]
+
+    finish = [cmd("tc", "qdisc", "add", "dev", "vif9.0", "ingress")]  # a half-done apply
+    two_vifs = [*shape(5), cmd("ip", "link", "add", "jifb5.1", "type", "ifb")]
+    commands = batched(merged([shape(3), finish, two_vifs]))
+    assert [c.argv for c in commands] == [
+        ("ip", "-batch", "-"),
+        ("tc", "-batch", "-"),
+        ("ip", "link", "add", "jifb5.1", "type", "ifb"),
+    ]
+    ip, tc = commands[0].stdin, commands[1].stdin
+    assert ip is not None and tc is not None
+    assert ip.splitlines() == [
+        "link add jifb3.0 type ifb",
+        "link set dev jifb3.0 up",
+        "link add jifb5.0 type ifb",
+        "link set dev jifb5.0 up",
+    ]
+    assert tc.splitlines() == [
+        "qdisc add dev vif9.0 ingress",
+        "qdisc replace dev jifb3.0 root handle d1c: tbf",
+        "qdisc add dev vif3.0 ingress",
+        "qdisc replace dev jifb5.0 root handle d1c: tbf",
+        "qdisc add dev vif5.0 ingress",
+    ]
+    assert merged([]) == []
+
+
+def test_a_plan_line_becomes_a_batch_to_read_after() -> None:
+    line = cmd("tc", "qdisc", "add", "dev", "vif3.0", "ingress")
+    batch = as_batch(line, "tc")
+    assert batch is not None and batch.argv == ("tc", "-batch", "-")
+    assert batch.stdin == "qdisc add dev vif3.0 ingress\n"
+    assert as_batch(batch, "tc") is batch
+    assert as_batch(cmd("ip", "link", "del", "dev", "j"), "tc") is None
+    assert as_batch(cmd("tc", "qdisc", "del", "dev", "a b", "root"), "tc") is None

@@ -92,3 +92,40 @@ def test_pause_and_unpause_balance(host: Host, servers: Launcher) -> None:
     wait_for(lambda: server.throttles() == [], 15, "the record to end")
     # Exactly one pause and one unpause: one more unpause is refused by xl.
     assert host.pause_count_is_zero("guest3")
+
+
+def test_guests_alerted_together_are_shaped_in_one_round_and_a_failed_round_one_by_one(
+    host: Host, servers: Launcher
+) -> None:
+    server = servers.start()
+
+    def alerts(status: str, starts_at: str) -> bytes:
+        return payload(
+            *(
+                alert(status, fingerprint=f"{n}{n}{n}{n}aaaabbbbcccc", starts_at=starts_at,
+                      domain=f"guest{n}", instance=INSTANCE, rate="256kbit", burst="16kb")
+                for n in (1, 2, 3)
+            )
+        )  # fmt: skip
+
+    def active() -> bool:
+        return sorted(t["domain"] for t in server.throttles() if t["state"] == "active") == [
+            "guest1", "guest2", "guest3"
+        ]  # fmt: skip
+
+    servers.wrappers.disarm()
+    assert server.post(alerts("firing", "2026-12-01T10:00:00Z"))[0] == 200
+    wait_for(active, 15, "three throttles active")
+    # One round: one ip batch (the three ifbs) and one tc batch (their shaping, then the check).
+    assert [step.split(" ", 1)[0] for step in servers.wrappers.steps()] == ["ip", "tc"]
+    assert all(host.shaped(f"vif{n}.0") for n in (1, 2, 3))
+    assert len(server.audit("applied")) == 3
+
+    server.post(alerts("resolved", "2026-12-01T10:00:00Z"))
+    wait_for(lambda: server.throttles() == [], 20, "the three released")
+    # The next episode's round fails at its tc batch: each throttle is finished on its own.
+    servers.wrappers.arm(2, "fail")
+    assert server.post(alerts("firing", "2026-12-01T11:00:00Z"))[0] == 200
+    wait_for(active, 20, "three throttles active again")
+    assert all(host.shaped(f"vif{n}.0") for n in (1, 2, 3))
+    assert len(server.audit("applied")) == 6
