@@ -78,7 +78,8 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
                 t = g.after_throttle
                 lines.append(
                     f"{'':<33} {g.guest} after throttle: offers {t['sent_pps'] / 1000:.1f} kpps,"
-                    f" {t['shaped_pps'] / 1000:.2f} kpps leave its shaping"
+                    f" {t['shaped_pps'] / 1000:.2f} kpps"
+                    f" ({t.get('shaped_bps', 0) / 1e6:.2f} Mbit/s) leave its shaping"
                 )
         if s.error:
             lines.append(f"{'':<28} error: {s.error}")

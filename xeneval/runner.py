@@ -128,17 +128,15 @@ class Observer:
             # Dom0's receive on a vif is what the guest sent; its transmit, what it received.
             sent = sum(counters.get(v, {}).get("rx_packets", 0) for v in guest.interfaces)
             received = sum(counters.get(v, {}).get("tx_packets", 0) for v in guest.interfaces)
-            faults = blocks = shaped = 0
+            faults = blocks = shaped = shaped_bytes = 0
             if domain is not None:
                 faults = cgroups.page_faults(domain.cgroup) if domain.cgroup else 0
                 blocks = self._block_requests(domain.domid)
                 # What left the remediator's shaping of this domain (its ifbs' transmit).
-                shaped = sum(
-                    c.get("tx_packets", 0)
-                    for link, c in counters.items()
-                    if owned_ifb(link, domain.domid)
-                )
-            values[name] = GuestSample(cpu, sent, received, faults, blocks, shaped)
+                ifbs = [c for link, c in counters.items() if owned_ifb(link, domain.domid)]
+                shaped = sum(c.get("tx_packets", 0) for c in ifbs)
+                shaped_bytes = sum(c.get("tx_bytes", 0) for c in ifbs)
+            values[name] = GuestSample(cpu, sent, received, faults, blocks, shaped, shaped_bytes)
         return values
 
     def _block_requests(self, domid: int) -> int:

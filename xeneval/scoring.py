@@ -57,6 +57,7 @@ class GuestSample:
     page_faults: int = 0
     block_requests: int = 0
     shaped_packets: int = 0
+    shaped_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ class GuestScore:
     achieved: dict[str, float] | None = None
     # The bar the attacker had to pass (its class's), and whether it did.
     bar: dict[str, Any] | None = None
-    # A shaped attacker, from 3 s after its throttle to the attack's end: packets/s it offered
-    # and packets/s that left its shaping (the per-domain cap at work).
+    # A shaped attacker, from 3 s after its throttle to the attack's end: packets/s it offered,
+    # packets/s and bits/s that left its shaping (the per-domain cap at work).
     after_throttle: dict[str, float] | None = None
     abuse_class: str | None = None
 
@@ -190,6 +191,7 @@ def window_rates(
         "faults_ps": max(0, b.page_faults - a.page_faults) / seconds,
         "block_rps": max(0, b.block_requests - a.block_requests) / seconds,
         "shaped_pps": max(0, b.shaped_packets - a.shaped_packets) / seconds,
+        "shaped_bps": 8 * max(0, b.shaped_bytes - a.shaped_bytes) / seconds,
     }
 
 
@@ -300,6 +302,7 @@ def score(
                     after = {
                         "sent_pps": round(shaped["sent_pps"], 1),
                         "shaped_pps": round(shaped["shaped_pps"], 1),
+                        "shaped_bps": round(shaped["shaped_bps"]),
                         "cpu": round(shaped["cpu"], 3),
                     }
         guests.append(

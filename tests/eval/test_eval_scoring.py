@@ -210,6 +210,7 @@ def test_after_the_throttle_what_leaves_the_shaping() -> None:
     assert attacker.after_throttle is not None
     assert attacker.after_throttle["sent_pps"] == 12_000.0
     assert attacker.after_throttle["shaped_pps"] == 1000.0
+    assert attacker.after_throttle["shaped_bps"] == 1_000_000  # 125-byte packets: 1 Mbit/s
 
 
 def test_class_thresholds_from_the_rules() -> None:
