@@ -118,7 +118,11 @@ def _flood_record(pps: int, throttled_at: float | None = None) -> RunRecord:
                 float(second),
                 {
                     "attacker": GuestSample(
-                        0.2 * attacking, pps * attacking, 0, shaped_packets=shaped
+                        0.2 * attacking,
+                        pps * attacking,
+                        0,
+                        shaped_packets=shaped,
+                        shaped_bytes=125 * shaped,
                     ),
                     "victim": GuestSample(0.0, 0, pps * attacking),
                     "bystander": GuestSample(0.0, 0, 0),
