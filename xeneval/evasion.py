@@ -433,7 +433,9 @@ def _runs(values: Sequence[float]) -> str:
         step = values[i + 1] - values[i] if i + 1 < len(values) else 0.0
         while j + 1 < len(values) and abs((values[j + 1] - values[j]) - step) < 1e-9:
             j += 1
-        parts.append(f"{values[i]:.6g}+{step:.6g}x{j - i}")
+        # promtool writes a falling run as `a-bxn` (never `a+-bxn`).
+        sign = "-" if step < 0 else "+"
+        parts.append(f"{values[i]:.6g}{sign}{abs(step):.6g}x{j - i}")
         i = j + 1
     return " ".join(parts)
 
@@ -544,7 +546,9 @@ def promtool_fired(
             raise EvasionError(f"promtool: {error}") from error
     output = result.stdout + result.stderr
     fired = parse_fired(output, cases)
-    if result.returncode != 0 and "FAILED" not in output:
+    # A failure that names no alert (a parse error of the series, a rule that cannot load) is
+    # not "nothing fired": every case of the run would read as quiet.
+    if result.returncode != 0 and "alertname:" not in output:
         raise EvasionError(f"promtool failed without an alert to show:\n{output[-2000:]}")
     return fired
 

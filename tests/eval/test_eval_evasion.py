@@ -38,6 +38,21 @@ def test_series_values_are_cumulative_runs() -> None:
 
 def test_gauge_values_repeat_each_seconds_value() -> None:
     assert evasion.gauge_values([0.5, 0.5, 1.0]) == "0.5+0x2 1+0x0"
+    # Falling runs are written `a-bxn`, which promtool parses (`a+-bxn` is a parse error).
+    assert evasion.gauge_values([0.9, 0.5, 0.1]) == "0.9+0x1 0.5-0.4x1"
+
+
+def test_a_pulsing_hog_beside_its_neighbour_gives_promtool_valid_series() -> None:
+    # The shares of a CPU fall and rise with the pulses; promtool must parse every case (a
+    # parse error would make every case of a run read as quiet).
+    require_binary("promtool")
+    profile = next(p for p in evasion.PROFILES if p.name == "cpu_hog")
+    rules = evasion.load_rules()
+    alerts = sorted(rules.forms("cpu_hog")["any"])
+    cases = {"pulse": evasion.pulse_rates(1.0, 2.0, 0.9), "steady": evasion.steady_rates(1.0)}
+    fired = evasion.promtool_fired(profile, cases, rules, alerts)
+    assert set(fired["steady"]) == set(alerts)
+    assert set(fired["pulse"]) == set(alerts)  # 90 % of every 2 s: 0.81 of a CPU on average
 
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "promtool"
