@@ -90,7 +90,7 @@ clean:
 
 # The evaluation (docs/evaluation.md): every scenario of xeneval/scenarios/ on the simulated host
 # with the shipped policies, then the evasion search (promtool). SCENARIOS='ping-flood udp-*'
-# for a subset, EVAL_ARGS=--fast for the quick ones. Needs root; the corpus takes about 25
+# for a subset, EVAL_ARGS=--fast for the quick ones. Needs root; the corpus takes about 55
 # minutes here. Report in eval-output/ (eval.json, eval.png).
 eval: deps
 	$(BIN)/python -m xeneval $(EVAL_ARGS) $(SCENARIOS)

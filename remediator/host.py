@@ -19,9 +19,16 @@ FILTER_PREF = 49
 IFB_PREFIX = "jifb"
 
 
-def ifb_name(domid: int, devid: int, emulated: bool) -> str:
-    """The ifb that takes a vif's ingress: `jifb<domid>.<devid>`, `e` appended for -emu."""
-    return f"{IFB_PREFIX}{domid}.{devid}{'e' if emulated else ''}"
+def ifb_name(domid: int) -> str:
+    """The ifb that takes the ingress of every vif of a domain: `jifb<domid>`. One per domain,
+    so that its one tbf holds the domain to its rate whatever its number of vifs."""
+    return f"{IFB_PREFIX}{domid}"
+
+
+def is_per_vif_ifb(name: str, domid: int) -> bool:
+    """One of the per-vif ifbs (`jifb<domid>.<devid>[e]`) that remediators before per-domain
+    shaping created: a throttle applied by one is moved to the domain's ifb."""
+    return name.startswith(f"{IFB_PREFIX}{domid}.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,6 @@ class VifState:
     devid: int
     emulated: bool
     link: LinkState
-    ifb: LinkState  # exists=False when there is none
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,10 @@ class ObservedDomain:
     hard_affinity: tuple[str, ...] = ()  # per vCPU, as xl prints it ("all", "2-3")
     vifs: tuple[VifState, ...] = ()
     uuid: str | None = None  # None when the toolstack did not say
+    # The domain's ifb (`ifb_name(domid)`; exists=False when there is none, None when the
+    # network was not read), and per-vif ifbs an older remediator left (`is_per_vif_ifb`).
+    ifb: LinkState | None = None
+    old_ifbs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from remediator.host import (
     ObservedDomain,
     VifState,
     ifb_name,
+    is_per_vif_ifb,
     parse_ingress_filters,
     parse_links,
     parse_qdiscs_by_dev,
@@ -175,17 +176,15 @@ class HostObserver:
             else:
                 links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
             our_ifbs = tuple(sorted(n for n in links if n.startswith(IFB_PREFIX)))
-            vifs = self._list_vifs() if "network_shape" in needs else []
-            pairs = [
-                (vif, ifb_name(dom.domid, vif.devid, vif.emulated))
-                for dom in running.values()
-                for vif in vifs
-                if vif.domid == dom.domid
-            ]
+            network = "network_shape" in needs
+            vifs = self._list_vifs() if network else []
+            theirs = [vif for vif in vifs if any(vif.domid == d.domid for d in running.values())]
             tc: dict[str, LinkState] = {}
-            if pairs:
-                devices = [name for vif, ifb in pairs for name in (vif.name, ifb)]
-                tc = self._tc_state(links, devices, {vif.name for vif, _ in pairs}, first, ran)
+            if network and running:
+                # Every vif of the domains asked about, and each domain's one ifb.
+                devices = [vif.name for vif in theirs]
+                devices += [ifb_name(dom.domid) for dom in running.values()]
+                tc = self._tc_state(links, devices, {vif.name for vif in theirs}, first, ran)
             states = {}
             for name, dom in running.items():
                 scheduler = cap = None
@@ -197,13 +196,9 @@ class HostObserver:
                     affinity = tuple(self._toolstack.hard_affinity(dom.domid))
                 vif_states = tuple(
                     VifState(
-                        name=vif.name,
-                        devid=vif.devid,
-                        emulated=vif.emulated,
-                        link=tc[vif.name],
-                        ifb=tc[ifb],
+                        name=vif.name, devid=vif.devid, emulated=vif.emulated, link=tc[vif.name]
                     )
-                    for vif, ifb in pairs
+                    for vif in theirs
                     if vif.domid == dom.domid
                 )
                 states[name] = ObservedDomain(
@@ -216,6 +211,10 @@ class HostObserver:
                     cap=cap,
                     hard_affinity=affinity,
                     vifs=vif_states,
+                    ifb=tc.get(ifb_name(dom.domid)),
+                    old_ifbs=tuple(n for n in our_ifbs if is_per_vif_ifb(n, dom.domid))
+                    if network
+                    else (),
                 )
         except (OSError, ValueError, KeyError) as error:
             raise ObserveError(f"reading the host failed: {error}") from error

@@ -18,7 +18,6 @@ from remediator.host import (
     QDISC_HANDLE,
     LinkState,
     ObservedDomain,
-    VifState,
     ifb_name,
 )
 from remediator.units import format_cpu_list
@@ -261,15 +260,25 @@ def _tbf_matches(link: LinkState, params: Mapping[str, Any]) -> bool:
     )
 
 
+def receive_share(params: Mapping[str, Any], vifs: int) -> dict[str, Any]:
+    """What each of a domain's `vifs` may deliver to it when what it receives is shaped: the
+    domain's rate split evenly (a tbf sits on each vif's own egress, so the domain's limit
+    holds whatever its number of vifs; the burst stays whole, at least a full packet)."""
+    share = dict(params)
+    share["rate_bps"] = max(8, int(params["rate_bps"]) // max(1, vifs))
+    return share
+
+
 def _plan_shape(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) -> list[Command]:
     if not dom.vifs:
         raise PlanError("no_interfaces", f"domain {dom.name} has no vif in this Dom0")
     direction = params["direction"]
     commands: list[Command] = []
-    for vif in dom.vifs:
-        if direction in ("send", "both"):
-            commands += _plan_shape_send(params, dom, vif, tools)
-        if direction in ("receive", "both"):
+    if direction in ("send", "both"):
+        commands += _plan_shape_send(params, dom, tools)
+    if direction in ("receive", "both"):
+        share = receive_share(params, len(dom.vifs))
+        for vif in dom.vifs:
             root = vif.link.root
             if (
                 root is not None
@@ -277,29 +286,32 @@ def _plan_shape(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) ->
                 and root.kind not in DEFAULT_ROOT_KINDS
             ):
                 raise PlanError("foreign_tc", f"{vif.name} has an operator's {root.kind}")
-            if not _tbf_matches(vif.link, params):
-                commands.append(_tbf(tools, vif.name, params))
+            if not _tbf_matches(vif.link, share):
+                commands.append(_tbf(tools, vif.name, share))
     return commands
 
 
-def _plan_shape_send(
-    params: Mapping[str, Any], dom: ObservedDomain, vif: VifState, tools: Tools
-) -> list[Command]:
-    ifb = ifb_name(dom.domid, vif.devid, vif.emulated)
+def _plan_shape_send(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) -> list[Command]:
+    """Per domain: one ifb (`jifb<domid>`) with one tbf, and every vif's ingress redirected to
+    it, so that the domain's vifs share its rate (N vifs do not get N times it)."""
+    for vif in dom.vifs:
+        if any(r.pref != FILTER_PREF for r in vif.link.redirects):
+            raise PlanError("foreign_tc", f"{vif.name} has an operator's ingress redirect")
+    ifb = ifb_name(dom.domid)
+    link = dom.ifb if dom.ifb is not None else LinkState(ifb, exists=False, up=False)
     commands: list[Command] = []
-    if not vif.ifb.exists:
+    if not link.exists:
         commands.append(tools.cmd(tools.ip, "link", "add", ifb, "type", "ifb"))
-    if not (vif.ifb.exists and vif.ifb.up):
+    if not (link.exists and link.up):
         commands.append(tools.cmd(tools.ip, "link", "set", "dev", ifb, "up"))
-    if not _tbf_matches(vif.ifb, params):
+    if not _tbf_matches(link, params):
         commands.append(_tbf(tools, ifb, params))
-    foreign = [r for r in vif.link.redirects if r.pref != FILTER_PREF]
-    if foreign:
-        raise PlanError("foreign_tc", f"{vif.name} has an operator's ingress redirect")
-    if not vif.link.has_ingress:
-        commands.append(tools.cmd(tools.tc, "qdisc", "add", "dev", vif.name, "ingress"))
-    ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
-    if [r.to_dev for r in ours] != [ifb]:
+    for vif in dom.vifs:
+        if not vif.link.has_ingress:
+            commands.append(tools.cmd(tools.tc, "qdisc", "add", "dev", vif.name, "ingress"))
+        ours = [r for r in vif.link.redirects if r.pref == FILTER_PREF]
+        if [r.to_dev for r in ours] == [ifb]:
+            continue
         if ours:
             commands.append(_delete_our_filter(vif.name, tools))
         commands.append(
@@ -328,6 +340,8 @@ def _plan_shape_send(
                 ifb,
             )
         )
+    # Per-vif ifbs of an older remediator: the redirects above no longer point there.
+    commands += [tools.cmd(tools.ip, "link", "del", "dev", old) for old in dom.old_ifbs]
     return commands
 
 
@@ -339,8 +353,9 @@ def _delete_our_filter(vif: str, tools: Tools) -> Command:
 
 
 def _plan_unshape(dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -> list[Command]:
-    """Remove only what we created: our redirect, and the ingress qdisc if we added it and
-    nobody else's filter has come to sit on it since (the exporter's direction counters)."""
+    """Remove only what we created: our redirects, the ingress qdisc where we added it and
+    nobody else's filter has come to sit on it since (the exporter's direction counters), our
+    root tbf on a vif, then the domain's ifb (and per-vif ifbs of an older remediator)."""
     theirs = set(prior.get("ingress_before", ()))
     commands: list[Command] = []
     for vif in dom.vifs:
@@ -351,9 +366,10 @@ def _plan_unshape(dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -
             commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "ingress"))
         elif ours:
             commands.append(_delete_our_filter(vif.name, tools))
-        if vif.ifb.exists:
-            commands.append(tools.cmd(tools.ip, "link", "del", "dev", vif.ifb.name))
         root = vif.link.root
         if root is not None and root.handle == QDISC_HANDLE:
             commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "root"))
+    if dom.ifb is not None and dom.ifb.exists:
+        commands.append(tools.cmd(tools.ip, "link", "del", "dev", dom.ifb.name))
+    commands += [tools.cmd(tools.ip, "link", "del", "dev", old) for old in dom.old_ifbs]
     return commands

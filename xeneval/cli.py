@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"xeneval: {len(scenarios)} scenario(s), {total:.0f} s of traffic"
             f" (plus 20-50 s each to bring a host and the stack up and down)"
         )
+    bars = scoring.class_thresholds(evasion.load_rules().thresholds)
     scores = []
     for index, scenario in enumerate(scenarios, start=1):
         say(f"[{index}/{len(scenarios)}] {scenario.name}: {scenario.description}")
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = runner.run_scenario(
             scenario, host_name=host_name, log_dir=output / "logs" / scenario.name, say=say
         )
-        result = scoring.score(scenario, record)
+        result = scoring.score(scenario, record, bars)
         scores.append(result)
         verdicts = ", ".join(f"{g.guest} {report.MARKS[g.verdict]}" for g in result.guests)
         say(f"    => {verdicts} ({result.wall_seconds:.0f} s)")
@@ -108,4 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(report.evasion_table(evasion_result))
     say("")
     say(f"report: {output / 'eval.json'}" + (f", {output / 'eval.png'}" if drew else ""))
+    if totals["scenarios_inconclusive"]:
+        say(
+            f"inconclusive: {totals['confusion']['inconclusive']} attacker(s) never reached their"
+            " policy's bar here (see `bar` in eval.json): no verdict on the policy, rerun them"
+        )
     return 1 if totals["errors"] else 0

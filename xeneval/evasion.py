@@ -1,37 +1,53 @@
 """The evasion report: what rhythm and what rate of abuse the SHIPPED policies never throttle.
 
 Real traffic is slow and noisy for this (a 2-minute run per point); the rules themselves are
-exact and cheap to evaluate. So each abuse class has a synthetic counter profile (per-second
-increments of the exporter's series for one guest, from the counter model of
-docs/simulator.md: per packet sent 0.5 interrupts and 0.8 context switches, per packet received
-1 and 0.8, per busy CPU-second 1000 timer interrupts), and `promtool test rules` evaluates the
-shipped rule files (prometheus/rules/*.yml, unchanged) over it at Prometheus's 1 s evaluation
-interval, with `keep_firing_for` and `for:` exactly as shipped:
+exact and cheap to evaluate. So each abuse has a synthetic profile: what one guest does each
+second (CPU it wants, packets it sends and receives, faults, block requests, memory growth),
+turned into the exporter's series with the counter model of docs/simulator.md (per packet sent
+or received 1 interrupt, 0.8 context switches and 0.042 timer interrupts on the guest's CPU; per
+busy CPU-second 1000 timer interrupts and 150 context switches; per page fault 0.5 calls to
+mmu_update; an idle CPU 100 timer interrupts and 105 interrupts a second), and `promtool test
+rules` evaluates the shipped rule files (prometheus/rules/*.yml, unchanged, thresholds read from
+them) over it at Prometheus's 1 s evaluation interval, `for:` and `keep_firing_for` as shipped.
 
-- pulsing: the abuse at PEAK_FACTOR x the policy's threshold (a CPU hog at one full CPU, the
-  most it can use), on for duty x period of every period, for ATTACK_SECONDS (two minutes),
-  for periods of 2 to 60 s. Reported per period and alert: the largest duty never throttled
-  and the smallest throttled, bisected to 1/128.
+Every alert the rules send to the remediator (`severity: remediate`) is judged, alone and with
+the other forms of its policy: per evidence (`perf_counters`: what a host with perf counters
+runs, `stock`: a distribution hypervisor) and all together (`any`): the remediator throttles a
+guest whichever alert fires, so a form's gap only matters where no other form covers it.
+
+- pulsing: the abuse pulsed at PEAK_FACTORS x the policy's threshold (10x, and 1.25x: just
+  above it; never more than the abuse can do, e.g. a CPU hog at one full CPU), on for duty x
+  period of every period, for ATTACK_SECONDS, for periods of 2 to 60 s. Reported per period,
+  peak and form: the largest duty never throttled and the smallest throttled, bisected to
+  1/64, and what that duty averages (duty x peak, in thresholds).
 - sustained: the abuse held constant; reported: the highest rate never throttled and the
-  lowest throttled, bisected between 0 and 3 x the threshold to 3/128 of it.
+  lowest throttled, bisected between 0 and 3 x the threshold to 3/64 of it.
+- latency: constant abuse at 1.25x, 3x and 10x the threshold; seconds from its start to the
+  alert firing, against the alert's `for:` + 2 s.
+
+CPU hogs are judged where it matters (the policies cap for harm, not for use): next to a light
+neighbour on the same physical CPU (it asks for 10 % of it), next to a neighbour that wants the
+whole CPU (credit2 then gives each half), and alone on a CPU of its own (never to be capped).
 
 Bisection assumes that more abuse is never less visible (a larger duty at the same period and
 peak, a higher constant rate): true of threshold rules on rates, which these policies are.
 
-One promtool run per class holds every case (a test per case, one `alert_rule_test` per
-evaluation time expecting no alert); the cases it reports as failing are the ones that fired.
-A profile is only as good as the counter model it comes from: the harness's real-traffic
-scenarios (pulse-short, pulse-long, short-bursts, udp-flood-paced) confirm a few points.
+One promtool run per round holds every case (each on a host of its own, its `instance`; one
+`alert_rule_test` per evaluation time expecting no alert); the alerts promtool reports instead
+are the ones that fired. A profile is only as good as the counter model it comes from: the
+harness's real-traffic scenarios confirm a few points.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,197 +55,360 @@ import yaml
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "prometheus" / "rules"
 THRESHOLDS_GROUP = "judicator-policy-thresholds"
+THRESHOLD_SERIES = "judicator:policy_threshold:constant"
 PROMTOOL = "promtool"
-PROMTOOL_TIMEOUT = 600.0
+PROMTOOL_TIMEOUT = 900.0
 
 WARMUP_SECONDS = 12
-ATTACK_SECONDS = 120
+# Longer than the pulsing forms' two-minute window, so that they judge two full minutes of
+# pulses at several phases.
+ATTACK_SECONDS = 150
 CHECK_EVERY = 5
-PEAK_FACTOR = 10.0
+TAIL_SECONDS = 10
+PEAK_FACTORS = (10.0, 1.25)
 PERIODS = (2.0, 5.0, 10.0, 14.0, 20.0, 30.0, 60.0)
 # Sustained rates are searched between these multiples of the threshold.
 RATE_RANGE = (0.0, 3.0)
-# Each round halves the bracket: 7 rounds give duty to 1/128 and rate to 3/128 of a threshold.
-BISECT_ROUNDS = 7
+# Each round halves the bracket: 6 rounds give duty to 1/64 and rate to 3/64 of a threshold.
+BISECT_ROUNDS = 6
+# Constant abuse at these multiples of the threshold: seconds to the alert.
+LATENCY_FACTORS = (1.25, 3.0, 10.0)
+LATENCY_SECONDS = 75
+# The goals of issue 17: a duty cycle of this much or more over two minutes is throttled (at
+# the largest peak), constant abuse within `for:` + this many seconds.
+GOAL_DUTY = 0.25
+GOAL_LATENCY_SLACK = 2.0
+JOBS = 2
 
 JOB = "xen"
 GUEST = "abuser"
+NEIGHBOUR = "neighbour"
+CPU = "1"
+ANY = "any"
 
 
 class EvasionError(RuntimeError):
-    """promtool is missing or failed for another reason than an alert that fired."""
+    """promtool is missing, the rules lack what a profile needs, or promtool failed for another
+    reason than an alert that fired."""
 
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
-Increments = dict[Key, float]
+Sample = dict[Key, float]
 
 
 def _key(metric: str, **labels: str) -> Key:
     return metric, tuple(sorted(labels.items()))
 
 
-def _perfc(
-    interrupts: float, switches: float, timer: float, faults: float, mmu: float
-) -> Increments:
-    cpu = {"cpu": "1", "domain": GUEST}
-    return {
-        _key("xen_perfc_interrupts_total", **cpu): interrupts,
-        _key("xen_perfc_sched_context_switches_total", **cpu): switches,
-        _key("xen_perfc_apic_timer_interrupts_total", **cpu): timer,
-        _key("xen_perfc_page_faults_total", **cpu): faults,
-        _key("xen_perfc_calls_to_mmu_update_total", **cpu): mmu,
-        _key("xen_perfc_calls_to_mmuext_op_total", **cpu): 0.0,
-        _key("xen_perfc_calls_to_update_va_map_total", **cpu): 0.0,
+# ── The counter model (docs/simulator.md) ───────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What one guest does in one second."""
+
+    cpu: float = 0.0  # CPU it wants, seconds per second of its one vCPU
+    sent: float = 0.0  # packets (Dom0's rx on its vif)
+    sent_bytes: float = 0.0
+    received: float = 0.0
+    received_bytes: float = 0.0
+    requests: float = 0.0  # sent packets that open an exchange (echo requests, SYNs)
+    faults: float = 0.0
+    block_requests: float = 0.0
+    block_bytes: float = 0.0
+    memory_growth: float = 0.0  # bytes per second
+
+
+# An idle CPU, an idle PV kernel (per running domain), per unit of work.
+CPU_TIMER, CPU_INTERRUPTS, CPU_SWITCHES = 100.0, 105.0, 20.0
+DOMAIN_SWITCHES, DOMAIN_FAULTS, DOMAIN_MMU = 60.0, 20.0, 5.0
+DOMAIN_CPU = 0.002
+TIMER_PER_CPU_SECOND, SWITCHES_PER_CPU_SECOND = 1000.0, 150.0
+INTERRUPTS_PER_PACKET, SWITCHES_PER_PACKET, TIMER_PER_PACKET = 1.0, 0.8, 0.042
+CPU_SECONDS_PER_PACKET = 4.4e-6
+MMU_UPDATES_PER_FAULT = 0.5
+# Block I/O (the backends' grant copies; the guest's completions).
+GRANT_OPS_PER_BLOCK_REQUEST = 12.0
+GRANT_OPS_PER_PACKET = 1.0
+INTERRUPTS_PER_BLOCK_REQUEST = SWITCHES_PER_BLOCK_REQUEST = 1.0
+MEMORY_START = 512 * 1024 * 1024
+
+
+def cpu_split(want: float, neighbour: float) -> tuple[float, float]:
+    """What two vCPUs on one physical CPU get of it (credit2, equal weights): each what it
+    wants while both fit; otherwise one that wants less than half keeps it, else half each."""
+    if want + neighbour <= 1.0:
+        return want, neighbour
+    if neighbour <= 0.5:
+        return 1.0 - neighbour, neighbour
+    if want <= 0.5:
+        return want, 1.0 - want
+    return 0.5, 0.5
+
+
+def host_sample(act: Activity, neighbour: float | None) -> tuple[Sample, Sample]:
+    """(counter increments, gauge values) of one second: the guest on CPU 1, with a neighbour
+    wanting `neighbour` of that CPU (None: the guest has it to itself)."""
+    want = min(1.0, act.cpu)
+    got, other = cpu_split(want, neighbour or 0.0)
+    packets = act.sent + act.received
+    domains = {GUEST: got} | ({NEIGHBOUR: other} if neighbour is not None else {})
+    busy = sum(domains.values())
+    cpu = {"cpu": CPU}
+    per_cpu = {
+        "xen_perfc_interrupts_total": CPU_INTERRUPTS
+        + TIMER_PER_CPU_SECOND * busy
+        + INTERRUPTS_PER_PACKET * packets
+        + INTERRUPTS_PER_BLOCK_REQUEST * act.block_requests,
+        "xen_perfc_apic_timer_interrupts_total": CPU_TIMER
+        + TIMER_PER_CPU_SECOND * busy
+        + TIMER_PER_PACKET * packets,
+        "xen_perfc_sched_context_switches_total": CPU_SWITCHES
+        + DOMAIN_SWITCHES * len(domains)
+        + SWITCHES_PER_CPU_SECOND * busy
+        + SWITCHES_PER_PACKET * packets
+        + SWITCHES_PER_BLOCK_REQUEST * act.block_requests,
+        "xen_perfc_page_faults_total": DOMAIN_FAULTS * len(domains) + act.faults,
+        "xen_perfc_calls_to_mmu_update_total": DOMAIN_MMU * len(domains)
+        + MMU_UPDATES_PER_FAULT * act.faults,
+        "xen_perfc_calls_to_mmuext_op_total": DOMAIN_MMU * len(domains),
+        "xen_perfc_calls_to_update_va_map_total": DOMAIN_MMU * len(domains),
     }
-
-
-def _domain(
-    cpu_seconds: float,
-    sent: float = 0.0,
-    sent_bytes: float = 0.0,
-    received: float = 0.0,
-    received_bytes: float = 0.0,
-    block_requests: float = 0.0,
-    block_bytes: float = 0.0,
-) -> Increments:
+    counters = {_key(metric, **cpu): value for metric, value in per_cpu.items()}
     vif = {"domain": GUEST, "interface": "vif1.0"}
     vbd = {"domain": GUEST, "device": "xvda"}
-    half_requests, half_bytes = block_requests / 2, block_bytes / 2
-    return {
-        _key("xen_domain_cpu_seconds_total", domain=GUEST): cpu_seconds,
-        _key("xen_domain_network_transmit_packets_total", **vif): sent,
-        _key("xen_domain_network_transmit_bytes_total", **vif): sent_bytes,
-        _key("xen_domain_network_receive_packets_total", **vif): received,
-        _key("xen_domain_network_receive_bytes_total", **vif): received_bytes,
-        _key("xen_domain_block_read_requests_total", **vbd): half_requests,
-        _key("xen_domain_block_write_requests_total", **vbd): half_requests,
-        _key("xen_domain_block_read_bytes_total", **vbd): half_bytes,
-        _key("xen_domain_block_written_bytes_total", **vbd): half_bytes,
-        # Grant-table operations of the backends (host-wide), ~12 per block request.
+    counters |= {
+        _key("xen_domain_network_transmit_packets_total", **vif): act.sent,
+        _key("xen_domain_network_transmit_bytes_total", **vif): act.sent_bytes,
+        _key("xen_domain_network_receive_packets_total", **vif): act.received,
+        _key("xen_domain_network_receive_bytes_total", **vif): act.received_bytes,
+        _key("xen_domain_network_transmit_flow_packets_total", packet="echo_request", **vif): (
+            act.requests
+        ),
+        _key("xen_domain_block_read_requests_total", **vbd): act.block_requests / 2,
+        _key("xen_domain_block_write_requests_total", **vbd): act.block_requests / 2,
+        _key("xen_domain_block_read_bytes_total", **vbd): act.block_bytes / 2,
+        _key("xen_domain_block_written_bytes_total", **vbd): act.block_bytes / 2,
         _key("xen_perfc_hypercalls_total", hypercall="grant_table_op", index="20"): (
-            12.0 * block_requests
+            GRANT_OPS_PER_BLOCK_REQUEST * act.block_requests + GRANT_OPS_PER_PACKET * packets
         ),
+        # Not a counter, but it only grows here: its increments are the growth.
+        _key("xen_domain_memory_bytes", domain=GUEST): act.memory_growth,
     }
+    gauges: Sample = {}
+    for name, share in domains.items():
+        extra = CPU_SECONDS_PER_PACKET * packets if name == GUEST else 0.0
+        counters[_key("xen_domain_cpu_seconds_total", domain=name)] = DOMAIN_CPU + share + extra
+        gauges[_key("xen_domain_vcpus", domain=name)] = 1.0
+        ratio = (share + DOMAIN_CPU) / (busy + DOMAIN_CPU * len(domains))
+        gauges[_key("xen_pcpu_domain_share_ratio", domain=name, **cpu)] = round(ratio, 6)
+    return counters, gauges
 
 
-# What an idle guest shows each second (docs/simulator.md's idle profile).
-IDLE_TIMER = 100.0
-IDLE_SWITCHES = 60.0
-IDLE_FAULTS = 20.0
-IDLE_MMU = 5.0
-IDLE_CPU = 0.01
+# ── The abuses ──────────────────────────────────────────────────────────────────────────────
+
+ETHERNET_IP_UDP = 14 + 20 + 8
+FULL_FRAME = 1514
 
 
-def network_flood(pps: float) -> Increments:
-    """A ping flood sending `pps` echo requests and receiving as many replies (98-byte
-    packets), busy sending: the published experiment's attacker."""
-    busy = min(1.0, IDLE_CPU + pps / 40_000)
-    return {
-        **_perfc(
-            interrupts=IDLE_TIMER + 1.5 * pps,
-            switches=IDLE_SWITCHES + 1.6 * pps,
-            timer=IDLE_TIMER + 900 * busy,
-            faults=IDLE_FAULTS,
-            mmu=IDLE_MMU,
-        ),
-        **_domain(busy, sent=pps, sent_bytes=98 * pps, received=pps, received_bytes=98 * pps),
-    }
+def ping_flood(pps: float) -> Activity:
+    """`ping -f`: echo requests (98-byte frames) answered by as many replies; the sender spins."""
+    return Activity(
+        cpu=0.01 + pps / 40_000,
+        sent=pps,
+        sent_bytes=98 * pps,
+        received=pps,
+        received_bytes=98 * pps,
+        requests=pps,
+    )
 
 
-def cpu_hog(cpu: float) -> Increments:
-    """A guest busy `cpu` of its one vCPU, yielding rarely, touching no memory or network."""
-    busy = max(IDLE_CPU, min(1.0, cpu))
-    return {
-        **_perfc(
-            interrupts=IDLE_TIMER + 900 * busy,
-            switches=IDLE_SWITCHES,
-            timer=IDLE_TIMER + 900 * busy,
-            faults=IDLE_FAULTS,
-            mmu=IDLE_MMU,
-        ),
-        **_domain(busy),
-    }
+def udp_flood(payload: int, pad_every: int = 0) -> Callable[[float], Activity]:
+    """Datagrams of `payload` bytes, every `pad_every`th one full-sized; nothing comes back."""
+
+    def activity(pps: float) -> Activity:
+        small = ETHERNET_IP_UDP + payload
+        mean = small if not pad_every else ((pad_every - 1) * small + FULL_FRAME) / pad_every
+        return Activity(cpu=0.01 + pps / 40_000, sent=pps, sent_bytes=mean * pps)
+
+    return activity
 
 
-def memory_abuse(faults: float) -> Increments:
-    """A guest faulting `faults` fresh pages a second, one page-table update per 4 faults."""
-    return {
-        **_perfc(
-            interrupts=IDLE_TIMER + 900,
-            switches=IDLE_SWITCHES,
-            timer=IDLE_TIMER + 800,
-            faults=IDLE_FAULTS + faults,
-            mmu=IDLE_MMU + faults / 4,
-        ),
-        **_domain(0.9),
-    }
+def cpu_hog(cpu: float) -> Activity:
+    return Activity(cpu=cpu)
 
 
-def disk_abuse(requests: float) -> Increments:
-    """A guest submitting `requests` 4 KiB block requests a second."""
-    return {
-        **_perfc(
-            interrupts=IDLE_TIMER + requests,
-            switches=IDLE_SWITCHES + requests,
-            timer=IDLE_TIMER + 300,
-            faults=IDLE_FAULTS,
-            mmu=IDLE_MMU,
-        ),
-        **_domain(0.3, block_requests=requests, block_bytes=4096 * requests),
-    }
+def memory_abuse(faults: float) -> Activity:
+    """Touching fresh pages: `faults` a second, busy doing it."""
+    return Activity(cpu=0.9, faults=faults)
+
+
+def balloon(growth: float) -> Activity:
+    """Claiming host memory through the balloon at `growth` bytes a second."""
+    return Activity(cpu=0.05, memory_growth=growth)
+
+
+def disk_abuse(requests: float) -> Activity:
+    """4 KiB block requests, `requests` a second."""
+    return Activity(cpu=0.3, block_requests=requests, block_bytes=4096 * requests)
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
-    alerts: tuple[str, ...]
+    policy: str  # the `policy` label of the alerts that judge it
+    description: str
     unit: str
-    threshold: float  # the policy's bar on the profile's rate (the stock form's, where two)
-    peak: float  # the rate of the pulses
-    increments: Callable[[float], Increments]
-    gauges: Mapping[str, float]
+    signal: str  # the threshold (policy, signal) its rate is measured against
+    activity: Callable[[float], Activity]
+    neighbour: float | None = None  # what a neighbour on its CPU wants of it
+    most: float | None = None  # the most the abuse can do (a CPU hog: one CPU)
+    expect: str = "throttled"  # "spared": abuse that harms nobody, never to be throttled
 
+    def peaks(self, threshold: float) -> list[float]:
+        peaks = {round(min(self.most or float("inf"), f * threshold), 6) for f in PEAK_FACTORS}
+        return sorted(peaks, reverse=True)
 
-GAUGES = {"xen_domain_vcpus": 1.0, "xen_pcpu_domain_share_ratio": 1.0}
 
 PROFILES = (
     Profile(
-        "network_flood",
-        ("XenNetworkFloodPerfc", "XenNetworkFloodVif"),
-        "packets/s sent",
-        10_000.0,
-        10_000.0 * PEAK_FACTOR,
-        network_flood,
-        GAUGES,
+        "ping_flood", "network_flood", "ping -f (98-byte echo requests, replies back)",
+        "echo requests/s", "sent_packets_per_second", ping_flood,
     ),
     Profile(
-        "cpu_hog",
-        ("XenCpuHogPerfc", "XenCpuHogCpuTime"),
-        "CPU s/s per vCPU",
-        0.8,
-        1.0,
-        cpu_hog,
-        GAUGES,
+        "udp_flood", "network_flood", "64-byte UDP datagrams, nothing back",
+        "packets/s sent", "sent_packets_per_second", udp_flood(64),
     ),
     Profile(
-        "memory_abuse",
-        ("XenMemoryAbusePerfc",),
-        "page faults/s",
-        10_000.0,
-        10_000.0 * PEAK_FACTOR,
-        memory_abuse,
-        GAUGES,
+        "udp_flood_padded", "network_flood", "64-byte UDP datagrams, every 5th one 1472 bytes",
+        "packets/s sent", "sent_packets_per_second", udp_flood(64, pad_every=5),
     ),
     Profile(
-        "disk_abuse",
-        ("XenDiskAbusePerfc", "XenDiskAbuseVbd"),
-        "block requests/s",
-        2_000.0,
-        2_000.0 * PEAK_FACTOR,
-        disk_abuse,
-        GAUGES,
+        "udp_flood_mtu", "network_flood", "1472-byte UDP datagrams (full-sized frames)",
+        "packets/s sent", "sent_packets_per_second", udp_flood(1472),
     ),
-)
+    Profile(
+        "cpu_hog", "cpu_hog", "a CPU hog on a physical CPU a neighbour wants 10 % of",
+        "CPU s/s it wants", "cpu_seconds_per_second_per_vcpu", cpu_hog,
+        neighbour=0.1, most=1.0,
+    ),
+    Profile(
+        "cpu_hog_busy_neighbour", "cpu_hog",
+        "a CPU hog on a physical CPU a neighbour wants all of (credit2: half each)",
+        "CPU s/s it wants", "cpu_seconds_per_second_per_vcpu", cpu_hog,
+        neighbour=1.0, most=1.0,
+    ),
+    Profile(
+        "cpu_hog_dedicated", "cpu_hog", "a CPU hog alone on its physical CPU (harms nobody)",
+        "CPU s/s it wants", "cpu_seconds_per_second_per_vcpu", cpu_hog,
+        most=1.0, expect="spared",
+    ),
+    Profile(
+        "memory_abuse", "memory_abuse", "touching fresh pages (page faults, mmu_update)",
+        "page faults/s", "page_faults_per_second", memory_abuse,
+    ),
+    Profile(
+        "balloon", "memory_abuse", "growing its memory through the balloon",
+        "bytes/s of growth", "memory_growth_bytes_per_second", balloon,
+    ),
+    Profile(
+        "disk_abuse", "disk_abuse", "4 KiB block requests",
+        "block requests/s", "block_requests_per_second", disk_abuse,
+    ),
+)  # fmt: skip
+
+
+# ── The shipped rules ───────────────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class Rules:
+    files: list[str]
+    groups: list[str]
+    thresholds: dict[tuple[str, str], float]
+    # alert -> its labels and `for:` in seconds, for every alert sent to the remediator
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def forms(self, policy: str) -> dict[str, tuple[str, ...]]:
+        """Every judgement of a policy: each alert alone, each evidence's alerts together,
+        and all of them (ANY)."""
+        mine = [a for a, v in self.alerts.items() if v["labels"].get("policy") == policy]
+        forms: dict[str, tuple[str, ...]] = {a: (a,) for a in mine}
+        for evidence in sorted({self.alerts[a]["labels"].get("evidence", "") for a in mine}):
+            together = tuple(
+                a for a in mine if self.alerts[a]["labels"].get("evidence") == evidence
+            )
+            if len(together) > 1:
+                forms[f"{evidence} forms"] = together
+        if mine:
+            forms[ANY] = tuple(mine)
+        return forms
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus/Go duration (`15s`, `1m30s`, `2m`, `500ms`) in seconds."""
+    total, end = 0.0, 0
+    for match in _DURATION.finditer(duration):
+        if match.start() != end:
+            break
+        total += float(match.group(1)) * _UNIT[match.group(2)]
+        end = match.end()
+    if end != len(duration) or not duration:
+        raise ValueError(f"not a duration: {duration!r}")
+    return total
+
+
+_VECTOR = re.compile(r"^\s*vector\(\s*([0-9.eE+-]+)\s*\)\s*$")
+
+
+def load_rules(rules_dir: Path = RULES_DIR) -> Rules:
+    """The shipped rule files, their groups (thresholds first), the thresholds' numbers and
+    the alerts that remediate."""
+    files = sorted(str(p) for p in rules_dir.glob("*.yml"))
+    groups: list[str] = []
+    thresholds: dict[tuple[str, str], float] = {}
+    alerts: dict[str, dict[str, Any]] = {}
+    for path in files:
+        for group in (yaml.safe_load(Path(path).read_text()) or {}).get("groups", []):
+            groups.append(group["name"])
+            for rule in group.get("rules", []):
+                labels = rule.get("labels") or {}
+                if rule.get("record") == THRESHOLD_SERIES:
+                    match = _VECTOR.match(str(rule.get("expr", "")))
+                    if match:
+                        thresholds[(labels.get("policy", ""), labels.get("signal", ""))] = float(
+                            match.group(1)
+                        )
+                elif "alert" in rule and labels.get("severity") == "remediate":
+                    alerts[rule["alert"]] = {
+                        "labels": dict(labels),
+                        "for": seconds(str(rule.get("for", "0s"))),
+                        "keep_firing_for": seconds(str(rule.get("keep_firing_for", "0s"))),
+                    }
+    groups.sort(key=lambda g: g != THRESHOLDS_GROUP)
+    return Rules(files, groups, thresholds, alerts)
+
+
+def threshold(rules: Rules, profile: Profile) -> float:
+    try:
+        return rules.thresholds[(profile.policy, profile.signal)]
+    except KeyError:
+        raise EvasionError(
+            f"profile {profile.name}: no threshold {profile.policy}/{profile.signal} in the rules"
+        ) from None
+
+
+def uncovered_alerts(rules: Rules, profiles: Iterable[Profile] = PROFILES) -> list[str]:
+    """Alerts that remediate but that no profile exercises (a new policy needs a profile)."""
+    policies = {p.policy for p in profiles}
+    return sorted(a for a, v in rules.alerts.items() if v["labels"].get("policy") not in policies)
+
+
+# ── Series and promtool ─────────────────────────────────────────────────────────────────────
 
 
 def on_fraction(second: int, *, start: int, duty: float, period: float) -> float:
@@ -246,11 +425,7 @@ def on_fraction(second: int, *, start: int, duty: float, period: float) -> float
     return min(1.0, total)
 
 
-def series_values(increments: Sequence[float]) -> str:
-    """Cumulative values from per-second increments, in promtool's compact `a+bxn` runs."""
-    values = [0.0]
-    for inc in increments:
-        values.append(values[-1] + inc)
+def _runs(values: Sequence[float]) -> str:
     parts = []
     i = 0
     while i < len(values):
@@ -258,9 +433,24 @@ def series_values(increments: Sequence[float]) -> str:
         step = values[i + 1] - values[i] if i + 1 < len(values) else 0.0
         while j + 1 < len(values) and abs((values[j + 1] - values[j]) - step) < 1e-9:
             j += 1
-        parts.append(f"{values[i]:.6g}+{step:.6g}x{j - i}")
+        # promtool writes a falling run as `a-bxn` (never `a+-bxn`).
+        sign = "-" if step < 0 else "+"
+        parts.append(f"{values[i]:.6g}{sign}{abs(step):.6g}x{j - i}")
         i = j + 1
     return " ".join(parts)
+
+
+def series_values(increments: Sequence[float], start: float = 0.0) -> str:
+    """Cumulative values from per-second increments, in promtool's compact `a+bxn` runs."""
+    values = [start]
+    for inc in increments:
+        values.append(values[-1] + inc)
+    return _runs(values)
+
+
+def gauge_values(values: Sequence[float]) -> str:
+    """A gauge's value each second (the first repeated at time 0), as promtool runs."""
+    return _runs([values[0], *values] if values else [0.0])
 
 
 def _selector(key: Key, instance: str) -> str:
@@ -269,29 +459,18 @@ def _selector(key: Key, instance: str) -> str:
     return metric + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(every.items())) + "}"
 
 
-def case_series(
-    instance: str, profile: Profile, intensity: Sequence[float]
-) -> list[dict[str, str]]:
-    """The input series of one case: the guest at `profile.peak * intensity[t]` each second,
-    alone on a host of its own (`instance`), so that cases never meet in a rule."""
-    per_second = [profile.increments(profile.peak * x) for x in intensity]
-    series = [
-        {
-            "series": _selector(key, instance),
-            "values": series_values([p.get(key, 0.0) for p in per_second]),
-        }
-        for key in sorted(profile.increments(0.0))
-    ]
-    for metric, value in profile.gauges.items():
-        labels = {"domain": GUEST}
-        if metric == "xen_pcpu_domain_share_ratio":
-            labels["cpu"] = "1"
-        series.append(
-            {
-                "series": _selector(_key(metric, **labels), instance),
-                "values": f"{value:g}+0x{len(intensity)}",
-            }
-        )
+def case_series(instance: str, profile: Profile, rates: Sequence[float]) -> list[dict[str, str]]:
+    """The input series of one case: the guest at `rates[t]` each second, alone (with its
+    neighbour) on a host of its own (`instance`), so that cases never meet in a rule."""
+    seconds_ = [host_sample(profile.activity(r), profile.neighbour) for r in rates]
+    series = []
+    for key in sorted(seconds_[0][0]):
+        start = MEMORY_START if key[0] == "xen_domain_memory_bytes" else 0.0
+        values = series_values([s[0].get(key, 0.0) for s in seconds_], start)
+        series.append({"series": _selector(key, instance), "values": values})
+    for key in sorted(seconds_[0][1]):
+        values = gauge_values([s[1].get(key, 0.0) for s in seconds_])
+        series.append({"series": _selector(key, instance), "values": values})
     return series
 
 
@@ -303,35 +482,42 @@ _LABELS = re.compile(r"Labels:\{([^}]*)\}")
 _PAIR = re.compile(r'(\w+)="([^"]*)"')
 
 
-def rule_files(rules_dir: Path) -> tuple[list[str], list[str]]:
-    """The shipped rule files and their groups, the thresholds' group first."""
-    files = sorted(str(p) for p in rules_dir.glob("*.yml"))
-    groups = []
-    for path in files:
-        for group in (yaml.safe_load(Path(path).read_text()) or {}).get("groups", []):
-            groups.append(group["name"])
-    groups.sort(key=lambda g: g != THRESHOLDS_GROUP)
-    return files, groups
+def parse_fired(output: str, cases: Iterable[str]) -> dict[str, dict[str, float]]:
+    """From promtool's failures: case -> {alert: the first check time it was seen firing};
+    alerts about another domain than the guest (its neighbour) are not the guest's."""
+    fired: dict[str, dict[str, float]] = {name: {} for name in cases}
+    for alert, when, got in _FAILED_CHECK.findall(output):
+        for labels in _LABELS.findall(got):
+            pairs = dict(_PAIR.findall(labels))
+            instance = pairs.get("instance")
+            if instance in fired and pairs.get("domain") == GUEST:
+                at = seconds(when)
+                fired[instance][alert] = min(at, fired[instance].get(alert, at))
+    return fired
 
 
 def promtool_fired(
-    profile: Profile, cases: Mapping[str, Sequence[float]], rules_dir: Path = RULES_DIR
-) -> dict[str, set[str]]:
-    """Evaluate the shipped rules over every case at once with promtool (one test, each case
-    a host of its own); return case name -> the profile's alerts that fired in it."""
+    profile: Profile,
+    cases: Mapping[str, Sequence[float]],
+    rules: Rules,
+    alerts: Sequence[str],
+    *,
+    every: int = CHECK_EVERY,
+) -> dict[str, dict[str, float]]:
+    """Evaluate the shipped rules over every case at once with promtool (one test, each case a
+    host of its own, `rates` per second); return case -> {alert: first time seen firing}."""
     promtool = shutil.which(PROMTOOL)
     if promtool is None:
         raise EvasionError("needs promtool on PATH (`make deps` installs prometheus)")
-    files, groups = rule_files(rules_dir)
-    seconds = max(len(x) for x in cases.values())
+    length = max(len(x) for x in cases.values())
     input_series = []
-    for name, intensity in cases.items():
-        padded = [*intensity, *([0.0] * (seconds - len(intensity)))]
+    for name, rates in cases.items():
+        padded = [*rates, *([0.0] * (length - len(rates)))]
         input_series += case_series(name, profile, padded)
     checks = [
         {"eval_time": f"{t}s", "alertname": alert, "exp_alerts": []}
-        for t in range(CHECK_EVERY, seconds, CHECK_EVERY)
-        for alert in profile.alerts
+        for t in range(every, length, every)
+        for alert in alerts
     ]
     test = {
         "name": profile.name,
@@ -340,9 +526,9 @@ def promtool_fired(
         "alert_rule_test": checks,
     }
     document = {
-        "rule_files": files,
+        "rule_files": rules.files,
         "evaluation_interval": "1s",
-        "group_eval_order": groups,
+        "group_eval_order": rules.groups,
         "tests": [test],
     }
     with tempfile.TemporaryDirectory(prefix="xeneval-evasion-") as scratch:
@@ -359,36 +545,35 @@ def promtool_fired(
         except (OSError, subprocess.TimeoutExpired) as error:
             raise EvasionError(f"promtool: {error}") from error
     output = result.stdout + result.stderr
-    fired: dict[str, set[str]] = {name: set() for name in cases}
-    for alert, _time, got in _FAILED_CHECK.findall(output):
-        for labels in _LABELS.findall(got):
-            instance = dict(_PAIR.findall(labels)).get("instance")
-            if instance in fired:
-                fired[instance].add(alert)
-    if result.returncode != 0 and not any(fired.values()):
+    fired = parse_fired(output, cases)
+    # A failure that names no alert (a parse error of the series, a rule that cannot load) is
+    # not "nothing fired": every case of the run would read as quiet.
+    if result.returncode != 0 and "alertname:" not in output:
         raise EvasionError(f"promtool failed without an alert to show:\n{output[-2000:]}")
     return fired
 
 
-def _pulse_case(period: float, duty: float) -> list[float]:
-    seconds = WARMUP_SECONDS + ATTACK_SECONDS + CHECK_EVERY
+# ── The searches ────────────────────────────────────────────────────────────────────────────
+
+
+def pulse_rates(peak: float, period: float, duty: float) -> list[float]:
+    length = WARMUP_SECONDS + ATTACK_SECONDS + TAIL_SECONDS
     return [
-        on_fraction(t, start=WARMUP_SECONDS, duty=duty, period=period)
+        peak * on_fraction(t, start=WARMUP_SECONDS, duty=duty, period=period)
         if t < WARMUP_SECONDS + ATTACK_SECONDS
         else 0.0
-        for t in range(seconds)
+        for t in range(length)
     ]
 
 
-def _steady_case(profile: Profile, factor: float) -> list[float]:
-    seconds = WARMUP_SECONDS + ATTACK_SECONDS + CHECK_EVERY
-    level = factor * profile.threshold / profile.peak
-    return [0.0 if t < WARMUP_SECONDS else level for t in range(seconds)]
+def steady_rates(rate: float, attack: int = ATTACK_SECONDS) -> list[float]:
+    length = WARMUP_SECONDS + attack + TAIL_SECONDS
+    return [rate if WARMUP_SECONDS <= t < WARMUP_SECONDS + attack else 0.0 for t in range(length)]
 
 
 @dataclass
 class Bracket:
-    """What bisection knows of one alert and one search: quiet at `lo`, fired at `hi`."""
+    """What bisection knows of one form and one search: quiet at `lo`, fired at `hi`."""
 
     lo: float
     hi: float
@@ -398,89 +583,224 @@ class Bracket:
         return (self.lo + self.hi) / 2
 
 
-def evaluate(profile: Profile, rules_dir: Path = RULES_DIR) -> dict[str, Any]:
-    """Bisect, for every alert of the profile at once, the largest undetected duty per period
-    and the largest undetected sustained rate; BISECT_ROUNDS promtool runs after one that
-    checks the upper ends (a search whose upper end never fires stops there)."""
-    searches = [f"p{period:g}" for period in PERIODS] + ["rate"]
+@dataclass(frozen=True)
+class Search:
+    """One bisection: a pulse train (peak, period; x = duty) or a constant rate (x = factor)."""
+
+    name: str
+    peak: float | None = None
+    period: float | None = None
+
+    def rates(self, x: float, bar: float) -> list[float]:
+        if self.peak is None or self.period is None:
+            return steady_rates(x * bar)
+        return pulse_rates(self.peak, self.period, x)
+
+
+def _fired(alerts_fired: Mapping[str, float], form: Sequence[str]) -> bool:
+    return any(a in alerts_fired for a in form)
+
+
+def bisect(
+    profile: Profile,
+    rules: Rules,
+    forms: Mapping[str, tuple[str, ...]],
+    searches: Sequence[Search],
+    bar: float,
+    run: Callable[..., dict[str, dict[str, float]]] = promtool_fired,
+) -> dict[tuple[str, str], Bracket]:
+    """Bisect every (form, search) at once; BISECT_ROUNDS runs after one that checks the
+    upper ends (a search whose upper end never fires stops there)."""
+    alerts = sorted({a for form in forms.values() for a in form})
     brackets = {
-        (alert, key): Bracket(0.0, 1.0) if key != "rate" else Bracket(*RATE_RANGE)
-        for alert in profile.alerts
-        for key in searches
+        (form, s.name): Bracket(*RATE_RANGE) if s.peak is None else Bracket(0.0, 1.0)
+        for form in forms
+        for s in searches
     }
-
-    def case(key: str, x: float) -> list[float]:
-        if key == "rate":
-            return _steady_case(profile, x)
-        return _pulse_case(float(key[1:]), x)
-
-    # Round 0: the upper ends.
-    cases = {f"{key}-hi": case(key, RATE_RANGE[1] if key == "rate" else 1.0) for key in searches}
-    fired = promtool_fired(profile, cases, rules_dir)
-    for (alert, key), bracket in brackets.items():
-        bracket.hi_fired = alert in fired[f"{key}-hi"]
+    by_name = {s.name: s for s in searches}
+    cases = {
+        f"{s.name}-hi": s.rates(brackets[(next(iter(forms)), s.name)].hi, bar) for s in searches
+    }
+    fired = run(profile, cases, rules, alerts)
+    for (form, name), bracket in brackets.items():
+        bracket.hi_fired = _fired(fired[f"{name}-hi"], forms[form])
     for _ in range(BISECT_ROUNDS):
-        # One case per (alert, search) midpoint; alerts of a profile share the case when
-        # their brackets agree.
         wanted = {
-            f"{key}-{b.mid():.6f}": (key, b.mid()) for (_, key), b in brackets.items() if b.hi_fired
+            f"{name}-{b.mid():.6f}": (name, b.mid())
+            for (_, name), b in brackets.items()
+            if b.hi_fired
         }
         if not wanted:
             break
-        fired = promtool_fired(profile, {n: case(k, x) for n, (k, x) in wanted.items()}, rules_dir)
-        for (alert, key), bracket in brackets.items():
+        cases = {n: by_name[name].rates(x, bar) for n, (name, x) in wanted.items()}
+        fired = run(profile, cases, rules, alerts)
+        for (form, name), bracket in brackets.items():
             if not bracket.hi_fired:
                 continue
             mid = bracket.mid()
-            if alert in fired[f"{key}-{mid:.6f}"]:
+            if _fired(fired[f"{name}-{mid:.6f}"], forms[form]):
                 bracket.hi = mid
             else:
                 bracket.lo = mid
-    result: dict[str, Any] = {}
-    for alert in profile.alerts:
-        pulsing = []
-        for period in PERIODS:
-            b = brackets[(alert, f"p{period:g}")]
-            pulsing.append(
-                {
-                    "period": period,
-                    "max_undetected_duty": round(b.lo if b.hi_fired else b.hi, 3),
-                    "min_detected_duty": round(b.hi, 3) if b.hi_fired else None,
-                }
-            )
-        b = brackets[(alert, "rate")]
-        result[alert] = {
-            "profile": profile.name,
-            "pulsing": pulsing,
-            "pulse_rate": profile.peak,
-            "sustained": {
-                "unit": profile.unit,
-                "threshold": profile.threshold,
-                "max_undetected": _scaled(b.lo if b.hi_fired else b.hi, profile.threshold),
-                "min_detected": _scaled(b.hi, profile.threshold) if b.hi_fired else None,
-            },
-        }
+    return brackets
+
+
+def latency(
+    profile: Profile,
+    rules: Rules,
+    forms: Mapping[str, tuple[str, ...]],
+    bar: float,
+    run: Callable[..., dict[str, dict[str, float]]] = promtool_fired,
+) -> dict[str, dict[str, float | None]]:
+    """Constant abuse at LATENCY_FACTORS x the threshold (at most what it can do): seconds from
+    its start to each form's first alert, checked every second."""
+    levels = sorted({min(profile.most or float("inf"), f * bar) for f in LATENCY_FACTORS})
+    cases = {f"lat-{level:.6g}": steady_rates(level, LATENCY_SECONDS) for level in levels}
+    alerts = sorted({a for form in forms.values() for a in form})
+    fired = run(profile, cases, rules, alerts, every=1)
+    result: dict[str, dict[str, float | None]] = {}
+    for form, members in forms.items():
+        result[form] = {}
+        for level in levels:
+            times = [
+                fired[f"lat-{level:.6g}"][a] for a in members if a in fired[f"lat-{level:.6g}"]
+            ]
+            factor = f"{level / bar:.3g}"
+            result[form][factor] = round(min(times) - WARMUP_SECONDS, 1) if times else None
     return result
 
 
-def _scaled(factor: float | None, threshold: float) -> float | None:
-    return None if factor is None else round(factor * threshold, 3)
+def evaluate(
+    profile: Profile,
+    rules: Rules,
+    run: Callable[..., dict[str, dict[str, float]]] = promtool_fired,
+) -> dict[str, Any]:
+    """Every form of the profile's policy: pulsing (per peak and period), sustained, latency."""
+    bar = threshold(rules, profile)
+    forms = rules.forms(profile.policy)
+    if not forms:
+        raise EvasionError(f"profile {profile.name}: no alert of policy {profile.policy}")
+    peaks = profile.peaks(bar)
+    searches = [
+        Search(f"pk{peak:.6g}-p{period:g}", peak, period) for peak in peaks for period in PERIODS
+    ] + [Search("rate")]
+    brackets = bisect(profile, rules, forms, searches, bar, run)
+    lat = latency(profile, rules, forms, bar, run)
+    result: dict[str, Any] = {
+        "profile": profile.name,
+        "policy": profile.policy,
+        "description": profile.description,
+        "unit": profile.unit,
+        "threshold": bar,
+        "expect": profile.expect,
+        "neighbour_wants": profile.neighbour,
+        "forms": {},
+    }
+    for form, members in forms.items():
+        pulsing = []
+        for s in searches[:-1]:
+            assert s.peak is not None and s.period is not None
+            b = brackets[(form, s.name)]
+            undetected = b.lo if b.hi_fired else 1.0
+            pulsing.append(
+                {
+                    "peak": s.peak,
+                    "peak_factor": round(s.peak / bar, 3),
+                    "period": s.period,
+                    "max_undetected_duty": round(undetected, 3),
+                    "min_detected_duty": round(b.hi, 3) if b.hi_fired else None,
+                    # What the largest undetected duty averages, in thresholds.
+                    "max_undetected_average": round(undetected * s.peak / bar, 3),
+                }
+            )
+        b = brackets[(form, "rate")]
+        for_seconds = max(rules.alerts[a]["for"] for a in members)
+        constant_for = min(
+            (rules.alerts[a]["for"] for a in members if not a.endswith("Pulsing")),
+            default=for_seconds,
+        )
+        result["forms"][form] = {
+            "alerts": list(members),
+            "pulsing": pulsing,
+            "sustained": {
+                "max_undetected": _scaled(b.lo if b.hi_fired else b.hi, bar),
+                "min_detected": _scaled(b.hi, bar) if b.hi_fired else None,
+            },
+            "latency": lat[form],
+            "for_seconds": constant_for,
+        }
+    result["summary"] = summarize(result)
+    return result
 
 
-def run(*, say: Callable[[str], None], rules_dir: Path = RULES_DIR) -> dict[str, Any]:
-    """Every profile; returns {"policies": {alertname: {...}}, "settings": {...}}."""
-    policies: dict[str, Any] = {}
-    for profile in PROFILES:
-        say(f"    {profile.name}: {', '.join(profile.alerts)} ...")
-        policies.update(evaluate(profile, rules_dir))
+def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict on the issue's goals, for the policy's forms together (ANY)."""
+    form = result["forms"].get(ANY) or next(iter(result["forms"].values()))
+    rows = form["pulsing"]
+    top = max(r["peak"] for r in rows)
+    worst_duty = max(r["max_undetected_duty"] for r in rows if r["peak"] == top)
+    worst_average = max(r["max_undetected_average"] for r in rows)
+    latencies = form["latency"]
+    fastest = latencies.get(max(latencies, key=float)) if latencies else None
+    summary: dict[str, Any] = {
+        "largest_undetected_duty_at_top_peak": worst_duty,
+        "largest_undetected_average": worst_average,
+        "sustained_max_undetected": form["sustained"]["max_undetected"],
+        "latency_at_top_factor": fastest,
+        "for_seconds": form["for_seconds"],
+    }
+    if result["expect"] == "spared":
+        summary["goal_met"] = form["sustained"]["min_detected"] is None and all(
+            r["min_detected_duty"] is None for r in rows
+        )
+    else:
+        summary["goal_met"] = worst_duty < GOAL_DUTY and (
+            fastest is not None and fastest <= form["for_seconds"] + GOAL_LATENCY_SLACK
+        )
+    return summary
+
+
+def _scaled(factor: float | None, bar: float) -> float | None:
+    return None if factor is None else round(factor * bar, 3)
+
+
+def run(
+    *,
+    say: Callable[[str], None],
+    rules_dir: Path = RULES_DIR,
+    profiles: Sequence[Profile] = PROFILES,
+) -> dict[str, Any]:
+    """Every profile; returns {"profiles": {name: {...}}, "uncovered": [...], "settings": {...}}."""
+    rules = load_rules(rules_dir)
+
+    def one(profile: Profile) -> dict[str, Any]:
+        started = time.monotonic()
+        result = evaluate(profile, rules)
+        summary = result["summary"]
+        alerts = ", ".join(a for a in rules.forms(profile.policy) if a in rules.alerts)
+        say(
+            f"    {profile.name}: {alerts}:"
+            f" goal {'met' if summary['goal_met'] else 'MISSED'}"
+            f" ({time.monotonic() - started:.0f} s)"
+        )
+        return result
+
+    # Two promtool runs at a time (each is one process; the machine has two cores).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=JOBS) as pool:
+        done = list(pool.map(one, profiles))
+    results = {profile.name: result for profile, result in zip(profiles, done, strict=True)}
     return {
-        "policies": policies,
+        "profiles": results,
+        "uncovered": uncovered_alerts(rules, profiles),
         "settings": {
             "attack_seconds": ATTACK_SECONDS,
-            "peak_factor": PEAK_FACTOR,
+            "peak_factors": list(PEAK_FACTORS),
             "periods": list(PERIODS),
             "rate_range": list(RATE_RANGE),
             "bisect_rounds": BISECT_ROUNDS,
+            "latency_factors": list(LATENCY_FACTORS),
+            "goal_duty": GOAL_DUTY,
+            "goal_latency_slack": GOAL_LATENCY_SLACK,
             "method": "promtool test rules over synthetic series (xeneval/evasion.py)",
         },
     }

@@ -12,7 +12,13 @@ from xeneval.scoring import ScenarioScore
 
 log = logging.getLogger(__name__)
 
-MARKS = {"caught": "caught", "missed": "MISSED", "false_throttle": "FALSE", "spared": "spared"}
+MARKS = {
+    "caught": "caught",
+    "missed": "MISSED",
+    "inconclusive": "INCONCLUSIVE (below bar)",
+    "false_throttle": "FALSE",
+    "spared": "spared",
+}
 
 
 def _harm_text(score: ScenarioScore) -> str:
@@ -42,7 +48,6 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
         attackers = [g for g in s.guests if g.expected == "throttled"]
         others = [g for g in s.guests if g.expected == "spared"]
         attacker_text = ", ".join(f"{g.guest} {MARKS[g.verdict]}" for g in attackers) or "-"
-        achieved = [g.achieved for g in attackers if g.achieved]
         flagged = [g for g in others if g.verdict == "false_throttle"]
         other_text = (
             ", ".join(f"{g.guest} FALSE" for g in flagged)
@@ -50,28 +55,42 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
             + f"{sum(1 for g in others if g.verdict == 'spared')}/{len(others)} spared"
         )
         times = [f"{g.time_to_throttle:.1f}s" for g in attackers if g.time_to_throttle is not None]
-        ok = "ERR" if s.error else ("yes" if s.passed else "NO")
+        ok = "ERR" if s.error else ("yes" if s.passed else ("?" if s.inconclusive else "NO"))
         lines.append(
             f"{s.scenario:<28} {ok:<4} {attacker_text:<30} {other_text:<34}"
             f" {' '.join(times) or '-':<12} {_harm_text(s)}"
         )
-        if achieved:
-            lines.append(
-                f"{'':<33} achieved: "
-                + "; ".join(
-                    f"{a['sent_pps'] / 1000:.1f} kpps sent, {a['cpu']:.2f} CPU s/s"
-                    for a in achieved
+        for g in attackers:
+            if g.achieved:
+                a = g.achieved
+                bar = g.bar or {}
+                reached = ""
+                if "achieved" in bar:
+                    word = "above" if bar["reached"] else "NOT above"
+                    reached = (
+                        f"; {bar['measure']} {bar['achieved']:g} {word} bar {bar['threshold']:g}"
+                    )
+                lines.append(
+                    f"{'':<33} {g.guest} achieved: {a['sent_pps'] / 1000:.1f} kpps sent,"
+                    f" {a['cpu']:.2f} CPU s/s{reached}"
                 )
-            )
+            if g.after_throttle and g.after_throttle.get("shaped_pps"):
+                t = g.after_throttle
+                lines.append(
+                    f"{'':<33} {g.guest} after throttle: offers {t['sent_pps'] / 1000:.1f} kpps,"
+                    f" {t['shaped_pps'] / 1000:.2f} kpps"
+                    f" ({t.get('shaped_bps', 0) / 1e6:.2f} Mbit/s) leave its shaping"
+                )
         if s.error:
             lines.append(f"{'':<28} error: {s.error}")
     matrix = totals["confusion"]
     lines += [
         "",
         f"scenarios: {totals['scenarios']}, passed {totals['scenarios_passed']},"
-        f" errors {totals['errors']}",
+        f" inconclusive {totals.get('scenarios_inconclusive', 0)}, errors {totals['errors']}",
         "confusion matrix (guests):       throttled   not throttled",
-        f"  attackers (should be throttled) {matrix['caught']:>9}   {matrix['missed']:>13}",
+        f"  attackers (should be throttled) {matrix['caught']:>9}   {matrix['missed']:>13}"
+        f"   (+{matrix.get('inconclusive', 0)} inconclusive: attack below its bar)",
         f"  others    (should be spared)    {matrix['false_throttle']:>9}   {matrix['spared']:>13}",
     ]
     for name, t in totals["time_to_throttle"].items():
@@ -83,24 +102,56 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
 
 
 def evasion_table(evasion: Mapping[str, Any]) -> str:
+    """Per profile: the verdict on the goals (forms together), then per form that judges alone
+    or together (each evidence's forms, and all) the largest undetected duty per period and
+    peak, and the sustained rate and latency."""
+    profiles = evasion.get("profiles", {})
+    periods = evasion.get("settings", {}).get("periods", [])
     lines = [
-        f"{'policy':<24} {'period':>7} {'max undetected duty':>20} {'lowest detected duty':>21}",
+        f"{'profile':<24} {'goal':<5} {'max undetected duty':>19} {'max undetected avg':>18}"
+        f" {'max undetected rate':>20} {'latency (for:)':>15}",
+        "-" * 106,
     ]
-    for policy, data in evasion.get("policies", {}).items():
-        for row in data.get("pulsing", []):
-            lines.append(
-                f"{policy:<24} {row['period']:>6g}s {_pct(row['max_undetected_duty']):>20}"
-                f" {_pct(row['min_detected_duty']):>21}"
-            )
-    lines.append("")
-    lines.append(f"{'policy':<24} {'threshold':>12} {'max undetected sustained rate':>30}")
-    for policy, data in evasion.get("policies", {}).items():
-        rate = data.get("sustained", {})
+    for name, data in profiles.items():
+        summary = data["summary"]
+        goal = "ok" if summary["goal_met"] else "MISS"
+        latency = summary["latency_at_top_factor"]
+        lat = "never" if latency is None else f"{latency:.0f} s"
         lines.append(
-            f"{policy:<24} {rate.get('threshold', '-')!s:>12}"
-            f" {rate.get('max_undetected', '-')!s:>20} {rate.get('unit', '')}"
+            f"{name:<24} {goal:<5} {_pct(summary['largest_undetected_duty_at_top_peak']):>19}"
+            f" {summary['largest_undetected_average']:>16.2f}x"
+            f" {_num(summary['sustained_max_undetected']):>20}"
+            f" {lat + ' (' + format(summary['for_seconds'], 'g') + ' s)':>15}"
         )
+    lines.append("")
+    lines.append(
+        "largest duty cycle never throttled, per pulse period (peak in thresholds; '-' = none"
+        " throttled up to 100 %)"
+    )
+    header = f"{'profile / forms':<44} {'peak':>5} " + " ".join(f"{p:>5g}s" for p in periods)
+    lines += [header, "-" * len(header)]
+    for name, data in profiles.items():
+        for form, result in data["forms"].items():
+            if len(result["alerts"]) == 1 and len(data["forms"]) > 1:
+                continue  # single alerts are in eval.json
+            for peak in sorted({r["peak_factor"] for r in result["pulsing"]}, reverse=True):
+                rows = {r["period"]: r for r in result["pulsing"] if r["peak_factor"] == peak}
+                cells = " ".join(f"{_duty(rows[p]) if p in rows else '':>6}" for p in periods)
+                lines.append(f"{name + ' / ' + form:<44} {peak:>4g}x {cells}")
+    uncovered = evasion.get("uncovered") or []
+    if uncovered:
+        lines.append(f"NOT SEARCHED (no profile): {', '.join(uncovered)}")
     return "\n".join(lines)
+
+
+def _duty(row: Mapping[str, Any]) -> str:
+    return "-" if row["min_detected_duty"] is None else _pct(row["max_undetected_duty"])
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.1f} M" if value >= 1e6 else f"{value:g}"
 
 
 def _pct(value: float | None) -> str:
@@ -122,7 +173,7 @@ def plot(path: Path, scores: Sequence[ScenarioScore], evasion: Mapping[str, Any]
     except ImportError:
         log.warning("matplotlib is not installed: no %s (pip install '.[demo]')", path.name)
         return False
-    panels = 2 if evasion and evasion.get("policies") else 1
+    panels = 2 if evasion and evasion.get("profiles") else 1
     height = max(4.0, 0.28 * len(scores) + 1.5)
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels + 2, height), squeeze=False)
     ax = axes[0][0]
@@ -131,6 +182,7 @@ def plot(path: Path, scores: Sequence[ScenarioScore], evasion: Mapping[str, Any]
         times = [g.time_to_throttle for g in s.guests if g.time_to_throttle is not None]
         missed = s.count("missed")
         false = s.count("false_throttle")
+        unsure = s.count("inconclusive")
         if times:
             ax.barh(row, max(times), color="tab:green")
         notes = []
@@ -138,6 +190,8 @@ def plot(path: Path, scores: Sequence[ScenarioScore], evasion: Mapping[str, Any]
             notes.append(f"MISSED {missed}")
         if false:
             notes.append(f"FALSE THROTTLE {false}")
+        if unsure:
+            notes.append(f"inconclusive {unsure} (below bar)")
         if s.error:
             notes.append("error")
         if not notes and not times:
@@ -159,20 +213,22 @@ def plot(path: Path, scores: Sequence[ScenarioScore], evasion: Mapping[str, Any]
     ax.set_title("Scenarios: time to throttle; misses and false throttles")
     if panels == 2 and evasion is not None:
         ax2 = axes[0][1]
-        for policy, data in evasion["policies"].items():
-            rows = [r for r in data.get("pulsing", []) if r["max_undetected_duty"] is not None]
-            if rows:
-                ax2.plot(
-                    [r["period"] for r in rows],
-                    [100 * r["max_undetected_duty"] for r in rows],
-                    marker="o",
-                    label=policy,
-                )
+        for name, data in evasion["profiles"].items():
+            form = data["forms"].get("any") or next(iter(data["forms"].values()))
+            top = max(r["peak"] for r in form["pulsing"])
+            rows = [r for r in form["pulsing"] if r["peak"] == top]
+            ax2.plot(
+                [r["period"] for r in rows],
+                [100 * r["max_undetected_duty"] for r in rows],
+                marker="o",
+                label=f"{name} ({rows[0]['peak_factor']:g}x)",
+            )
+        ax2.axhline(25, color="tab:red", linestyle="--", linewidth=1)
         ax2.set_xscale("log")
         ax2.set_xlabel("pulse period (s)")
         ax2.set_ylabel("largest duty cycle never throttled (%)")
         ax2.set_ylim(0, 105)
-        ax2.set_title("Evasion: pulsing at 10x the threshold")
+        ax2.set_title("Evasion: pulsing at the top peak, every form (goal: < 25 %)")
         ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

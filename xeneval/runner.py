@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from remediator.host import IFB_PREFIX
 from xeneval.scenario import Scenario, WorkloadSpec, workload_argv
 from xeneval.scoring import GuestSample, RunRecord
-from xensim import simhost
+from xensim import cgroups, simhost
 from xensim.host import HostError, Names, guest_address, start_in_guest
 from xensim.stack import (
     ServiceError,
@@ -127,8 +128,26 @@ class Observer:
             # Dom0's receive on a vif is what the guest sent; its transmit, what it received.
             sent = sum(counters.get(v, {}).get("rx_packets", 0) for v in guest.interfaces)
             received = sum(counters.get(v, {}).get("tx_packets", 0) for v in guest.interfaces)
-            values[name] = GuestSample(cpu, sent, received)
+            faults = blocks = shaped = shaped_bytes = 0
+            if domain is not None:
+                faults = cgroups.page_faults(domain.cgroup) if domain.cgroup else 0
+                blocks = self._block_requests(domain.domid)
+                # What left the remediator's shaping of this domain (its ifbs' transmit).
+                ifbs = [c for link, c in counters.items() if owned_ifb(link, domain.domid)]
+                shaped = sum(c.get("tx_packets", 0) for c in ifbs)
+                shaped_bytes = sum(c.get("tx_bytes", 0) for c in ifbs)
+            values[name] = GuestSample(cpu, sent, received, faults, blocks, shaped, shaped_bytes)
         return values
+
+    def _block_requests(self, domid: int) -> int:
+        """Reads and writes of the domain's vbd, from the statistics the simulator writes."""
+        stats = Path(self.store.dir) / "sysfs/bus/xen-backend/devices"
+        total = 0
+        for vbd in stats.glob(f"vbd-{domid}-*"):
+            for name in ("rd_req", "wr_req"):
+                with contextlib.suppress(OSError, ValueError):
+                    total += int((vbd / "statistics" / name).read_text())
+        return total
 
     def firing(self) -> set[tuple[str, str]]:
         """(domain, alertname) of every firing policy alert."""
@@ -146,6 +165,13 @@ class Observer:
         return [
             (str(r.get("domain")), str(r.get("kind"))) for r in new if r.get("event") == "applied"
         ]
+
+
+def owned_ifb(link: str, domid: int) -> bool:
+    """Is `link` one of the remediator's ifbs for `domid` (`jifb<domid>`, or the per-vif
+    `jifb<domid>.<devid>` of older remediators)?"""
+    prefix = f"{IFB_PREFIX}{domid}"
+    return link == prefix or link.startswith(prefix + ".")
 
 
 def _launch(launch: Launch, names: Names, store: StateStore, log_dir: Path, say: Say) -> bool:

@@ -42,7 +42,7 @@ MAX_SCENARIO_SECONDS = 600.0
 DEFAULT_BASELINE = 8.0
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 
-_GUEST_KEYS = {"name", "cpus", "vcpus", "vifs", "role", "expect"}
+_GUEST_KEYS = {"name", "cpus", "vcpus", "vifs", "role", "expect", "bar"}
 _WORKLOAD_KEYS = {
     "guest",
     "kind",
@@ -74,6 +74,10 @@ class GuestSpec:
     expect: str
     vcpus: int = 1
     vifs: int = 1
+    # An attacker's bar in its class's unit (packets/s sent, CPU s/s per vCPU, faults/s, block
+    # requests/s) where the policy needs more than its threshold (e.g. a padded flood's small
+    # packets); by default the class's threshold from the shipped rules.
+    bar: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,11 @@ def _guest(raw: Any, where: str, cpus: int, problems: list[str]) -> GuestSpec | 
     if not _number(vifs, integer=True) or not 1 <= vifs <= 2:
         problems.append(f"{where}: vifs must be 1 or 2")
         vifs = 1
-    return GuestSpec(raw["name"], tuple(pinned), role, str(expect), vcpus, vifs)
+    bar = raw.get("bar")
+    if bar is not None and (not _number(bar) or bar <= 0):
+        problems.append(f"{where}: bar must be a positive number")
+        bar = None
+    return GuestSpec(raw["name"], tuple(pinned), role, str(expect), vcpus, vifs, bar)
 
 
 def _optional(

@@ -4,7 +4,14 @@ Pure: a `RunRecord` (what the runner observed) in, a `ScenarioScore` out; no I/O
 
 Verdicts per guest: an attacker throttled is a true positive (`caught`), an attacker never
 throttled a false negative (`missed`); a victim or benign guest throttled is a false positive
-(`false_throttle`), spared a true negative (`spared`).
+(`false_throttle`), spared a true negative (`spared`). An attacker never throttled whose abuse
+never reached its policy's bar (on a loaded machine a Python flood may not) is `inconclusive`:
+the run says nothing about the policy, it is counted apart and never as a pass; rerun it.
+
+The bar is the policy's threshold on what the harness measures of the attacker over the attack
+(`Bar`): packets/s it sent, CPU s/s per vCPU, page faults/s, block requests/s. The average over
+the attack is the right measure for pulsing attacks too: the pulsing forms want the two-minute
+average above the same bar.
 
 A victim's harm compares its rates during the attack with its own baseline (before the attack):
 CPU it lost (ran less) or was made to spend (ran more), packets it stopped sending (a service
@@ -18,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from xeneval.scenario import Scenario
+from xeneval.scenario import GuestSpec, Scenario
 
 VERDICT_NAMES = {
     ("throttled", True): "caught",
@@ -26,17 +33,55 @@ VERDICT_NAMES = {
     ("spared", True): "false_throttle",
     ("spared", False): "spared",
 }
+VERDICTS = ("caught", "missed", "inconclusive", "false_throttle", "spared")
+# The abuse class of an attacker's workload kinds, and what its bar is measured on.
+KIND_CLASS = {
+    "pingflood": "network",
+    "udpflood": "network",
+    "cpuhog": "cpu",
+    "memhog": "memory",
+    "diskhog": "disk",
+}
 # The earliest a rate has a value after the stack is up: the baseline window starts here.
 WARMUP_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
 class GuestSample:
-    """Cumulative counters of one guest: CPU seconds, packets it sent and received (Dom0 view)."""
+    """Cumulative counters of one guest: CPU seconds, packets it sent and received (Dom0 view),
+    page faults, block requests, and packets that left its shaping (its ifbs' transmit)."""
 
     cpu_seconds: float
     sent_packets: int
     received_packets: int
+    page_faults: int = 0
+    block_requests: int = 0
+    shaped_packets: int = 0
+    shaped_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A policy's bar on one achieved rate: `measure` (a key of `window_rates`, `cpu` per vCPU)
+    above `threshold`."""
+
+    measure: str
+    threshold: float
+
+
+# What the harness measures per class, and the shipped threshold (policy, signal) it is held to.
+BAR_MEASURES = {"network": "sent_pps", "cpu": "cpu", "memory": "faults_ps", "disk": "block_rps"}
+BAR_SIGNALS = {
+    "network": ("network_flood", "sent_packets_per_second"),
+    "cpu": ("cpu_hog", "cpu_seconds_per_second_per_vcpu"),
+    "memory": ("memory_abuse", "page_faults_per_second"),
+    "disk": ("disk_abuse", "block_requests_per_second"),
+}
+
+
+def class_thresholds(thresholds: Mapping[tuple[str, str], float]) -> dict[str, float]:
+    """Each class's bar from the rules' thresholds ((policy, signal) -> value)."""
+    return {cls: thresholds[sig] for cls, sig in BAR_SIGNALS.items() if sig in thresholds}
 
 
 @dataclass
@@ -68,6 +113,12 @@ class GuestScore:
     harm: dict[str, float] | None = None
     # An attacker's CPU s/s and packets/s over the attack: what the abuse achieved here.
     achieved: dict[str, float] | None = None
+    # The bar the attacker had to pass (its class's), and whether it did.
+    bar: dict[str, Any] | None = None
+    # A shaped attacker, from 3 s after its throttle to the attack's end: packets/s it offered,
+    # packets/s and bits/s that left its shaping (the per-domain cap at work).
+    after_throttle: dict[str, float] | None = None
+    abuse_class: str | None = None
 
 
 @dataclass
@@ -88,9 +139,19 @@ class ScenarioScore:
     def passed(self) -> bool:
         return self.error is None and all(g.verdict in ("caught", "spared") for g in self.guests)
 
+    @property
+    def inconclusive(self) -> bool:
+        """Not failed, but not judged either: an attack never reached its bar (rerun it)."""
+        return (
+            self.error is None
+            and any(g.verdict == "inconclusive" for g in self.guests)
+            and all(g.verdict in ("caught", "spared", "inconclusive") for g in self.guests)
+        )
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["passed"] = self.passed
+        data["inconclusive"] = self.inconclusive
         return data
 
 
@@ -127,6 +188,10 @@ def window_rates(
         "cpu": max(0.0, b.cpu_seconds - a.cpu_seconds) / seconds,
         "sent_pps": max(0, b.sent_packets - a.sent_packets) / seconds,
         "received_pps": max(0, b.received_packets - a.received_packets) / seconds,
+        "faults_ps": max(0, b.page_faults - a.page_faults) / seconds,
+        "block_rps": max(0, b.block_requests - a.block_requests) / seconds,
+        "shaped_pps": max(0, b.shaped_packets - a.shaped_packets) / seconds,
+        "shaped_bps": 8 * max(0, b.shaped_bytes - a.shaped_bytes) / seconds,
     }
 
 
@@ -154,7 +219,50 @@ def harm(
     }
 
 
-def score(scenario: Scenario, record: RunRecord) -> ScenarioScore:
+def attacker_class(scenario: Scenario, guest: str) -> str | None:
+    """The abuse class of an attacker's workloads (the first abusive kind it runs)."""
+    for spec in scenario.workloads:
+        if spec.guest == guest and spec.kind in KIND_CLASS:
+            return KIND_CLASS[spec.kind]
+    return None
+
+
+def bar_for(scenario: Scenario, guest: GuestSpec, thresholds: Mapping[str, float]) -> Bar | None:
+    """The bar an attacker must pass for its run to judge the policy: the scenario's `bar` for
+    the guest, else its class's threshold; None when neither is known."""
+    cls = attacker_class(scenario, guest.name)
+    if cls is None:
+        return None
+    value = guest.bar if guest.bar is not None else thresholds.get(cls)
+    return None if value is None else Bar(BAR_MEASURES[cls], float(value))
+
+
+def achieved_measure(bar: Bar, achieved: Mapping[str, float], vcpus: int) -> float:
+    value = float(achieved.get(bar.measure, 0.0))
+    return value / max(1, vcpus) if bar.measure == "cpu" else value
+
+
+def verdict(
+    expected: str,
+    throttled: bool,
+    bar: Bar | None,
+    achieved: Mapping[str, float] | None,
+    vcpus: int,
+) -> str:
+    """A guest's verdict; a miss is `inconclusive` when the attack is known not to have reached
+    its bar (no measurement, no bar: a miss stays a miss)."""
+    name = VERDICT_NAMES[(expected, throttled)]
+    if name != "missed" or bar is None or achieved is None:
+        return name
+    return "inconclusive" if achieved_measure(bar, achieved, vcpus) <= bar.threshold else name
+
+
+def score(
+    scenario: Scenario, record: RunRecord, thresholds: Mapping[str, float] | None = None
+) -> ScenarioScore:
+    """Score one run. `thresholds`: the shipped policies' bar per abuse class (network: packets
+    sent per second, cpu: CPU s/s per vCPU, memory: page faults/s, disk: block requests/s)."""
+    bars_by_class = thresholds or {}
     window = scenario.attack_window()
     attack_start = attack_end = None
     if window is not None:
@@ -165,29 +273,55 @@ def score(scenario: Scenario, record: RunRecord) -> ScenarioScore:
         times = sorted(t for t, _ in record.throttles.get(spec.name, []))
         throttled = bool(times)
         first = times[0] if times else None
+        own = [w for w in scenario.workloads if w.guest == spec.name]
         ttt = None
-        if spec.role == "attacker" and first is not None and attack_start is not None:
-            ttt = round(first - attack_start, 1)
+        if spec.role == "attacker" and first is not None and own:
+            # From this attacker's own start (several attackers may start apart).
+            ttt = round(first - min(w.start for w in own), 1)
         guest_harm = None
         if spec.role == "victim" and attack_start is not None and attack_end is not None:
             base = (min(WARMUP_SECONDS, attack_start), attack_start)
             guest_harm = harm(record, spec.name, base, (attack_start, attack_end))
-        achieved = None
-        if spec.role == "attacker" and attack_start is not None and attack_end is not None:
-            rates = window_rates(record.samples, spec.name, attack_start, attack_end)
+        achieved = bar_info = after = None
+        bar = None
+        if spec.role == "attacker" and own:
+            start = min(w.start for w in own)
+            end = min(max(w.end for w in own), scenario.duration)
+            rates = window_rates(record.samples, spec.name, start, end)
             achieved = None if rates is None else {k: round(v, 2) for k, v in rates.items()}
+            bar = bar_for(scenario, spec, bars_by_class)
+            if bar is not None:
+                bar_info = {"measure": bar.measure, "threshold": bar.threshold}
+                if achieved is not None:
+                    value = achieved_measure(bar, achieved, spec.vcpus)
+                    bar_info["achieved"] = round(value, 3)
+                    bar_info["reached"] = value > bar.threshold
+            if first is not None and first + 3.0 < end:
+                shaped = window_rates(record.samples, spec.name, first + 3.0, end)
+                if shaped is not None:
+                    after = {
+                        "sent_pps": round(shaped["sent_pps"], 1),
+                        "shaped_pps": round(shaped["shaped_pps"], 1),
+                        "shaped_bps": round(shaped["shaped_bps"]),
+                        "cpu": round(shaped["cpu"], 3),
+                    }
         guests.append(
             GuestScore(
                 guest=spec.name,
                 role=spec.role,
                 expected=spec.expect,
                 throttled=throttled,
-                verdict=VERDICT_NAMES[(spec.expect, throttled)],
+                verdict=verdict(spec.expect, throttled, bar, achieved, spec.vcpus),
                 throttled_at=None if first is None else round(first, 1),
                 time_to_throttle=ttt,
                 alerts=sorted(record.alerts.get(spec.name, {})),
                 harm=guest_harm,
                 achieved=achieved,
+                bar=bar_info,
+                after_throttle=after,
+                abuse_class=attacker_class(scenario, spec.name)
+                if spec.role == "attacker"
+                else None,
             )
         )
     return ScenarioScore(
@@ -211,16 +345,15 @@ def scenario_class(tags: Sequence[str]) -> str:
 
 
 def totals(scores: Sequence[ScenarioScore]) -> dict[str, Any]:
-    """The confusion matrix over every guest of every scenario, and time to throttle per class."""
-    matrix = {
-        name: sum(s.count(name) for s in scores)
-        for name in ("caught", "missed", "false_throttle", "spared")
-    }
+    """The confusion matrix over every guest of every scenario (inconclusive attackers apart:
+    they count neither as caught nor as missed), and time to throttle per abuse class."""
+    matrix = {name: sum(s.count(name) for s in scores) for name in VERDICTS}
     per_class: dict[str, list[float]] = {}
     for s in scores:
         for g in s.guests:
             if g.time_to_throttle is not None:
-                per_class.setdefault(scenario_class(s.tags), []).append(g.time_to_throttle)
+                cls = g.abuse_class or scenario_class(s.tags)
+                per_class.setdefault(cls, []).append(g.time_to_throttle)
     times = {
         name: {
             "count": len(values),
@@ -235,6 +368,7 @@ def totals(scores: Sequence[ScenarioScore]) -> dict[str, Any]:
     return {
         "scenarios": len(scores),
         "scenarios_passed": sum(1 for s in scores if s.passed),
+        "scenarios_inconclusive": sum(1 for s in scores if s.inconclusive),
         "errors": sum(1 for s in scores if s.error),
         "confusion": matrix,
         "detection_rate": round(matrix["caught"] / attackers, 3) if attackers else None,

@@ -217,7 +217,7 @@ def domain_interfaces(domain: Domain) -> list[str]:
     return names
 
 
-# Plain ifbs, and the remediator's (docs/design.md: jifb<domid>.<devid>).
+# Plain ifbs, and the remediator's (docs/design.md: jifb<domid>).
 IFB_PREFIXES = ("ifb", "jifb")
 _MIRRED_TARGET = re.compile(r"(?:Redirect|Mirror) to device (\S+?)\)?\s")
 

@@ -104,13 +104,14 @@ class SimHost:
         return json.loads(result.stdout) if result.stdout.strip() else []
 
     def link_counters(self) -> dict[str, dict[str, int]]:
-        """Every Dom0 link's rx/tx packet counters, in one `ip -s` call."""
+        """Every Dom0 link's rx/tx packet counters (and tx bytes), in one `ip -s` call."""
         counters = {}
         for link in self._tool_json(["ip", "-j", "-s", "link", "show"]):
             stats = link.get("stats64", {})
             counters[link["ifname"]] = {
                 "rx_packets": int(stats.get("rx", {}).get("packets", 0)),
                 "tx_packets": int(stats.get("tx", {}).get("packets", 0)),
+                "tx_bytes": int(stats.get("tx", {}).get("bytes", 0)),
             }
         return counters
 

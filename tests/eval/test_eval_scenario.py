@@ -95,8 +95,9 @@ def test_every_shipped_scenario_is_valid_and_the_corpus_covers_the_issue() -> No
     assert any(w.duty for s in scenarios for w in s.workloads)
     assert any(w.pad_every for s in scenarios for w in s.workloads)
     assert any(g.vifs > 1 for s in scenarios for g in s.guests)
-    # The corpus stays within its time budget on a 2-core machine.
-    assert sum(s.duration for s in scenarios) < 1200
+    # The corpus stays within its time budget on a 2-core machine (the pulsing forms judge two
+    # minutes: the scenarios that need them run 146 s).
+    assert sum(s.duration for s in scenarios) < 1800
 
 
 def test_select_by_glob_by_file_and_fast(tmp_path: Path) -> None:

@@ -46,7 +46,12 @@ def _record(throttles: dict[str, list[tuple[float, str]]]) -> RunRecord:
 
 def test_window_rates_are_differences_over_the_window() -> None:
     rates = window_rates(_record({}).samples, "attacker", 10.0, 40.0)
-    assert rates == {"cpu": 0.5, "sent_pps": 1000.0, "received_pps": 0.0}
+    assert rates is not None
+    assert {k: rates[k] for k in ("cpu", "sent_pps", "received_pps")} == {
+        "cpu": 0.5,
+        "sent_pps": 1000.0,
+        "received_pps": 0.0,
+    }
     assert window_rates(_record({}).samples, "attacker", 39.5, 40.0) is None
 
 
@@ -56,7 +61,9 @@ def test_a_caught_attacker_and_spared_others() -> None:
     assert verdicts == {"attacker": "caught", "victim": "spared", "bystander": "spared"}
     attacker = result.guests[0]
     assert attacker.time_to_throttle == 17.5
-    assert attacker.achieved == {"cpu": 0.5, "sent_pps": 1000.0, "received_pps": 0.0}
+    assert attacker.achieved is not None
+    assert attacker.achieved["sent_pps"] == 1000.0
+    assert attacker.achieved["cpu"] == 0.5
     assert result.passed
 
 
@@ -81,8 +88,137 @@ def test_totals_count_guests_and_summarize_time_to_throttle_per_class() -> None:
     caught = score(SCENARIO, _record({"attacker": [(25.0, "network_shape")]}))
     missed = score(SCENARIO, _record({"victim": [(30.0, "network_shape")]}))
     summary = totals([caught, missed])
-    assert summary["confusion"] == {"caught": 1, "missed": 1, "false_throttle": 1, "spared": 3}
+    assert summary["confusion"] == {
+        "caught": 1,
+        "missed": 1,
+        "inconclusive": 0,
+        "false_throttle": 1,
+        "spared": 3,
+    }
     assert summary["detection_rate"] == 0.5
     assert summary["false_throttle_rate"] == 0.25
     assert summary["time_to_throttle"]["network"]["median"] == 15.0
     assert summary["scenarios_passed"] == 1
+
+
+# The bars of the shipped rules, per class (xeneval.cli reads them from prometheus/rules).
+BARS = {"network": 10_000.0, "cpu": 0.8, "memory": 10_000.0, "disk": 2_000.0}
+
+
+def _flood_record(pps: int, throttled_at: float | None = None) -> RunRecord:
+    """The attacker sends `pps` from second 10; after a throttle only 1000 pps leave its
+    shaping (its ifb), though it keeps offering them all."""
+    throttles = {} if throttled_at is None else {"attacker": [(throttled_at, "network_shape")]}
+    record = RunRecord(scenario="flood", throttles=throttles)
+    for second in range(41):
+        attacking = max(0, second - 10)
+        shaped = 0 if throttled_at is None else 1000 * max(0, second - int(throttled_at))
+        record.samples.append(
+            (
+                float(second),
+                {
+                    "attacker": GuestSample(
+                        0.2 * attacking,
+                        pps * attacking,
+                        0,
+                        shaped_packets=shaped,
+                        shaped_bytes=125 * shaped,
+                    ),
+                    "victim": GuestSample(0.0, 0, pps * attacking),
+                    "bystander": GuestSample(0.0, 0, 0),
+                },
+            )
+        )
+    return record
+
+
+def test_a_miss_below_the_bar_is_inconclusive_and_counted_apart() -> None:
+    result = score(SCENARIO, _flood_record(6000), BARS)
+    attacker = result.guests[0]
+    assert attacker.verdict == "inconclusive"
+    assert attacker.bar == {
+        "measure": "sent_pps",
+        "threshold": 10_000.0,
+        "achieved": 6000.0,
+        "reached": False,
+    }
+    assert not result.passed
+    assert result.inconclusive
+    summary = totals([result])
+    assert summary["confusion"]["inconclusive"] == 1
+    assert summary["confusion"]["missed"] == 0
+    assert summary["detection_rate"] is None  # no attacker judged
+    assert summary["scenarios_inconclusive"] == 1
+
+
+def test_a_miss_above_the_bar_stays_a_miss() -> None:
+    result = score(SCENARIO, _flood_record(12_000), BARS)
+    assert result.guests[0].verdict == "missed"
+    assert result.guests[0].bar is not None and result.guests[0].bar["reached"]
+    assert not result.inconclusive
+
+
+def test_without_bars_a_miss_is_a_miss() -> None:
+    # No thresholds known (or no measurement): never silently excused.
+    assert score(SCENARIO, _flood_record(6000)).guests[0].verdict == "missed"
+
+
+def test_a_catch_below_the_bar_is_still_caught() -> None:
+    result = score(SCENARIO, _flood_record(6000, throttled_at=30.0), BARS)
+    assert result.guests[0].verdict == "caught"
+    assert result.passed
+
+
+def test_a_scenario_bar_overrides_the_class_threshold() -> None:
+    text = """
+tags: [attack, network]
+duration: 40
+baseline: 10
+guests:
+  - {name: attacker, cpus: [1], role: attacker, bar: 13500}
+  - {name: victim, cpus: [2], role: victim}
+  - {name: bystander, cpus: [3]}
+workloads:
+  - {guest: attacker, kind: udpflood, target: victim, pad_size: 1472, pad_every: 5, duration: 30}
+"""
+    padded = load_scenario(text, "padded.yaml")
+    assert score(padded, _flood_record(12_000), BARS).guests[0].verdict == "inconclusive"
+    assert score(padded, _flood_record(14_000), BARS).guests[0].verdict == "missed"
+
+
+def test_the_cpu_bar_is_per_vcpu() -> None:
+    text = """
+tags: [attack, cpu]
+duration: 40
+baseline: 10
+guests:
+  - {name: attacker, cpus: [1, 2], vcpus: 2, role: attacker}
+  - {name: victim, cpus: [1], role: victim}
+  - {name: bystander, cpus: [3]}
+workloads:
+  - {guest: attacker, kind: cpuhog, threads: 2, duration: 30}
+"""
+    hog = load_scenario(text, "hog.yaml")
+    record = RunRecord(scenario="hog")
+    for second in range(41):
+        busy = 1.5 * max(0, second - 10)  # 1.5 CPU s/s over two vCPUs: 0.75 each
+        record.samples.append((float(second), {"attacker": GuestSample(busy, 0, 0)}))
+    attacker = score(hog, record, BARS).guests[0]
+    assert attacker.bar is not None and attacker.bar["achieved"] == 0.75
+    assert attacker.verdict == "inconclusive"
+
+
+def test_after_the_throttle_what_leaves_the_shaping() -> None:
+    attacker = score(SCENARIO, _flood_record(12_000, throttled_at=25.0), BARS).guests[0]
+    assert attacker.verdict == "caught"
+    assert attacker.after_throttle is not None
+    assert attacker.after_throttle["sent_pps"] == 12_000.0
+    assert attacker.after_throttle["shaped_pps"] == 1000.0
+    assert attacker.after_throttle["shaped_bps"] == 1_000_000  # 125-byte packets: 1 Mbit/s
+
+
+def test_class_thresholds_from_the_rules() -> None:
+    from xeneval.evasion import load_rules
+    from xeneval.scoring import class_thresholds
+
+    assert class_thresholds(load_rules().thresholds) == BARS

@@ -48,7 +48,7 @@ def _vif(host: Host) -> str:
 
 
 def _shaped_once(host: Host) -> bool:
-    ifb = f"jifb{host.domid('guest1')}.0"
+    ifb = f"jifb{host.domid('guest1')}"
     return host.redirects(_vif(host)) == 1 and ifb in host.links()
 
 

@@ -19,6 +19,7 @@ from remediator.host import (
     Redirect,
     VifState,
     ifb_name,
+    is_per_vif_ifb,
 )
 from remediator.observe import ObserveError
 from remediator.plan import Command
@@ -111,13 +112,7 @@ class FakeHost:
                 if dom.name not in wanted:
                     continue
                 vifs = tuple(
-                    VifState(
-                        name=vif,
-                        devid=devid,
-                        emulated=emu,
-                        link=self._link_state(vif),
-                        ifb=self._link_state(ifb_name(dom.domid, devid, emu)),
-                    )
+                    VifState(name=vif, devid=devid, emulated=emu, link=self._link_state(vif))
                     for vif, devid, emu in dom.vif_names()
                 )
                 states[dom.name] = ObservedDomain(
@@ -130,6 +125,8 @@ class FakeHost:
                     hard_affinity=tuple(dom.affinity),
                     vifs=vifs,
                     uuid=dom.uuid,
+                    ifb=self._link_state(ifb_name(dom.domid)),
+                    old_ifbs=tuple(sorted(n for n in self.links if is_per_vif_ifb(n, dom.domid))),
                 )
             ifbs = tuple(sorted(n for n in self.links if n.startswith(IFB_PREFIX)))
             return HostState(domains=states, our_ifbs=ifbs)
@@ -252,10 +249,10 @@ class FakeHost:
         return list(self.calls)
 
     def shaped(self, name: str) -> bool:
-        """Is every vif of the domain redirected to a tbf'd ifb of ours?"""
+        """Is every vif of the domain redirected to the domain's tbf'd ifb?"""
         dom = self.domains[name]
-        for vif, devid, emu in dom.vif_names():
-            ifb = ifb_name(dom.domid, devid, emu)
+        ifb = ifb_name(dom.domid)
+        for vif, _devid, _emu in dom.vif_names():
             link = self.links[vif]
             if not link.ingress or [r.to_dev for r in link.redirects] != [ifb]:
                 return False
@@ -270,7 +267,7 @@ class FakeHost:
         dom = self.domains.get(name)
         if dom is None:
             return True
-        if any(n.startswith(f"{IFB_PREFIX}{dom.domid}.") for n in self.links):
+        if any(n == ifb_name(dom.domid) or is_per_vif_ifb(n, dom.domid) for n in self.links):
             return False
         for vif, _devid, _emu in dom.vif_names():
             link = self.links[vif]

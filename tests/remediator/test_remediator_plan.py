@@ -32,22 +32,20 @@ def vif(
     emulated: bool = False,
     qdiscs: tuple[Qdisc, ...] = (NOQUEUE,),
     redirects: tuple[Redirect, ...] = (),
-    ifb: LinkState | None = None,
+    other_filters: tuple[int, ...] = (),
 ) -> VifState:
-    ifb_dev = f"jifb7.{devid}{'e' if emulated else ''}"
-    return VifState(
-        name=name,
-        devid=devid,
-        emulated=emulated,
-        link=LinkState(name, qdiscs=qdiscs, redirects=redirects),
-        ifb=ifb or LinkState(ifb_dev, exists=False, up=False),
-    )
+    link = LinkState(name, qdiscs=qdiscs, redirects=redirects, other_filters=other_filters)
+    return VifState(name=name, devid=devid, emulated=emulated, link=link)
+
+
+NO_IFB = LinkState("jifb7", exists=False, up=False)
+SHAPED_IFB = LinkState("jifb7", qdiscs=(TBF,))
 
 
 def dom(**fields: Any) -> ObservedDomain:
     base: dict[str, Any] = {
         "name": "web01", "domid": 7, "paused": False, "vcpus": 2, "scheduler": "credit2",
-        "cap": 0, "hard_affinity": ("all", "all"), "vifs": (vif(),),
+        "cap": 0, "hard_affinity": ("all", "all"), "vifs": (vif(),), "ifb": NO_IFB,
     }  # fmt: skip
     base.update(fields)
     return ObservedDomain(**base)
@@ -57,60 +55,117 @@ def argvs(commands: list[Any]) -> list[tuple[str, ...]]:
     return [c.argv for c in commands]
 
 
-SHAPED_VIF = vif(
-    qdiscs=(NOQUEUE, INGRESS),
-    redirects=(Redirect(49, "jifb7.0"),),
-    ifb=LinkState("jifb7.0", qdiscs=(TBF,)),
-)
+def redirect(dev: str, to: str = "jifb7") -> tuple[str, ...]:
+    return (
+        "/x/tc", "filter", "add", "dev", dev, "parent", "ffff:", "protocol", "all",
+        "prio", "49", "u32", "match", "u32", "0", "0",
+        "action", "mirred", "egress", "redirect", "dev", to,
+    )  # fmt: skip
+
+
+def shaped_vif(name: str = "vif7.0", devid: int = 0, emulated: bool = False) -> VifState:
+    return vif(name, devid, emulated, qdiscs=(NOQUEUE, INGRESS), redirects=(Redirect(49, "jifb7"),))
+
+
+SHAPED_VIF = shaped_vif()
 
 
 def test_shaping_what_a_guest_sends_from_scratch() -> None:
     assert argvs(plan_apply(SHAPE, dom(), {}, TOOLS)) == [
-        ("/x/ip", "link", "add", "jifb7.0", "type", "ifb"),
-        ("/x/ip", "link", "set", "dev", "jifb7.0", "up"),
-        ("/x/tc", "qdisc", "replace", "dev", "jifb7.0", "root", "handle", "d1c:", "tbf",
+        ("/x/ip", "link", "add", "jifb7", "type", "ifb"),
+        ("/x/ip", "link", "set", "dev", "jifb7", "up"),
+        ("/x/tc", "qdisc", "replace", "dev", "jifb7", "root", "handle", "d1c:", "tbf",
          "rate", "1000000bit", "burst", "32768b", "latency", "50ms"),
         ("/x/tc", "qdisc", "add", "dev", "vif7.0", "ingress"),
-        ("/x/tc", "filter", "add", "dev", "vif7.0", "parent", "ffff:", "protocol", "all",
-         "prio", "49", "u32", "match", "u32", "0", "0",
-         "action", "mirred", "egress", "redirect", "dev", "jifb7.0"),
+        redirect("vif7.0"),
     ]  # fmt: skip
 
 
-def test_every_vif_is_shaped_emu_included_each_with_its_own_ifb() -> None:
+def test_every_vif_emu_included_redirects_to_the_domains_one_ifb() -> None:
+    # One tbf per domain: a guest with three vifs shares one rate, not three.
     state = dom(vifs=(vif(), vif("vif7.0-emu", 0, True), vif("vif7.1", 1)))
-    commands = plan_apply(SHAPE, state, {}, TOOLS)
-    devices = {c.argv[3] for c in commands if c.argv[1:3] == ("link", "add")}
-    assert devices == {"jifb7.0", "jifb7.0e", "jifb7.1"}
+    commands = argvs(plan_apply(SHAPE, state, {}, TOOLS))
+    assert [c[3] for c in commands if c[1:3] == ("link", "add")] == ["jifb7"]
+    assert [c for c in commands if c[1:3] == ("qdisc", "replace")] == [
+        ("/x/tc", "qdisc", "replace", "dev", "jifb7", "root", "handle", "d1c:", "tbf",
+         "rate", "1000000bit", "burst", "32768b", "latency", "50ms"),
+    ]  # fmt: skip
+    assert [c for c in commands if c[1:3] == ("filter", "add")] == [
+        redirect("vif7.0"),
+        redirect("vif7.0-emu"),
+        redirect("vif7.1"),
+    ]
 
 
 def test_shaping_already_in_place_plans_nothing_and_checks_as_applied() -> None:
-    state = dom(vifs=(SHAPED_VIF,))
+    state = dom(vifs=(SHAPED_VIF, shaped_vif("vif7.1", 1)), ifb=SHAPED_IFB)
     assert plan_apply(SHAPE, state, {}, TOOLS) == []
     assert is_applied(SHAPE, state, {}, TOOLS)
 
 
+def test_a_vif_added_while_shaped_joins_the_domains_ifb() -> None:
+    state = dom(vifs=(SHAPED_VIF, vif("vif7.1", 1)), ifb=SHAPED_IFB)
+    assert not is_applied(SHAPE, state, {}, TOOLS)
+    assert argvs(plan_apply(SHAPE, state, {}, TOOLS)) == [
+        ("/x/tc", "qdisc", "add", "dev", "vif7.1", "ingress"),
+        redirect("vif7.1"),
+    ]
+
+
 def test_half_done_shaping_is_finished_not_redone() -> None:
-    half = vif(qdiscs=(NOQUEUE, INGRESS), ifb=LinkState("jifb7.0", qdiscs=(TBF,)))
-    assert argvs(plan_apply(SHAPE, dom(vifs=(half,)), {}, TOOLS)) == [
-        ("/x/tc", "filter", "add", "dev", "vif7.0", "parent", "ffff:", "protocol", "all",
-         "prio", "49", "u32", "match", "u32", "0", "0",
-         "action", "mirred", "egress", "redirect", "dev", "jifb7.0"),
-    ]  # fmt: skip
+    half = vif(qdiscs=(NOQUEUE, INGRESS))
+    assert argvs(plan_apply(SHAPE, dom(vifs=(half,), ifb=SHAPED_IFB), {}, TOOLS)) == [
+        redirect("vif7.0"),
+    ]
+
+
+def test_a_throttle_of_an_older_remediator_moves_to_the_domains_ifb() -> None:
+    # Per-vif ifbs (jifb7.0, jifb7.1), each with its tbf: the guest had twice the rate.
+    old = dom(
+        vifs=(
+            vif(qdiscs=(NOQUEUE, INGRESS), redirects=(Redirect(49, "jifb7.0"),)),
+            vif("vif7.1", 1, qdiscs=(NOQUEUE, INGRESS), redirects=(Redirect(49, "jifb7.1"),)),
+        ),
+        old_ifbs=("jifb7.0", "jifb7.1"),
+    )
+    delete = ("/x/tc", "filter", "del", "dev", "vif7.0", "parent", "ffff:", "prio", "49")
+    assert argvs(plan_apply(SHAPE, old, {}, TOOLS))[3:] == [
+        delete,
+        redirect("vif7.0"),
+        (*delete[:4], "vif7.1", *delete[5:]),
+        redirect("vif7.1"),
+        ("/x/ip", "link", "del", "dev", "jifb7.0"),
+        ("/x/ip", "link", "del", "dev", "jifb7.1"),
+    ]
+    assert not is_applied(SHAPE, old, {}, TOOLS)
 
 
 def test_a_different_rate_replaces_only_the_tbf() -> None:
     slower = Action("network_shape", {**SHAPE.params, "rate_bps": 512_000})
-    assert [c.argv[:6] for c in plan_apply(slower, dom(vifs=(SHAPED_VIF,)), {}, TOOLS)] == [
-        ("/x/tc", "qdisc", "replace", "dev", "jifb7.0", "root"),
+    state = dom(vifs=(SHAPED_VIF,), ifb=SHAPED_IFB)
+    assert [c.argv[:6] for c in plan_apply(slower, state, {}, TOOLS)] == [
+        ("/x/tc", "qdisc", "replace", "dev", "jifb7", "root"),
     ]
 
 
 def test_receive_direction_puts_a_tbf_on_the_vif_itself() -> None:
     receive = Action("network_shape", {**SHAPE.params, "direction": "receive"})
-    assert [c.argv[:9] for c in plan_apply(receive, dom(), {}, TOOLS)] == [
-        ("/x/tc", "qdisc", "replace", "dev", "vif7.0", "root", "handle", "d1c:", "tbf"),
+    assert [c.argv[:11] for c in plan_apply(receive, dom(), {}, TOOLS)] == [
+        ("/x/tc", "qdisc", "replace", "dev", "vif7.0", "root", "handle", "d1c:", "tbf",
+         "rate", "1000000bit"),
+    ]  # fmt: skip
+
+
+def test_receive_direction_splits_the_domains_rate_over_its_vifs() -> None:
+    receive = Action("network_shape", {**SHAPE.params, "direction": "receive"})
+    state = dom(vifs=(vif(), vif("vif7.1", 1)))
+    assert [c.argv[4:11] for c in plan_apply(receive, state, {}, TOOLS)] == [
+        ("vif7.0", "root", "handle", "d1c:", "tbf", "rate", "500000bit"),
+        ("vif7.1", "root", "handle", "d1c:", "tbf", "rate", "500000bit"),
     ]
+    half = Qdisc("tbf", "d1c:", True, 500_000, 32768)
+    done = dom(vifs=(vif(qdiscs=(half,)), vif("vif7.1", 1, qdiscs=(half,))))
+    assert is_applied(receive, done, {}, TOOLS)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +173,10 @@ def test_receive_direction_puts_a_tbf_on_the_vif_itself() -> None:
     [
         (dom(vifs=()), "no_interfaces"),
         (dom(vifs=(vif(qdiscs=(NOQUEUE, INGRESS), redirects=(Redirect(1, "ifb0"),)),)),
+         "foreign_tc"),
+        # An operator's redirect on any vif of the domain stops the whole plan.
+        (dom(vifs=(vif(), vif("vif7.1", 1, qdiscs=(NOQUEUE, INGRESS),
+                              redirects=(Redirect(1, "ifb0"),)))),
          "foreign_tc"),
     ],
 )  # fmt: skip
@@ -135,30 +194,29 @@ def test_receive_shaping_never_replaces_an_operators_root_qdisc() -> None:
 
 
 def test_unshaping_removes_ingress_ifb_and_our_root_only() -> None:
-    both = vif(
-        qdiscs=(TBF, INGRESS),
-        redirects=(Redirect(49, "jifb7.0"),),
-        ifb=LinkState("jifb7.0", qdiscs=(TBF,)),
-    )
-    assert argvs(plan_release(SHAPE, dom(vifs=(both,)), {}, TOOLS)) == [
+    both = vif(qdiscs=(TBF, INGRESS), redirects=(Redirect(49, "jifb7"),))
+    other = shaped_vif("vif7.1", 1)
+    assert argvs(plan_release(SHAPE, dom(vifs=(both, other), ifb=SHAPED_IFB), {}, TOOLS)) == [
         ("/x/tc", "qdisc", "del", "dev", "vif7.0", "ingress"),
-        ("/x/ip", "link", "del", "dev", "jifb7.0"),
         ("/x/tc", "qdisc", "del", "dev", "vif7.0", "root"),
+        ("/x/tc", "qdisc", "del", "dev", "vif7.1", "ingress"),
+        ("/x/ip", "link", "del", "dev", "jifb7"),
     ]
     assert plan_release(SHAPE, dom(), {}, TOOLS) == []
+    # Per-vif ifbs an older remediator left go too.
+    assert argvs(plan_release(SHAPE, dom(old_ifbs=("jifb7.0",)), {}, TOOLS)) == [
+        ("/x/ip", "link", "del", "dev", "jifb7.0"),
+    ]
 
 
 def test_unshaping_keeps_an_ingress_qdisc_that_counters_came_to_sit_on() -> None:
     # We added the ingress qdisc; the exporter's direction counters were put on it since.
-    shaped = vif(qdiscs=(NOQUEUE, INGRESS), redirects=(Redirect(49, "jifb7.0"),))
-    counted = VifState(
-        shaped.name, 0, False, replace(shaped.link, other_filters=(11, 12)), shaped.ifb
-    )
+    counted = replace(SHAPED_VIF, link=replace(SHAPED_VIF.link, other_filters=(11, 12)))
     assert argvs(plan_release(SHAPE, dom(vifs=(counted,)), {}, TOOLS)) == [
         ("/x/tc", "filter", "del", "dev", "vif7.0", "parent", "ffff:", "prio", "49"),
     ]
     # Once our redirect is gone, what is left is theirs: released.
-    left = VifState(counted.name, 0, False, replace(counted.link, redirects=()), counted.ifb)
+    left = replace(counted, link=replace(counted.link, redirects=()))
     assert plan_release(SHAPE, dom(vifs=(left,)), {}, TOOLS) == []
 
 

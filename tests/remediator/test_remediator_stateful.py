@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from remediator.alerts import parse_notification
 from remediator.config import load_config
 from remediator.engine import Engine
-from remediator.host import FILTER_PREF, IFB_PREFIX, QDISC_HANDLE
+from remediator.host import FILTER_PREF, IFB_PREFIX, QDISC_HANDLE, ifb_name, is_per_vif_ifb
 from remediator.metrics import Metrics
 from remediator.store import Store
 from tests.remediator.fakehost import FakeDomain, FakeHost, new_uuid
@@ -580,7 +580,11 @@ class RemediatorMachine(RuleBasedStateMachine):
         live = {(t.domain, t.kind) for t in self.engine.store.live()}
         for name, dom in self.host.domains.items():
             if (name, "network_shape") not in live:
-                assert not [n for n in self.host.links if n.startswith(f"{IFB_PREFIX}{dom.domid}.")]
+                assert not [
+                    n
+                    for n in self.host.links
+                    if n == ifb_name(dom.domid) or is_per_vif_ifb(n, dom.domid)
+                ]
                 for vif, _devid, _emu in dom.vif_names():
                     link = self.host.links[vif]
                     assert FILTER_PREF not in [r.pref for r in link.redirects], vif

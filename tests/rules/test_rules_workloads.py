@@ -132,11 +132,13 @@ def _rates(prometheus: Prometheus) -> str:
     return "\n".join(lines)
 
 
-# The pulsing forms judge the last two minutes: a phase's flood is still evidence against its
-# attacker in the next phase until it has left that window.
+# The pulsing forms judge the last two minutes: a phase's flood (or memory churn, or disk
+# abuse) is still evidence against its attacker in the next phase until it has left that window.
 FLOOD_EVIDENCE = (
     "count_over_time(instance_domain:judicator_network_flood_perfc:active[2m])"
     " or count_over_time(instance_domain:judicator_network_flood_vif:active[2m])"
+    " or count_over_time(instance_domain:judicator_memory_abuse_perfc:active[2m])"
+    " or count_over_time(instance_domain:judicator_disk_abuse_vbd:active[2m])"
 )
 
 
@@ -249,6 +251,8 @@ def judged_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimH
 ALSO_PULSING = {
     "XenNetworkFloodPerfc": "XenNetworkFloodPerfcPulsing",
     "XenNetworkFloodVif": "XenNetworkFloodVifPulsing",
+    "XenMemoryAbusePerfc": "XenMemoryAbusePerfcPulsing",
+    "XenDiskAbuseVbd": "XenDiskAbuseVbdPulsing",
 }
 
 
