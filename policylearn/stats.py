@@ -221,17 +221,25 @@ def decide(
         f"q{summary.high_quantile * 100:g} {f(summary.high)} x margin {limits.margin:g}"
         f" = {f(learned)}"
     )
-    value = round_up(learned)
-    bound = "quantile"
-    if value < floor:
-        why.append(
-            f"raised to the floor {f(floor)} (max of default {f(default)}"
-            f" x {limits.floor_factor:g} and absolute {f(limits.absolute_floor)})"
-        )
-        value, bound = floor, "floor"
-    if value > ceiling:
-        why.append(f"cut to the hard ceiling {f(ceiling)}")
-        value, bound = ceiling, "ceiling"
+
+    def within_floor_and_ceiling(
+        value: float, bound: str, floor_note: str = ""
+    ) -> tuple[float, str]:
+        # floor <= ceiling (checked above): at most one of the two applies.
+        if value < floor:
+            why.append(f"raised to the floor {f(floor)}{floor_note}")
+            return floor, "floor"
+        if value > ceiling:
+            why.append(f"cut to the hard ceiling {f(ceiling)}")
+            return ceiling, "ceiling"
+        return value, bound
+
+    value, bound = within_floor_and_ceiling(
+        round_up(learned),
+        "quantile",
+        f" (max of default {f(default)} x {limits.floor_factor:g}"
+        f" and absolute {f(limits.absolute_floor)})",
+    )
     if previous is not None:
         top = previous * (1 + limits.max_increase)
         bottom = previous * (1 - limits.max_decrease)
@@ -249,10 +257,5 @@ def decide(
             value, bound = bottom, "drift"
         # A previous value outside today's floor and ceiling (the config changed) does not
         # carry the number outside them.
-        if value > ceiling:
-            why.append(f"cut to the hard ceiling {f(ceiling)}")
-            value, bound = ceiling, "ceiling"
-        if value < floor:
-            why.append(f"raised to the floor {f(floor)}")
-            value, bound = floor, "floor"
+        value, bound = within_floor_and_ceiling(value, bound)
     return Decision(value, learned, floor, ceiling, tuple(why), bound)
