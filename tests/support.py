@@ -66,6 +66,17 @@ XENPERF = Path(
 STUB = Path(os.environ.get("XENSIM_STUB_DIR") or REPO / "build/stub") / "libxenctrl.so.4.17"
 
 
+def assert_promtool_accepts_rules(path: Path) -> None:
+    """`promtool check rules` passes on the rules file at `path`."""
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def require_simulated_host() -> None:
     """Root, the real xenperf and the stub libxenctrl: what `judicator-sim up` needs."""
     require_root()

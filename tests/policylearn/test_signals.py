@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 import yaml
 
 from policylearn.learn import signal_query
 from policylearn.promql import referenced
 from policylearn.signals import NOT_LEARNED, SIGNALS
-from tests.support import REPO, require_binary
+from tests.support import REPO, assert_promtool_accepts_rules
 
 POLICIES = REPO / "prometheus" / "rules" / "policies.yml"
 THRESHOLD = re.compile(
@@ -49,10 +48,4 @@ def test_every_signal_query_is_valid_promql(tmp_path):
     ]
     path = tmp_path / "signals.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "signals", "rules": rules}]}))
-    result = subprocess.run(
-        [require_binary("promtool"), "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_promtool_accepts_rules(path)

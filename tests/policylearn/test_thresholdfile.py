@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 
@@ -15,7 +13,7 @@ from policylearn.thresholdfile import (
     parse_overrides,
     render_overrides,
 )
-from tests.support import REPO, require_binary
+from tests.support import REPO, assert_promtool_accepts_rules
 
 SHIPPED = REPO / "prometheus" / "rules" / "thresholds.yml"
 
@@ -45,11 +43,7 @@ def test_render_then_parse_round_trips_and_keeps_the_reasons(tmp_path):
     assert rules[0]["expr"] == "vector(0.95)"  # sorted by domain: "batch 1" first
     path = tmp_path / "thresholds-domains.yml"
     path.write_text(text)
-    promtool = require_binary("promtool")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_promtool_accepts_rules(path)
 
 
 def test_an_empty_file_is_a_valid_rules_file():
