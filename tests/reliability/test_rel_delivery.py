@@ -102,6 +102,13 @@ class Rig:
     def firing_decisions(self) -> list[str]:
         return [d["decision"] for d in self.server.decisions() if d["status"] == "firing"]
 
+    def episodes(self) -> list[dict[str, Any]]:
+        """The alert episodes (fingerprint, startsAt, status) each throttle is attached to."""
+        state_path = yaml.safe_load(self.server.config.read_text())["state_path"]
+        with contextlib.closing(sqlite3.connect(f"file:{state_path}?mode=ro", uri=True)) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(row) for row in db.execute("SELECT * FROM throttle_alerts")]
+
     def host_steps(self) -> list[str]:
         return self.servers.wrappers.steps()
 
@@ -257,7 +264,14 @@ def test_prometheus_and_alertmanager_restarts_during_an_attack_lose_nothing_and_
     rule_file.write_text(rules["attack.yml"].replace("vector(1)", "vector(1) unless vector(1)"))
     status, _ = prometheus.service.request("POST", "/-/reload")
     assert status == 200
-    wait_for(lambda: rig.server.records() == [], 60, "the release after the attack ended")
+    try:
+        wait_for(lambda: rig.server.records() == [], 60, "the release after the attack ended")
+    except TimeoutError as error:
+        # Which episodes the throttle still waits on says which delivery went missing.
+        raise AssertionError(
+            f"{error}; records {rig.server.records()}; episodes {rig.episodes()}; "
+            f"decisions {rig.server.decisions()}; Prometheus alerts {prometheus.service.alerts()}"
+        ) from error
     rig.assert_exactly_once(host)
     print(f"restarts: firing deliveries {collections.Counter(rig.firing_decisions())}, "
           f"host steps {len(rig.host_steps())}")  # fmt: skip
