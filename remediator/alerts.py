@@ -111,6 +111,23 @@ def canonical_instant(text: str) -> str:
     return f"{utc}.{fraction}Z" if fraction else f"{utc}Z"
 
 
+@functools.lru_cache(maxsize=4096)
+def instant_seconds(text: str) -> float | None:
+    """Seconds since the epoch of an RFC 3339 instant; None for other text and for Go's zero
+    time (`0001-01-01T00:00:00Z`, what Alertmanager sends for an unset endsAt)."""
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in 'Zz' else zone}")
+    except ValueError:
+        return None
+    if moment.year < 1970:
+        return None
+    return moment.timestamp() + float(f"0.{fraction or '0'}")
+
+
 def _str_map(value: Any, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise PayloadError("malformed", f"{what} must be an object")

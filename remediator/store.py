@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from remediator.alerts import Action, Intent
+from remediator.alerts import Action, Intent, instant_seconds
 from remediator.config import Hold
 from remediator.plan import strictest
 
@@ -32,7 +32,11 @@ LIVE = ("pending", "applying", "active", "releasing")
 # Ends decided on purpose: the episode that was throttled stays handled after them.
 DELIBERATE_ENDS = ("operator", "max_duration", "unpaused_elsewhere")
 # Columns added since the first schema, for state files written by an older version.
-_ADDED_COLUMNS = {"throttles": {"uuid": "TEXT"}, "episodes": {"readmit_at": "REAL"}}
+_ADDED_COLUMNS = {
+    "throttles": {"uuid": "TEXT"},
+    "episodes": {"readmit_at": "REAL"},
+    "throttle_alerts": {"ended_at": "REAL"},
+}
 _LIVE_SQL = "('pending', 'applying', 'active', 'releasing')"
 
 SCHEMA = f"""
@@ -64,8 +68,10 @@ CREATE TABLE IF NOT EXISTS throttle_alerts (
     starts_at TEXT NOT NULL,
     alertname TEXT NOT NULL,
     status TEXT NOT NULL,
+    ended_at REAL,
     PRIMARY KEY (throttle_id, fingerprint)
 );
+CREATE INDEX IF NOT EXISTS throttle_alerts_by_fingerprint ON throttle_alerts (fingerprint);
 CREATE TABLE IF NOT EXISTS episodes (
     fingerprint TEXT NOT NULL,
     starts_at TEXT NOT NULL,
@@ -255,6 +261,10 @@ class Store:
         hold: Hold,
     ) -> Admission:
         kind = action.kind
+        if _ended_since(db, fingerprint, starts_at):
+            # A copy of an alert that had already ended when it started: an HA peer, or an
+            # Alertmanager that merged it under another startsAt, delivers it late.
+            return Admission("already_handled", None)
         live = db.execute(
             f"SELECT * FROM throttles WHERE domain = ? AND kind = ? AND state IN {_LIVE_SQL}",
             (domain, kind),
@@ -287,7 +297,9 @@ class Store:
             if same_episode and attached["status"] == "firing":
                 return Admission("duplicate", live["id"])
             db.execute(
-                "INSERT OR REPLACE INTO throttle_alerts VALUES (?, ?, ?, ?, 'firing')",
+                "INSERT OR REPLACE INTO throttle_alerts "
+                "(throttle_id, fingerprint, starts_at, alertname, status) "
+                "VALUES (?, ?, ?, ?, 'firing')",
                 (live["id"], fingerprint, starts_at, alertname),
             )
             # It offends again while held: the hold starts over when it resolves again.
@@ -337,7 +349,8 @@ class Store:
         throttle_id = cursor.lastrowid
         assert throttle_id is not None
         db.execute(
-            "INSERT INTO throttle_alerts VALUES (?, ?, ?, ?, 'firing')",
+            "INSERT INTO throttle_alerts (throttle_id, fingerprint, starts_at, alertname, status) "
+            "VALUES (?, ?, ?, ?, 'firing')",
             (throttle_id, fingerprint, starts_at, alertname),
         )
         # The episode is handled once the throttle is active (`activate`), not now: an apply
@@ -382,10 +395,16 @@ class Store:
         """Mark an alert episode resolved; throttles left without firing alerts get their
         release time. Returns those throttles, and whether a queued episode was dropped.
 
-        Only the episode (fingerprint and startsAt) that is attached is resolved: a late copy
-        of an earlier episode's resolution leaves a later episode's throttle alone.
+        The resolution ends the episode it names (fingerprint and startsAt) and any episode of
+        the same alert attached under an earlier startsAt that had begun before it ended
+        (endsAt): Prometheus holds one alert per fingerprint, so those are the same attack
+        (after a Prometheus restart, an Alertmanager that kept the alert merges it under its
+        first startsAt while a restarted peer knows only the new one, and the peers' shared
+        log sends the resolution once). A late copy of an earlier episode's resolution ended
+        before a later episode began, and leaves its throttle alone.
         """
         alert = intent.alert
+        ended_at = instant_seconds(alert.ends_at)
         scheduled = []
         with self._tx() as db:
             dequeued = db.execute(
@@ -393,16 +412,18 @@ class Store:
                 (intent.domain, alert.fingerprint, alert.starts_at),
             ).rowcount
             rows = db.execute(
-                f"SELECT t.id, t.offence FROM throttles t JOIN throttle_alerts a "
-                f"ON a.throttle_id = t.id WHERE a.fingerprint = ? AND a.starts_at = ? "
-                f"AND a.status = 'firing' AND t.state IN {_LIVE_SQL} AND t.domain = ?",
-                (alert.fingerprint, alert.starts_at, intent.domain),
+                f"SELECT t.id, t.offence, a.starts_at FROM throttles t JOIN throttle_alerts a "
+                f"ON a.throttle_id = t.id WHERE a.fingerprint = ? AND a.status = 'firing' "
+                f"AND t.state IN {_LIVE_SQL} AND t.domain = ?",
+                (alert.fingerprint, intent.domain),
             ).fetchall()
             for row in rows:
+                if not _ends_episode(alert.starts_at, ended_at, row["starts_at"]):
+                    continue
                 db.execute(
-                    "UPDATE throttle_alerts SET status = 'resolved' "
+                    "UPDATE throttle_alerts SET status = 'resolved', ended_at = ? "
                     "WHERE throttle_id = ? AND fingerprint = ?",
-                    (row["id"], alert.fingerprint),
+                    (ended_at, row["id"], alert.fingerprint),
                 )
                 (firing,) = db.execute(
                     "SELECT COUNT(*) FROM throttle_alerts WHERE throttle_id = ? "
@@ -606,3 +627,28 @@ class Store:
                 table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("throttles", "throttle_alerts", "episodes", "waiting", "decisions")
             }
+
+
+def _ends_episode(starts_at: str, ended_at: float | None, attached_starts_at: str) -> bool:
+    """Whether a resolution (startsAt, endsAt) ends the attached episode: the same one, or one
+    of the same alert that began before the resolution's end."""
+    if attached_starts_at == starts_at:
+        return True
+    began = instant_seconds(attached_starts_at)
+    return ended_at is not None and began is not None and began <= ended_at
+
+
+def _ended_since(db: sqlite3.Connection, fingerprint: str, starts_at: str) -> bool:
+    """Whether a resolution of this alert already ended at or after `starts_at`: then a firing
+    with that startsAt is a late copy, never a new attack (one starts after the last ended)."""
+    began = instant_seconds(starts_at)
+    if began is None:
+        return False
+    return (
+        db.execute(
+            "SELECT 1 FROM throttle_alerts WHERE fingerprint = ? AND status = 'resolved' "
+            "AND ended_at >= ? LIMIT 1",
+            (fingerprint, began),
+        ).fetchone()
+        is not None
+    )

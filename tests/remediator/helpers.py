@@ -67,6 +67,7 @@ def alert(
     domain: str = "web01",
     fingerprint: str = "a1b2c3d4e5f60718",
     starts_at: str = "2026-11-26T12:00:00Z",
+    ends_at: str = "0001-01-01T00:00:00Z",
     **labels: str,
 ) -> dict[str, Any]:
     all_labels = {
@@ -83,7 +84,7 @@ def alert(
         "labels": {k: v for k, v in all_labels.items() if v is not None},
         "annotations": {},
         "startsAt": starts_at,
-        "endsAt": "0001-01-01T00:00:00Z",
+        "endsAt": ends_at,
         "generatorURL": "http://prometheus/graph",
         "fingerprint": fingerprint,
     }

@@ -404,3 +404,60 @@ def test_max_throttle_reached_while_the_domain_rebooted_still_readmits_the_episo
     assert post(client, cap()) == ["accepted"]
     settle(app)
     assert fake_host.domains["web02"].cap == 40
+
+
+# found by the restart test (tests/reliability): one attack under two startsAt ----------------
+
+
+RESTARTED, ENDED = "2026-11-26T12:05:00Z", "2026-11-26T12:10:00Z"
+
+
+@pytest.mark.parametrize(("resolved_as", "late_firing"), [(T1, RESTARTED), (RESTARTED, T1)])
+def test_a_restart_splits_one_attack_in_two_startsats_and_one_resolution_ends_both(
+    app: Flask,
+    client: FlaskClient,
+    fake_host: FakeHost,
+    clock: Clock,
+    resolved_as: str,
+    late_firing: str,
+) -> None:
+    """Prometheus restarted: its alert starts again at RESTARTED, the Alertmanager that kept
+    the alert merges it under T1, a restarted peer knows only RESTARTED. The peers' shared log
+    sends the one resolution once, under either startsAt; the other peer's late firing must
+    not throttle again."""
+    assert post(client, cap(starts_at=T1)) == ["accepted"]
+    settle(app)
+    assert post(client, cap(starts_at=RESTARTED)) == ["attached"]
+    assert post(client, cap(starts_at=T1)) == ["attached"]  # the peers' copies alternate
+    resolution = cap("resolved", starts_at=resolved_as, ends_at=ENDED)
+    assert post(client, resolution) == ["scheduled_release"]
+    clock.now += 10
+    settle(app)
+    assert fake_host.domains["web02"].cap == 0
+    assert post(client, cap(starts_at=late_firing)) == ["already_handled"]
+    settle(app)
+    assert not engine_of(app).store.live()
+    assert fake_host.domains["web02"].cap == 0
+    # The next attack starts after the last one ended: a throttle of its own.
+    assert post(client, cap(starts_at=T2)) == ["accepted"]
+    settle(app)
+    assert fake_host.domains["web02"].cap == 40
+
+
+def test_a_late_resolution_that_ended_before_the_next_episode_began_keeps_its_throttle(
+    app: Flask, client: FlaskClient, fake_host: FakeHost, clock: Clock
+) -> None:
+    assert post(client, cap(starts_at=T1)) == ["accepted"]
+    assert post(client, cap("resolved", starts_at=T1, ends_at="2026-11-26T12:30:00Z")) == [
+        "scheduled_release"
+    ]
+    clock.now += 10
+    settle(app)
+    assert post(client, cap(starts_at=T2)) == ["accepted"]
+    settle(app)
+    assert post(client, cap("resolved", starts_at=T1, ends_at="2026-11-26T12:30:00Z")) == [
+        "not_throttled"
+    ]
+    clock.now += 10
+    settle(app)
+    assert fake_host.domains["web02"].cap == 40
