@@ -165,13 +165,22 @@ def list_vbds(sysfs_root: str = "/sys") -> list[VbdStats]:
     return sorted(vbds, key=lambda vbd: (vbd.domid, vbd.devid))
 
 
+# A sysfs attribute is at most a page, and a read from offset 0 returns all of it.
+_ATTRIBUTE_BYTES = 4096
+
+
 def _read_int(path: str) -> int:
-    with open(path) as file:
-        text = file.read().strip()
+    # os.open and one os.read, not open(): a scrape reads ~30 of these, and a text file
+    # object (buffer, decoder) costs three times the system calls' time.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return int(text)
+        data = os.read(fd, _ATTRIBUTE_BYTES)
+    finally:
+        os.close(fd)
+    try:
+        return int(data)  # int() takes ASCII bytes and ignores the trailing newline
     except ValueError:
-        raise ValueError(f"{path}: not a number: {text!r}") from None
+        raise ValueError(f"{path}: not a number: {data.decode(errors='replace')!r}") from None
 
 
 def vbd_device_name(devid: int) -> str:
