@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
+from exporter.exposition import SeriesCache, counter_family, gauge_family
 from exporter.toolstack import DOMAIN_STATES, DOMAINS, Scrape
 from xentools.sysfs import SECTOR_BYTES, list_vbds, list_vifs, read_vif_stats
 
@@ -37,39 +38,51 @@ class DomainCollector:
 
     name = "domain"
 
+    def __init__(self) -> None:
+        # Each domain's series text and labels, made once (the state between scrapes).
+        self._series = SeriesCache()
+
     def prefetch(self, scrape: Scrape) -> None:
         scrape.start(DOMAINS)
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         domains = scrape.domains()
-        info = GaugeMetricFamily(
+        info = gauge_family(
             "xen_domain_info",
             "Facts about a domain (value 1); domid changes when the domain reboots (xl list -v)",
-            labels=["domain", "domid", "uuid"],
+            ["domain", "domid", "uuid"],
+            self._series,
         )
-        cpu = CounterMetricFamily(
+        cpu = counter_family(
             "xen_domain_cpu_seconds_total",
             "CPU time the domain's vCPUs used (xl list; restarts at 0 when the domain reboots)",
-            labels=["domain"],
+            ["domain"],
+            self._series,
         )
-        memory = GaugeMetricFamily(
+        memory = gauge_family(
             "xen_domain_memory_bytes",
             "Memory the domain has, with outstanding claims (xl list)",
-            labels=["domain"],
+            ["domain"],
+            self._series,
         )
-        max_memory = GaugeMetricFamily(
+        max_memory = gauge_family(
             "xen_domain_memory_max_bytes",
             "The domain's maximum memory (xl list -l, max_memkb)",
-            labels=["domain"],
+            ["domain"],
+            self._series,
         )
-        vcpus = GaugeMetricFamily(
-            "xen_domain_vcpus", "The domain's online vCPUs (xl list)", labels=["domain"]
+        vcpus = gauge_family(
+            "xen_domain_vcpus",
+            "The domain's online vCPUs (xl list)",
+            ["domain"],
+            self._series,
         )
-        state = GaugeMetricFamily(
+        state = gauge_family(
             "xen_domain_state",
             "1 for each state the domain is in, else 0 (xl list state flags; crashed is a "
             "shutdown for crash)",
-            labels=["domain", "state"],
+            ["domain", "state"],
+            self._series,
         )
         for domain in domains:
             info.add_metric([domain.name, str(domain.domid), domain.uuid], 1)
@@ -94,6 +107,8 @@ class _SysfsCollector:
 
     def __init__(self, sysfs_root: str) -> None:
         self._sysfs = sysfs_root
+        # Each device's series text and labels, made once (the state between scrapes).
+        self._series = SeriesCache()
 
     def prefetch(self, scrape: Scrape) -> None:
         scrape.start(DOMAINS)
@@ -124,14 +139,15 @@ class NetworkCollector(_SysfsCollector):
             ):
                 families[direction, unit] = (
                     f"{source}_{field}",
-                    CounterMetricFamily(
+                    counter_family(
                         f"xen_domain_network_{direction}_{unit}_total",
                         _NETWORK_HELP.format(
                             what=f"{noun} {what}",
                             detail="",
                             source=f"{source}_{field}",
                         ),
-                        labels=["domain", "interface"],
+                        ["domain", "interface"],
+                        self._series,
                     ),
                 )
         for vif in list_vifs(self._sysfs):
@@ -161,25 +177,29 @@ class BlockCollector(_SysfsCollector):
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         names = {domain.domid: domain.name for domain in scrape.domains()}
         labels = ["domain", "device"]
-        read_requests = CounterMetricFamily(
+        read_requests = counter_family(
             "xen_domain_block_read_requests_total",
             "Read requests blkback served for the vbd (sysfs statistics/rd_req)",
-            labels=labels,
+            labels,
+            self._series,
         )
-        write_requests = CounterMetricFamily(
+        write_requests = counter_family(
             "xen_domain_block_write_requests_total",
             "Write requests blkback served for the vbd (sysfs statistics/wr_req)",
-            labels=labels,
+            labels,
+            self._series,
         )
-        read_bytes = CounterMetricFamily(
+        read_bytes = counter_family(
             "xen_domain_block_read_bytes_total",
             "Bytes read through blkback (sysfs statistics/rd_sect x 512)",
-            labels=labels,
+            labels,
+            self._series,
         )
-        written_bytes = CounterMetricFamily(
+        written_bytes = counter_family(
             "xen_domain_block_written_bytes_total",
             "Bytes written through blkback (sysfs statistics/wr_sect x 512)",
-            labels=labels,
+            labels,
+            self._series,
         )
         for vbd in list_vbds(self._sysfs):
             domain = names.get(vbd.domid)

@@ -84,6 +84,31 @@ def label_text(labels: Mapping[str, str]) -> str:
     )
 
 
+class SeriesCache:
+    """Each series' text prefix and labels by (sample name, label values), kept between
+    scrapes by the collector that owns it: a series seen before costs one lookup.
+
+    Series that vanish (a domain destroyed) leave their entry behind: beyond
+    `MAX_CACHED_PREFIXES` entries it starts over rather than grow without bound.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, tuple[str, ...]], tuple[str, dict[str, str]]] = {}
+
+    def series(
+        self, sample_name: str, label_names: Sequence[str], values: tuple[str, ...]
+    ) -> tuple[str, dict[str, str]]:
+        """(`sample_name{label_text} `, labels) of the series with these label values."""
+        known = self._known.get((sample_name, values))
+        if known is None:
+            if len(self._known) > MAX_CACHED_PREFIXES:
+                self._known = {}
+            labels = dict(zip(label_names, values, strict=True))
+            prefix = f"{sample_name}{{{label_text(labels)}}} " if labels else f"{sample_name} "
+            known = self._known[sample_name, values] = prefix, labels
+        return known
+
+
 class SeriesFamily(Metric):
     """A counter or gauge family given as (text prefix, labels, value) per series.
 
@@ -91,15 +116,31 @@ class SeriesFamily(Metric):
     labels; the caller keeps it consistent with `labels`. `samples` is made on demand.
     `extend` adds many series at once: a collector whose series keep their labels from one
     scrape to the next hands over the same prefix and label lists every time, and only the
-    values are new.
+    values are new. Given `labels` (names) and a `SeriesCache`, `add_metric(values, value)`
+    adds a series as prometheus_client's families do, its prefix made once per series.
     """
 
-    def __init__(self, name: str, documentation: str, kind: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        kind: str,
+        labels: Sequence[str] = (),
+        cache: SeriesCache | None = None,
+    ) -> None:
         self._prefixes: list[str] = []
         self._labels: list[Mapping[str, str]] = []
         self._values: list[float] = []
         super().__init__(name, documentation, kind)
         self.sample_name = name + "_total" if kind == "counter" else name
+        self._label_names = tuple(labels)
+        self._cache = cache
+
+    def add_metric(self, values: Sequence[str], value: float) -> None:
+        if self._cache is None:
+            raise TypeError("add_metric needs the family's SeriesCache")
+        prefix, labels = self._cache.series(self.sample_name, self._label_names, tuple(values))
+        self.add_series(prefix, labels, value)
 
     def add_series(self, prefix: str, labels: Mapping[str, str], value: float) -> None:
         self._prefixes.append(prefix)
@@ -136,6 +177,20 @@ class SeriesFamily(Metric):
     def samples(self, value: list[Sample]) -> None:
         if value:  # Metric.__init__ sets it empty; nothing else may
             raise TypeError("add series with add_series")
+
+
+def counter_family(
+    name: str, documentation: str, labels: Sequence[str], cache: SeriesCache
+) -> SeriesFamily:
+    """As `CounterMetricFamily(name, documentation, labels=labels)`, its prefixes in `cache`."""
+    return SeriesFamily(name.removesuffix("_total"), documentation, "counter", labels, cache)
+
+
+def gauge_family(
+    name: str, documentation: str, labels: Sequence[str], cache: SeriesCache
+) -> SeriesFamily:
+    """As `GaugeMetricFamily(name, documentation, labels=labels)`, its prefixes in `cache`."""
+    return SeriesFamily(name, documentation, "gauge", labels, cache)
 
 
 class TextRenderer:

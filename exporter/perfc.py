@@ -354,8 +354,8 @@ class PerfcCollector:
         self._duplicates_logged: set[str] = set()
         # Labels and text of each CPU with its owner, by (CPUs mapped, CPU, owner).
         self._cpu_labels: dict[tuple[bool, int, str | None], tuple[dict[str, str], str]] = {}
-        # Labels and text of each array element; elements only ever appear (WrapAccumulator).
-        self._array_series: dict[tuple[str, int], tuple[dict[str, str], str]] = {}
+        # Each array counter's element indices, with their series prefixes and labels.
+        self._array_series: dict[str, tuple[tuple[int, ...], list[str], list[dict[str, str]]]] = {}
         # Series prefixes of each per-CPU counter, with the CPU label texts they were made of.
         self._prefixes: dict[str, tuple[tuple[str, ...], list[str]]] = {}
 
@@ -567,8 +567,9 @@ class PerfcCollector:
                 )
                 yield family
             else:
-                elements = list(zip(rows[counter.name][0], totals[counter.name], strict=True))
-                yield self._array_family(name, quoted, counter.name, elements)
+                yield self._array_family(
+                    name, quoted, counter.name, rows[counter.name][0], totals[counter.name]
+                )
 
     def _series_prefixes(self, sample_name: str, texts: tuple[str, ...]) -> list[str]:
         """`sample_name` + each CPU's label text, kept while the texts stay the same."""
@@ -578,7 +579,12 @@ class PerfcCollector:
         return cached[1]
 
     def _array_family(
-        self, name: str, quoted: str, counter: str, elements: Sequence[tuple[int, int]]
+        self,
+        name: str,
+        quoted: str,
+        counter: str,
+        indices: tuple[int, ...],
+        totals: Sequence[int],
     ) -> SeriesFamily:
         family = SeriesFamily(
             name,
@@ -586,16 +592,19 @@ class PerfcCollector:
             "32-bit wraps accumulated by the exporter between scrapes",
             "counter",
         )
-        series = self._array_series
-        for index, total in elements:
-            known = series.get((name, index))
-            if known is None:
+        # Elements only ever appear (WrapAccumulator): the prefixes and labels of a counter's
+        # elements are made again only when it has more.
+        cached = self._array_series.get(name)
+        if cached is None or cached[0] != indices:
+            label_sets = []
+            for index in indices:
                 labels = {"index": str(index)}
                 if counter == HYPERCALLS:
                     labels["hypercall"] = hypercall_name(index)
-                prefix = f"{family.sample_name}{{{label_text(labels)}}} "
-                known = series[name, index] = labels, prefix
-            family.add_series(known[1], known[0], total)
+                label_sets.append(labels)
+            prefixes = [f"{family.sample_name}{{{label_text(labels)}}} " for labels in label_sets]
+            cached = self._array_series[name] = indices, prefixes, label_sets
+        family.extend(cached[1], cached[2], totals)
         return family
 
 

@@ -118,8 +118,7 @@ def list_links(sysfs_root: str = "/sys") -> dict[str, bool]:
 
 def _read_nodename(path: str) -> tuple[int, int] | None:
     try:
-        with open(path) as file:
-            return parse_nodename(file.read())
+        return parse_nodename(_read_attribute(path).decode(errors="replace"))
     except OSError:
         return None
 
@@ -128,7 +127,7 @@ def read_vif_stats(vif: Vif, sysfs_root: str = "/sys") -> VifStats:
     """The interface's counters; OSError if it vanished since `list_vifs`."""
     statistics = os.path.join(sysfs_root, "class", "net", vif.name, "statistics")
     values = {
-        name: _read_int(os.path.join(statistics, name))
+        name: _read_int(f"{statistics}/{name}")
         for name in ("rx_bytes", "rx_packets", "rx_dropped", "tx_bytes", "tx_packets", "tx_dropped")
     }
     return VifStats(vif=vif, **values)
@@ -153,11 +152,11 @@ def list_vbds(sysfs_root: str = "/sys") -> list[VbdStats]:
                 VbdStats(
                     domid=int(match[1]),
                     devid=int(match[2]),
-                    read_requests=_read_int(os.path.join(statistics, "rd_req")),
-                    write_requests=_read_int(os.path.join(statistics, "wr_req")),
-                    read_sectors=_read_int(os.path.join(statistics, "rd_sect")),
-                    write_sectors=_read_int(os.path.join(statistics, "wr_sect")),
-                    out_of_requests=_read_int(os.path.join(statistics, "oo_req")),
+                    read_requests=_read_int(f"{statistics}/rd_req"),
+                    write_requests=_read_int(f"{statistics}/wr_req"),
+                    read_sectors=_read_int(f"{statistics}/rd_sect"),
+                    write_sectors=_read_int(f"{statistics}/wr_sect"),
+                    out_of_requests=_read_int(f"{statistics}/oo_req"),
                 )
             )
         except FileNotFoundError:
@@ -165,13 +164,26 @@ def list_vbds(sysfs_root: str = "/sys") -> list[VbdStats]:
     return sorted(vbds, key=lambda vbd: (vbd.domid, vbd.devid))
 
 
-def _read_int(path: str) -> int:
-    with open(path) as file:
-        text = file.read().strip()
+# A sysfs attribute is at most a page, and a read from offset 0 returns all of it.
+_ATTRIBUTE_BYTES = 4096
+
+
+def _read_attribute(path: str) -> bytes:
+    # os.open and one os.read, not open(): a scrape reads ~30 of these, and a text file
+    # object (buffer, decoder) costs three times the system calls' time.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return int(text)
+        return os.read(fd, _ATTRIBUTE_BYTES)
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: str) -> int:
+    data = _read_attribute(path)
+    try:
+        return int(data)  # int() takes ASCII bytes and ignores the trailing newline
     except ValueError:
-        raise ValueError(f"{path}: not a number: {text!r}") from None
+        raise ValueError(f"{path}: not a number: {data.decode(errors='replace')!r}") from None
 
 
 def vbd_device_name(devid: int) -> str:

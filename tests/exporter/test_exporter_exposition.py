@@ -11,10 +11,13 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.exposition import (
+    SeriesCache,
     SeriesFamily,
     TextRenderer,
     UnsupportedMetric,
+    counter_family,
     format_value,
+    gauge_family,
     label_text,
 )
 
@@ -94,3 +97,39 @@ def test_integers_formatted_like_go_across_magnitudes() -> None:
     for value in values:
         if value >= 0:
             assert format_value(value) == floatToGoString(value), value
+
+
+def labelled_families(cache: SeriesCache) -> list[Metric]:
+    counter = counter_family("xen_test_bytes_total", "Bytes", ["domain", "interface"], cache)
+    counter.add_metric(["g1", "vif3.0"], 1_014_098)
+    counter.add_metric(['odd "name"\\\n', "vif4.0"], 2.5)
+    gauge = gauge_family("xen_test_state", "State", ["domain", "state"], cache)
+    gauge.add_metric(["g1", "running"], 1)
+    gauge.add_metric(["g1", "blocked"], 0)
+    return [counter, gauge, gauge_family("xen_test_empty", "No series", ["domain"], cache)]
+
+
+def test_labelled_series_families_write_what_prometheus_client_families_do() -> None:
+    counter = CounterMetricFamily("xen_test_bytes_total", "Bytes", labels=["domain", "interface"])
+    counter.add_metric(["g1", "vif3.0"], 1_014_098)
+    counter.add_metric(['odd "name"\\\n', "vif4.0"], 2.5)
+    gauge = GaugeMetricFamily("xen_test_state", "State", labels=["domain", "state"])
+    gauge.add_metric(["g1", "running"], 1)
+    gauge.add_metric(["g1", "blocked"], 0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed([counter, gauge, GaugeMetricFamily("xen_test_empty", "No series")]))
+    cache = SeriesCache()
+    renderer = TextRenderer()
+    assert renderer.render(labelled_families(cache)) == generate_latest(registry)
+    assert renderer.render(labelled_families(cache)) == generate_latest(registry)  # cached
+    served = CollectorRegistry(auto_describe=False)
+    served.register(Fixed(labelled_families(cache)))
+    assert (
+        served.get_sample_value("xen_test_bytes_total", {"domain": "g1", "interface": "vif3.0"})
+        == 1_014_098
+    )
+
+
+def test_a_series_family_without_a_cache_takes_no_label_values() -> None:
+    with pytest.raises(TypeError):
+        SeriesFamily("xen_t", "t", "gauge", ["domain"]).add_metric(["g1"], 1)
