@@ -270,7 +270,16 @@ def _plan_shape(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) ->
         commands += _plan_shape_send(params, dom, tools)
     if direction in ("receive", "both"):
         commands += _plan_shape_receive(params, dom, tools)
-    return commands
+
+    # One `ip -batch` and one `tc -batch` in a round, both directions together: every ifb made
+    # and up first, then every tc change, then the per-vif ifbs of an older remediator deleted
+    # (each direction's own order kept within a phase).
+    def phase(command: Command) -> int:
+        if command.argv[0] != tools.ip:
+            return 1
+        return 2 if command.argv[1:3] == ("link", "del") else 0
+
+    return sorted(commands, key=phase)
 
 
 def _ifb_up(

@@ -388,3 +388,10 @@ def test_cpu_lists(text: str, cpus: set[int], rendered: str) -> None:
 def test_bad_cpu_lists(text: str) -> None:
     with pytest.raises(ValueError):
         parse_cpu_list(text)
+
+
+def test_both_directions_make_their_ifbs_first_then_every_tc_change_in_one_run() -> None:
+    both = Action("network_shape", {**SHAPE.params, "direction": "both"})
+    programs = [c.argv[0] for c in plan_apply(both, dom(rx_ifb=NO_RX_IFB), {}, TOOLS)]
+    # One ip run then one tc run: the round's one `ip -batch -` and one `tc -batch -`.
+    assert programs == ["/x/ip"] * 4 + ["/x/tc"] * (len(programs) - 4)
