@@ -20,7 +20,7 @@ from typing import Any
 
 from remediator.alerts import Intent, Notification, Refusal, interpret
 from remediator.config import Config
-from remediator.host import IFB_PREFIX, HostState, ObservedDomain
+from remediator.host import HostState, ObservedDomain, ifb_domid
 from remediator.metrics import Metrics
 from remediator.observe import HostReader, ObserveError
 from remediator.plan import (
@@ -817,7 +817,8 @@ class Engine:
     def _remove_stray_ifbs(self, host: HostState | None = None, exclude: int | None = None) -> None:
         """Delete ifbs of ours that no live network throttle owns.
 
-        Ownership is by the domid the record holds (an ifb is `jifb<domid>.<devid>`), read after
+        Ownership is by the domid the record holds (an ifb is `jifb<domid>`, `jifb<domid>r` or
+        an older `jifb<domid>.<devid>`), read after
         the host was observed: every ifb seen was created by a throttle whose domid was recorded
         before the `ip link add`, so it is found here unless that throttle has ended.
         """
@@ -834,7 +835,7 @@ class Engine:
             if t.kind == "network_shape" and t.domid is not None and t.id != exclude
         }
         for name in host.our_ifbs:
-            if name[len(IFB_PREFIX) :].split(".", 1)[0] in owned:
+            if ifb_domid(name) in owned:
                 continue
             log.info("removing stray ifb %s (no live throttle owns it)", name)
             result = self.runner.run(self.tools.cmd(self.tools.ip, "link", "del", "dev", name))

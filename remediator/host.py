@@ -25,6 +25,17 @@ def ifb_name(domid: int) -> str:
     return f"{IFB_PREFIX}{domid}"
 
 
+def receive_ifb_name(domid: int) -> str:
+    """The ifb that takes the egress of every vif of a domain (what Dom0 sends into the guest):
+    `jifb<domid>r`, at most 10 characters (IFNAMSIZ allows 15)."""
+    return f"{IFB_PREFIX}{domid}r"
+
+
+def ifb_domid(name: str) -> str:
+    """The domid an ifb of ours belongs to (`jifb<domid>`, `jifb<domid>r`, `jifb<domid>.…`)."""
+    return name[len(IFB_PREFIX) :].split(".", 1)[0].removesuffix("r")
+
+
 def is_per_vif_ifb(name: str, domid: int) -> bool:
     """One of the per-vif ifbs (`jifb<domid>.<devid>[e]`) that remediators before per-domain
     shaping created: a throttle applied by one is moved to the domain's ifb."""
@@ -61,6 +72,9 @@ class LinkState:
     qdiscs: tuple[Qdisc, ...] = ()
     redirects: tuple[Redirect, ...] = ()
     other_filters: tuple[int, ...] = ()
+    # The redirects of the filters on our root qdisc (`d1c:`, an htb on a vif whose receive
+    # direction is shaped): the vif's egress sent to the domain's receive ifb.
+    egress_redirects: tuple[Redirect, ...] = ()
 
     @property
     def root(self) -> Qdisc | None:
@@ -96,6 +110,8 @@ class ObservedDomain:
     # network was not read), and per-vif ifbs an older remediator left (`is_per_vif_ifb`).
     ifb: LinkState | None = None
     old_ifbs: tuple[str, ...] = ()
+    # The domain's receive ifb (`receive_ifb_name(domid)`), as `ifb`.
+    rx_ifb: LinkState | None = None
 
 
 @dataclass(frozen=True)
@@ -151,8 +167,8 @@ def split_json_lists(text: str) -> list[str]:
 
 
 def parse_ingress_filters(text: str) -> tuple[tuple[Redirect, ...], tuple[int, ...]]:
-    """`tc -j filter show dev X parent ffff:`: its mirred egress redirects, and the priorities
-    of the filters that redirect nowhere."""
+    """`tc -j filter show dev X parent ffff:` (or `parent d1c:`, the root's): its mirred egress
+    redirects, and the priorities of the filters that redirect nowhere."""
     redirects = []
     others = set()
     for entry in _json_list(text):

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from remediator.host import (
     IFB_PREFIX,
+    INGRESS_HANDLE,
+    QDISC_HANDLE,
     HostState,
     LinkState,
     ObservedDomain,
@@ -24,6 +26,7 @@ from remediator.host import (
     parse_ingress_filters,
     parse_links,
     parse_qdiscs_by_dev,
+    receive_ifb_name,
     split_json_lists,
 )
 from remediator.plan import Command, Tools
@@ -101,7 +104,12 @@ class HostObserver:
         shown = [d for d in devices if d in vifs and d in links]
         if not all(batch_word(d) for d in shown):
             raise ObserveError(f"an interface name unfit for a tc -batch line in {shown}")
-        lines = "qdisc show\n" + "".join(f"filter show dev {d} parent ffff:\n" for d in shown)
+        # Per vif: its ingress filters, then those on our root qdisc (none when it is not ours).
+        lines = "qdisc show\n" + "".join(
+            f"filter show dev {d} parent {parent}\n"
+            for d in shown
+            for parent in (INGRESS_HANDLE, QDISC_HANDLE)
+        )
         argv = (self._tools.tc, "-j", "-batch", "-")
         if first is None:
             text = self._read(*argv, stdin=lines)
@@ -119,11 +127,14 @@ class HostObserver:
                 raise _FirstFailed(result)
             text = result.stdout
         outputs = split_json_lists(text)
-        if len(outputs) != len(shown) + 1:
-            raise ObserveError(f"tc -batch printed {len(outputs)} answers to {len(shown) + 1}")
+        if len(outputs) != 2 * len(shown) + 1:
+            raise ObserveError(f"tc -batch printed {len(outputs)} answers to {2 * len(shown) + 1}")
         qdiscs = parse_qdiscs_by_dev(outputs[0])
         filters = {
-            d: parse_ingress_filters(text) for d, text in zip(shown, outputs[1:], strict=True)
+            d: parse_ingress_filters(text) for d, text in zip(shown, outputs[1::2], strict=True)
+        }
+        egress = {
+            d: parse_ingress_filters(text)[0] for d, text in zip(shown, outputs[2::2], strict=True)
         }
         return {
             d: LinkState(
@@ -132,6 +143,7 @@ class HostObserver:
                 qdiscs=qdiscs.get(d, ()),
                 redirects=filters.get(d, ((), ()))[0],
                 other_filters=filters.get(d, ((), ()))[1],
+                egress_redirects=egress.get(d, ()),
             )
             if d in links
             else LinkState(name=d, exists=False, up=False)
@@ -184,6 +196,7 @@ class HostObserver:
                 # Every vif of the domains asked about, and each domain's one ifb.
                 devices = [vif.name for vif in theirs]
                 devices += [ifb_name(dom.domid) for dom in running.values()]
+                devices += [receive_ifb_name(dom.domid) for dom in running.values()]
                 tc = self._tc_state(links, devices, {vif.name for vif in theirs}, first, ran)
             states = {}
             for name, dom in running.items():
@@ -212,6 +225,7 @@ class HostObserver:
                     hard_affinity=affinity,
                     vifs=vif_states,
                     ifb=tc.get(ifb_name(dom.domid)),
+                    rx_ifb=tc.get(receive_ifb_name(dom.domid)),
                     old_ifbs=tuple(n for n in our_ifbs if is_per_vif_ifb(n, dom.domid))
                     if network
                     else (),

@@ -19,6 +19,7 @@ from remediator.host import (
     LinkState,
     ObservedDomain,
     ifb_name,
+    receive_ifb_name,
 )
 from remediator.units import format_cpu_list
 from xentools.cpulist import is_cpulist
@@ -260,15 +261,6 @@ def _tbf_matches(link: LinkState, params: Mapping[str, Any]) -> bool:
     )
 
 
-def receive_share(params: Mapping[str, Any], vifs: int) -> dict[str, Any]:
-    """What each of a domain's `vifs` may deliver to it when what it receives is shaped: the
-    domain's rate split evenly (a tbf sits on each vif's own egress, so the domain's limit
-    holds whatever its number of vifs; the burst stays whole, at least a full packet)."""
-    share = dict(params)
-    share["rate_bps"] = max(8, int(params["rate_bps"]) // max(1, vifs))
-    return share
-
-
 def _plan_shape(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) -> list[Command]:
     if not dom.vifs:
         raise PlanError("no_interfaces", f"domain {dom.name} has no vif in this Dom0")
@@ -277,17 +269,94 @@ def _plan_shape(params: Mapping[str, Any], dom: ObservedDomain, tools: Tools) ->
     if direction in ("send", "both"):
         commands += _plan_shape_send(params, dom, tools)
     if direction in ("receive", "both"):
-        share = receive_share(params, len(dom.vifs))
-        for vif in dom.vifs:
-            root = vif.link.root
-            if (
-                root is not None
-                and root.handle != QDISC_HANDLE
-                and root.kind not in DEFAULT_ROOT_KINDS
-            ):
-                raise PlanError("foreign_tc", f"{vif.name} has an operator's {root.kind}")
-            if not _tbf_matches(vif.link, share):
-                commands.append(_tbf(tools, vif.name, share))
+        commands += _plan_shape_receive(params, dom, tools)
+
+    # One `ip -batch` and one `tc -batch` in a round, both directions together: every ifb made
+    # and up first, then every tc change, then the per-vif ifbs of an older remediator deleted
+    # (each direction's own order kept within a phase).
+    def phase(command: Command) -> int:
+        if command.argv[0] != tools.ip:
+            return 1
+        return 2 if command.argv[1:3] == ("link", "del") else 0
+
+    return sorted(commands, key=phase)
+
+
+def _ifb_up(
+    tools: Tools, ifb: str, link: LinkState | None, params: Mapping[str, Any]
+) -> list[Command]:
+    """The commands that make `ifb` exist, up, with our tbf at the domain's rate."""
+    link = link if link is not None else LinkState(ifb, exists=False, up=False)
+    commands: list[Command] = []
+    if not link.exists:
+        commands.append(tools.cmd(tools.ip, "link", "add", ifb, "type", "ifb"))
+    if not (link.exists and link.up):
+        commands.append(tools.cmd(tools.ip, "link", "set", "dev", ifb, "up"))
+    if not _tbf_matches(link, params):
+        commands.append(_tbf(tools, ifb, params))
+    return commands
+
+
+def _redirect(tools: Tools, vif: str, parent: str, ifb: str) -> Command:
+    return tools.cmd(
+        tools.tc, "filter", "add", "dev", vif, "parent", parent, "protocol", "all",
+        "prio", str(FILTER_PREF), "u32", "match", "u32", "0", "0",
+        "action", "mirred", "egress", "redirect", "dev", ifb,
+    )  # fmt: skip
+
+
+def _plan_shape_receive(
+    params: Mapping[str, Any], dom: ObservedDomain, tools: Tools
+) -> list[Command]:
+    """Per domain: a second ifb (`jifb<domid>r`) with one tbf, and every vif's egress (what Dom0
+    sends into the guest) redirected to it by a filter on an htb we put at the vif's root (its
+    default class is none: what the ifb sends back leaves unclassified, unshaped), so that the
+    domain's vifs share its rate. A vif that carries an older remediator's per-vif tbf (`d1c:`
+    too) has it deleted first: tc cannot replace a qdisc by one of another kind."""
+    ifb = receive_ifb_name(dom.domid)
+    commands = _ifb_up(tools, ifb, dom.rx_ifb, params)
+    for vif in dom.vifs:
+        root = vif.link.root
+        if root is not None and root.handle != QDISC_HANDLE and root.kind not in DEFAULT_ROOT_KINDS:
+            raise PlanError("foreign_tc", f"{vif.name} has an operator's {root.kind}")
+        ours = root is not None and root.handle == QDISC_HANDLE
+        if ours and root is not None and root.kind != "htb":
+            commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "root"))
+            ours = False
+        if not ours:
+            commands.append(
+                tools.cmd(
+                    tools.tc,
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    vif.name,
+                    "root",
+                    "handle",
+                    QDISC_HANDLE,
+                    "htb",
+                )
+            )
+            commands.append(_redirect(tools, vif.name, QDISC_HANDLE, ifb))
+            continue
+        redirects = [r for r in vif.link.egress_redirects if r.pref == FILTER_PREF]
+        if [r.to_dev for r in redirects] == [ifb]:
+            continue
+        if redirects:
+            commands.append(
+                tools.cmd(
+                    tools.tc,
+                    "filter",
+                    "del",
+                    "dev",
+                    vif.name,
+                    "parent",
+                    QDISC_HANDLE,
+                    "prio",
+                    str(FILTER_PREF),
+                )
+            )
+        commands.append(_redirect(tools, vif.name, QDISC_HANDLE, ifb))
     return commands
 
 
@@ -298,14 +367,7 @@ def _plan_shape_send(params: Mapping[str, Any], dom: ObservedDomain, tools: Tool
         if any(r.pref != FILTER_PREF for r in vif.link.redirects):
             raise PlanError("foreign_tc", f"{vif.name} has an operator's ingress redirect")
     ifb = ifb_name(dom.domid)
-    link = dom.ifb if dom.ifb is not None else LinkState(ifb, exists=False, up=False)
-    commands: list[Command] = []
-    if not link.exists:
-        commands.append(tools.cmd(tools.ip, "link", "add", ifb, "type", "ifb"))
-    if not (link.exists and link.up):
-        commands.append(tools.cmd(tools.ip, "link", "set", "dev", ifb, "up"))
-    if not _tbf_matches(link, params):
-        commands.append(_tbf(tools, ifb, params))
+    commands = _ifb_up(tools, ifb, dom.ifb, params)
     for vif in dom.vifs:
         if not vif.link.has_ingress:
             commands.append(tools.cmd(tools.tc, "qdisc", "add", "dev", vif.name, "ingress"))
@@ -314,32 +376,7 @@ def _plan_shape_send(params: Mapping[str, Any], dom: ObservedDomain, tools: Tool
             continue
         if ours:
             commands.append(_delete_our_filter(vif.name, tools))
-        commands.append(
-            tools.cmd(
-                tools.tc,
-                "filter",
-                "add",
-                "dev",
-                vif.name,
-                "parent",
-                "ffff:",
-                "protocol",
-                "all",
-                "prio",
-                str(FILTER_PREF),
-                "u32",
-                "match",
-                "u32",
-                "0",
-                "0",
-                "action",
-                "mirred",
-                "egress",
-                "redirect",
-                "dev",
-                ifb,
-            )
-        )
+        commands.append(_redirect(tools, vif.name, "ffff:", ifb))
     # Per-vif ifbs of an older remediator: the redirects above no longer point there.
     commands += [tools.cmd(tools.ip, "link", "del", "dev", old) for old in dom.old_ifbs]
     return commands
@@ -355,7 +392,8 @@ def _delete_our_filter(vif: str, tools: Tools) -> Command:
 def _plan_unshape(dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -> list[Command]:
     """Remove only what we created: our redirects, the ingress qdisc where we added it and
     nobody else's filter has come to sit on it since (the exporter's direction counters), our
-    root tbf on a vif, then the domain's ifb (and per-vif ifbs of an older remediator)."""
+    root qdisc on a vif (the receive direction's htb and its redirect, or an older remediator's
+    per-vif tbf), then the domain's ifbs (and per-vif ifbs of an older remediator)."""
     theirs = set(prior.get("ingress_before", ()))
     commands: list[Command] = []
     for vif in dom.vifs:
@@ -369,7 +407,8 @@ def _plan_unshape(dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -
         root = vif.link.root
         if root is not None and root.handle == QDISC_HANDLE:
             commands.append(tools.cmd(tools.tc, "qdisc", "del", "dev", vif.name, "root"))
-    if dom.ifb is not None and dom.ifb.exists:
-        commands.append(tools.cmd(tools.ip, "link", "del", "dev", dom.ifb.name))
+    for ifb in (dom.ifb, dom.rx_ifb):
+        if ifb is not None and ifb.exists:
+            commands.append(tools.cmd(tools.ip, "link", "del", "dev", ifb.name))
     commands += [tools.cmd(tools.ip, "link", "del", "dev", old) for old in dom.old_ifbs]
     return commands

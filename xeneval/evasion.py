@@ -651,9 +651,10 @@ def latency(
     forms: Mapping[str, tuple[str, ...]],
     bar: float,
     run: Callable[..., dict[str, dict[str, float]]] = promtool_fired,
-) -> dict[str, dict[str, float | None]]:
+) -> tuple[dict[str, dict[str, float | None]], set[str]]:
     """Constant abuse at LATENCY_FACTORS x the threshold (at most what it can do): seconds from
-    its start to each form's first alert, checked every second."""
+    its start to each form's first alert, checked every second; and the alerts that fired at
+    the top level."""
     levels = sorted({min(profile.most or float("inf"), f * bar) for f in LATENCY_FACTORS})
     cases = {f"lat-{level:.6g}": steady_rates(level, LATENCY_SECONDS) for level in levels}
     alerts = sorted({a for form in forms.values() for a in form})
@@ -667,7 +668,7 @@ def latency(
             ]
             factor = f"{level / bar:.3g}"
             result[form][factor] = round(min(times) - WARMUP_SECONDS, 1) if times else None
-    return result
+    return result, set(fired[f"lat-{levels[-1]:.6g}"])
 
 
 def evaluate(
@@ -685,7 +686,7 @@ def evaluate(
         Search(f"pk{peak:.6g}-p{period:g}", peak, period) for peak in peaks for period in PERIODS
     ] + [Search("rate")]
     brackets = bisect(profile, rules, forms, searches, bar, run)
-    lat = latency(profile, rules, forms, bar, run)
+    lat, fired_constant = latency(profile, rules, forms, bar, run)
     result: dict[str, Any] = {
         "profile": profile.name,
         "policy": profile.policy,
@@ -715,10 +716,11 @@ def evaluate(
             )
         b = brackets[(form, "rate")]
         for_seconds = max(rules.alerts[a]["for"] for a in members)
-        constant_for = min(
-            (rules.alerts[a]["for"] for a in members if not a.endswith("Pulsing")),
-            default=for_seconds,
-        )
+        # Judged against the constant forms that judge this abuse (those that fired on it),
+        # not a form of the policy that never sees it (the page-fault form for a balloon).
+        constant = [a for a in members if not a.endswith("Pulsing")]
+        constant = [a for a in constant if a in fired_constant] or constant
+        constant_for = min((rules.alerts[a]["for"] for a in constant), default=for_seconds)
         result["forms"][form] = {
             "alerts": list(members),
             "pulsing": pulsing,

@@ -20,6 +20,7 @@ from remediator.host import (
     VifState,
     ifb_name,
     is_per_vif_ifb,
+    receive_ifb_name,
 )
 from remediator.observe import ObserveError
 from remediator.plan import Command
@@ -57,6 +58,7 @@ class FakeLink:
     root: Qdisc | None = None
     ingress: bool = False
     redirects: list[Redirect] = field(default_factory=list)
+    egress_redirects: list[Redirect] = field(default_factory=list)  # on our root htb
 
 
 class FakeHost:
@@ -126,6 +128,7 @@ class FakeHost:
                     vifs=vifs,
                     uuid=dom.uuid,
                     ifb=self._link_state(ifb_name(dom.domid)),
+                    rx_ifb=self._link_state(receive_ifb_name(dom.domid)),
                     old_ifbs=tuple(sorted(n for n in self.links if is_per_vif_ifb(n, dom.domid))),
                 )
             ifbs = tuple(sorted(n for n in self.links if n.startswith(IFB_PREFIX)))
@@ -141,7 +144,11 @@ class FakeHost:
         if link.ingress:
             qdiscs.append(Qdisc("ingress", "ffff:", False))
         return LinkState(
-            name=name, up=link.up, qdiscs=tuple(qdiscs), redirects=tuple(link.redirects)
+            name=name,
+            up=link.up,
+            qdiscs=tuple(qdiscs),
+            redirects=tuple(link.redirects),
+            egress_redirects=tuple(link.egress_redirects),
         )
 
     # -- Runner -------------------------------------------------------------------------------
@@ -220,7 +227,13 @@ class FakeHost:
     def _tc(self, args: list[str]) -> None:
         obj, verb, _dev, name = args[:4]
         link = self.links[name]
-        if obj == "qdisc" and verb == "replace":
+        if obj == "qdisc" and verb == "replace" and args[-1] == "htb":
+            handle = args[args.index("handle") + 1]
+            if link.root is not None and link.root.handle == handle and link.root.kind != "htb":
+                raise ValueError("Invalid qdisc name: must match existing qdisc")
+            if link.root is None or link.root.kind != "htb":
+                link.root = Qdisc("htb", handle, True)
+        elif obj == "qdisc" and verb == "replace":
             rate = int(args[args.index("rate") + 1].removesuffix("bit"))
             burst = int(args[args.index("burst") + 1].removesuffix("b"))
             link.root = Qdisc("tbf", args[args.index("handle") + 1], True, rate, burst)
@@ -233,6 +246,15 @@ class FakeHost:
             link.redirects = []
         elif obj == "qdisc" and verb == "del" and args[4] == "root":
             link.root = Qdisc("noqueue", "0:", True)
+            link.egress_redirects = []
+        elif obj == "filter" and args[args.index("parent") + 1] != "ffff:":
+            if link.root is None or link.root.kind != "htb":
+                raise ValueError("Class doesn't support blocks")
+            prio = int(args[args.index("prio") + 1])
+            if verb == "add":
+                link.egress_redirects.append(Redirect(prio, args[-1]))
+            else:
+                link.egress_redirects = [r for r in link.egress_redirects if r.pref != prio]
         elif obj == "filter" and verb == "add":
             if not link.ingress:
                 raise ValueError("no ingress qdisc")
@@ -267,7 +289,8 @@ class FakeHost:
         dom = self.domains.get(name)
         if dom is None:
             return True
-        if any(n == ifb_name(dom.domid) or is_per_vif_ifb(n, dom.domid) for n in self.links):
+        ours = (ifb_name(dom.domid), receive_ifb_name(dom.domid))
+        if any(n in ours or is_per_vif_ifb(n, dom.domid) for n in self.links):
             return False
         for vif, _devid, _emu in dom.vif_names():
             link = self.links[vif]

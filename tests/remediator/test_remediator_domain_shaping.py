@@ -203,3 +203,89 @@ def test_a_per_vif_throttle_of_an_older_remediator_moves_to_the_domains_ifb(
     assert moved.old_ifbs == ()
     assert is_applied(SHAPE, moved, {}, tools)
     assert [r.to_dev for v in moved.vifs for r in v.link.redirects] == ["jifb9", "jifb9"]
+
+
+RECEIVE = Action(
+    "network_shape", {"rate_bps": RATE_BPS, "burst_bytes": BURST, "direction": "receive"}
+)
+
+
+def _flood_into_guest(ns: str, seconds: float) -> subprocess.Popen[bytes]:
+    """Dom0 sends to the guest over both vifs (their egress: what the guest receives)."""
+    pairs = [f"{address},{peer}" for _vif, _eth, address, peer in LINKS]
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ns, "python3", "-c", FLOOD, str(seconds), *pairs],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+FRAME = 14 + 20 + 8 + 1000  # what FLOOD sends, as an Ethernet frame
+
+
+def _offered_to_tbf(ns: str, dev: str) -> int:
+    """Bytes that reached `dev`'s root qdisc: those it sent plus its drops (FLOOD's frames)."""
+    out = _run("ip", "netns", "exec", ns, "tc", "-s", "-j", "qdisc", "show", "dev", dev)
+    root = next(q for q in json.loads(out) if q.get("root"))
+    return int(root["bytes"]) + FRAME * int(root["drops"])
+
+
+def test_two_vifs_share_one_receive_rate_and_release_undoes_exactly(
+    dom0: tuple[str, str, Tools],
+) -> None:
+    ns, guest, tools = dom0
+    before = _run("ip", "-n", ns, "-j", "link", "show")
+    dom = _observe(tools)
+    assert dom.rx_ifb is not None and not dom.rx_ifb.exists
+    _execute(plan_apply(RECEIVE, dom, {}, tools))
+
+    shaped = _observe(tools)
+    assert is_applied(RECEIVE, shaped, {}, tools)
+    assert plan_apply(RECEIVE, shaped, {}, tools) == []  # idempotent
+    assert [r.to_dev for v in shaped.vifs for r in v.link.egress_redirects] == ["jifb9r"] * 2
+    assert shaped.rx_ifb is not None and shaped.rx_ifb.root is not None
+    assert shaped.rx_ifb.root.kind == "tbf"
+
+    # A flood from Dom0 into the guest over both vifs: one rate's worth reaches the guest.
+    eths = [eth for _vif, eth, *_ in LINKS]
+    offered = _offered_to_tbf(ns, "jifb9r")
+    delivered = sum(_rx_bytes(guest, eth) for eth in eths)
+    started = time.monotonic()
+    flood = _flood_into_guest(ns, 3.0)
+    assert flood.wait(timeout=30) == 0
+    seconds = time.monotonic() - started
+    offered = _offered_to_tbf(ns, "jifb9r") - offered
+    delivered = sum(_rx_bytes(guest, eth) for eth in eths) - delivered
+    cap = RATE_BPS / 8 * seconds + BURST
+    assert offered > 3 * cap, (offered, cap)  # the flood really was above the cap
+    assert delivered <= 1.1 * cap, (delivered, cap)  # split per vif, it would be twice that
+    assert delivered >= 0.5 * RATE_BPS / 8 * seconds  # and the guest still gets its rate
+
+    _execute(plan_release(RECEIVE, shaped, {"ingress_before": []}, tools))
+    released = _observe(tools)
+    assert is_released(RECEIVE, released, {"ingress_before": []}, tools)
+    assert released.rx_ifb is not None and not released.rx_ifb.exists
+    assert all(v.link.root is None or v.link.root.handle != "d1c:" for v in released.vifs)
+    links = {link["ifname"] for link in json.loads(before)}
+    assert {link["ifname"] for link in json.loads(_run("ip", "-n", ns, "-j", "link", "show"))} == (
+        links
+    )
+
+
+def test_an_older_per_vif_receive_tbf_moves_to_the_domains_receive_ifb(
+    dom0: tuple[str, str, Tools],
+) -> None:
+    ns, _guest, tools = dom0
+    # What a remediator before the shared receive limit left: the rate split over the vifs.
+    for vif, *_rest in LINKS:
+        _run("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", vif, "root", "handle",
+             "d1c:", "tbf", "rate", "500kbit", "burst", "32kb", "latency", "50ms")  # fmt: skip
+    old = _observe(tools)
+    assert not is_applied(RECEIVE, old, {}, tools)
+    _execute(plan_apply(RECEIVE, old, {}, tools))
+    moved = _observe(tools)
+    assert is_applied(RECEIVE, moved, {}, tools)
+    assert all(v.link.root is not None and v.link.root.kind == "htb" for v in moved.vifs)
+    assert [r.to_dev for v in moved.vifs for r in v.link.egress_redirects] == ["jifb9r"] * 2
+    _execute(plan_release(RECEIVE, moved, {}, tools))
+    assert is_released(RECEIVE, _observe(tools), {}, tools)

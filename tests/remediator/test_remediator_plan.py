@@ -148,24 +148,97 @@ def test_a_different_rate_replaces_only_the_tbf() -> None:
     ]
 
 
-def test_receive_direction_puts_a_tbf_on_the_vif_itself() -> None:
-    receive = Action("network_shape", {**SHAPE.params, "direction": "receive"})
-    assert [c.argv[:11] for c in plan_apply(receive, dom(), {}, TOOLS)] == [
-        ("/x/tc", "qdisc", "replace", "dev", "vif7.0", "root", "handle", "d1c:", "tbf",
-         "rate", "1000000bit"),
-    ]  # fmt: skip
+RECEIVE = Action("network_shape", {**SHAPE.params, "direction": "receive"})
+HTB = Qdisc("htb", "d1c:", True)
+NO_RX_IFB = LinkState("jifb7r", exists=False, up=False)
+SHAPED_RX_IFB = LinkState("jifb7r", qdiscs=(TBF,))
 
 
-def test_receive_direction_splits_the_domains_rate_over_its_vifs() -> None:
-    receive = Action("network_shape", {**SHAPE.params, "direction": "receive"})
-    state = dom(vifs=(vif(), vif("vif7.1", 1)))
-    assert [c.argv[4:11] for c in plan_apply(receive, state, {}, TOOLS)] == [
-        ("vif7.0", "root", "handle", "d1c:", "tbf", "rate", "500000bit"),
-        ("vif7.1", "root", "handle", "d1c:", "tbf", "rate", "500000bit"),
+def rx_vif(name: str = "vif7.0", devid: int = 0, to: str = "jifb7r") -> VifState:
+    """A vif whose egress (what the guest receives) goes to the domain's receive ifb."""
+    state = vif(name, devid, qdiscs=(HTB,))
+    link = replace(state.link, egress_redirects=(Redirect(49, to),))
+    return replace(state, link=link)
+
+
+def egress_redirect(dev: str, to: str = "jifb7r") -> tuple[str, ...]:
+    return (
+        "/x/tc", "filter", "add", "dev", dev, "parent", "d1c:", "protocol", "all",
+        "prio", "49", "u32", "match", "u32", "0", "0",
+        "action", "mirred", "egress", "redirect", "dev", to,
+    )  # fmt: skip
+
+
+def test_receive_direction_sends_every_vifs_egress_to_the_domains_one_receive_ifb() -> None:
+    state = dom(vifs=(vif(), vif("vif7.1", 1)), rx_ifb=NO_RX_IFB)
+    assert argvs(plan_apply(RECEIVE, state, {}, TOOLS))[:2] == [
+        ("/x/ip", "link", "add", "jifb7r", "type", "ifb"),
+        ("/x/ip", "link", "set", "dev", "jifb7r", "up"),
     ]
+    commands = argvs(plan_apply(RECEIVE, state, {}, TOOLS))[2:]
+    # The whole rate on the one ifb (not split over the vifs), an htb root and a redirect on each.
+    assert commands[0][:11] == (
+        "/x/tc", "qdisc", "replace", "dev", "jifb7r", "root", "handle", "d1c:", "tbf", "rate",
+        "1000000bit",
+    )  # fmt: skip
+    assert commands[1:] == [
+        ("/x/tc", "qdisc", "replace", "dev", "vif7.0", "root", "handle", "d1c:", "htb"),
+        egress_redirect("vif7.0"),
+        ("/x/tc", "qdisc", "replace", "dev", "vif7.1", "root", "handle", "d1c:", "htb"),
+        egress_redirect("vif7.1"),
+    ]
+    done = dom(vifs=(rx_vif(), rx_vif("vif7.1", 1)), rx_ifb=SHAPED_RX_IFB)
+    assert is_applied(RECEIVE, done, {}, TOOLS)
+    assert plan_apply(RECEIVE, done, {}, TOOLS) == []  # idempotent
+    # Both directions: two ifbs, each with the domain's whole rate.
+    both = Action("network_shape", {**SHAPE.params, "direction": "both"})
+    assert is_applied(
+        both, replace(done, vifs=(replace(rx_vif(), link=replace(
+            rx_vif().link, qdiscs=(HTB, INGRESS), redirects=(Redirect(49, "jifb7"),))),),
+            ifb=SHAPED_IFB), {}, TOOLS,
+    )  # fmt: skip
+
+
+def test_a_vif_added_while_receive_shaped_joins_and_a_wrong_redirect_is_replaced() -> None:
+    state = dom(vifs=(rx_vif(), rx_vif("vif7.1", 1, to="jifb9r"), vif("vif7.2", 2)),
+                rx_ifb=SHAPED_RX_IFB)  # fmt: skip
+    assert argvs(plan_apply(RECEIVE, state, {}, TOOLS)) == [
+        ("/x/tc", "filter", "del", "dev", "vif7.1", "parent", "d1c:", "prio", "49"),
+        egress_redirect("vif7.1"),
+        ("/x/tc", "qdisc", "replace", "dev", "vif7.2", "root", "handle", "d1c:", "htb"),
+        egress_redirect("vif7.2"),
+    ]
+
+
+def test_an_older_per_vif_receive_tbf_is_replaced_by_the_shared_layout() -> None:
+    # What remediators before the shared receive limit left: the rate split over per-vif tbfs.
     half = Qdisc("tbf", "d1c:", True, 500_000, 32768)
-    done = dom(vifs=(vif(qdiscs=(half,)), vif("vif7.1", 1, qdiscs=(half,))))
-    assert is_applied(receive, done, {}, TOOLS)
+    old = dom(vifs=(vif(qdiscs=(half,)), vif("vif7.1", 1, qdiscs=(half,))), rx_ifb=NO_RX_IFB)
+    assert not is_applied(RECEIVE, old, {}, TOOLS)
+    assert argvs(plan_apply(RECEIVE, old, {}, TOOLS))[3:] == [
+        ("/x/tc", "qdisc", "del", "dev", "vif7.0", "root"),
+        ("/x/tc", "qdisc", "replace", "dev", "vif7.0", "root", "handle", "d1c:", "htb"),
+        egress_redirect("vif7.0"),
+        ("/x/tc", "qdisc", "del", "dev", "vif7.1", "root"),
+        ("/x/tc", "qdisc", "replace", "dev", "vif7.1", "root", "handle", "d1c:", "htb"),
+        egress_redirect("vif7.1"),
+    ]
+    # Released as it stands, too: our root on each vif (no receive ifb to delete).
+    assert argvs(plan_release(RECEIVE, old, {}, TOOLS)) == [
+        ("/x/tc", "qdisc", "del", "dev", "vif7.0", "root"),
+        ("/x/tc", "qdisc", "del", "dev", "vif7.1", "root"),
+    ]
+
+
+def test_receive_release_deletes_our_roots_and_the_receive_ifb() -> None:
+    done = dom(vifs=(rx_vif(), rx_vif("vif7.1", 1)), rx_ifb=SHAPED_RX_IFB)
+    assert argvs(plan_release(RECEIVE, done, {}, TOOLS)) == [
+        ("/x/tc", "qdisc", "del", "dev", "vif7.0", "root"),
+        ("/x/tc", "qdisc", "del", "dev", "vif7.1", "root"),
+        ("/x/ip", "link", "del", "dev", "jifb7r"),
+    ]
+    released = dom(vifs=(vif(), vif("vif7.1", 1)), rx_ifb=NO_RX_IFB)
+    assert plan_release(RECEIVE, released, {}, TOOLS) == []
 
 
 @pytest.mark.parametrize(
@@ -315,3 +388,10 @@ def test_cpu_lists(text: str, cpus: set[int], rendered: str) -> None:
 def test_bad_cpu_lists(text: str) -> None:
     with pytest.raises(ValueError):
         parse_cpu_list(text)
+
+
+def test_both_directions_make_their_ifbs_first_then_every_tc_change_in_one_run() -> None:
+    both = Action("network_shape", {**SHAPE.params, "direction": "both"})
+    programs = [c.argv[0] for c in plan_apply(both, dom(rx_ifb=NO_RX_IFB), {}, TOOLS)]
+    # One ip run then one tc run: the round's one `ip -batch -` and one `tc -batch -`.
+    assert programs == ["/x/ip"] * 4 + ["/x/tc"] * (len(programs) - 4)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from remediator.engine import Engine
+from remediator.host import Qdisc
 from tests.remediator.fakehost import FakeHost, FakeLink
 from tests.remediator.helpers import AUTH, alert, engine_of, payload, settle
 
@@ -75,3 +76,24 @@ def test_restart_finishes_work_recorded_before_the_crash(
     settle(second)
     assert fake_host.domains["batch03"].cap == 40
     assert engine_of(second).store.live()[0].state == "active"
+
+
+def test_receive_shaping_is_one_ifb_per_domain_and_an_older_layout_moves_to_it(
+    app: Flask, fake_host: FakeHost
+) -> None:
+    throttle_web02(app, direction="both")
+    vif = fake_host.links["vif8.0"]
+    assert fake_host.shaped("web02")
+    assert vif.root is not None and vif.root.kind == "htb"
+    assert [r.to_dev for r in vif.egress_redirects] == ["jifb8r"]
+    assert "jifb8r" in fake_host.links
+    # What a remediator before the shared receive limit left on the vif: its own tbf.
+    vif.root = Qdisc("tbf", "d1c:", True, 1_000_000, 32768)
+    vif.egress_redirects = []
+    engine_of(app).reconcile()
+    settle(app)
+    assert vif.root.kind == "htb" and [r.to_dev for r in vif.egress_redirects] == ["jifb8r"]
+    (throttle,) = engine_of(app).store.live()
+    assert engine_of(app).release_now(throttle.id)
+    settle(app)
+    assert fake_host.clean("web02")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from remediator.host import Qdisc, Redirect, parse_ingress_filters, parse_links, parse_qdiscs
+from remediator.host import (
+    Qdisc,
+    Redirect,
+    ifb_domid,
+    parse_ingress_filters,
+    parse_links,
+    parse_qdiscs,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tc"
 
@@ -58,3 +65,12 @@ def test_empty_output_is_no_state(text: str) -> None:
 def test_a_non_list_is_an_error() -> None:
     with pytest.raises(ValueError):
         parse_qdiscs('{"kind": "tbf"}')
+
+
+@pytest.mark.parametrize(
+    ("name", "domid"),
+    [("jifb7", "7"), ("jifb7r", "7"), ("jifb12.0", "12"), ("jifb12.0e", "12"), ("jifb3r", "3")],
+)
+def test_every_ifb_of_ours_names_its_domain(name: str, domid: str) -> None:
+    # Stray-ifb removal keeps an ifb whose domid a live throttle records: the receive ifb too.
+    assert ifb_domid(name) == domid

@@ -252,6 +252,7 @@ ALSO_PULSING = {
     "XenNetworkFloodPerfc": "XenNetworkFloodPerfcPulsing",
     "XenNetworkFloodVif": "XenNetworkFloodVifPulsing",
     "XenMemoryAbusePerfc": "XenMemoryAbusePerfcPulsing",
+    "XenMemoryAbuseBalloon": "XenMemoryAbuseBalloonPulsing",
     "XenDiskAbuseVbd": "XenDiskAbuseVbdPulsing",
 }
 
