@@ -163,6 +163,7 @@ class Daemon:
                     sent_packets=max(0, now.sent_packets - before.sent_packets),
                     received_packets=max(0, now.received_packets - before.received_packets),
                     page_faults=max(0, now.page_faults - before.page_faults),
+                    weight=domain.weight,
                 )
             )
         for key in set(self.samples) - seen:

@@ -212,6 +212,8 @@ GUEST_CPU_BASELINE = 0.002
 GUEST_CPU_PER_PACKET = 4 * DOM0_CPU_PER_GUEST_PACKET / 1.35 / 2
 
 NOISE = 0.05
+# credit2's weight of a domain nobody changed (xen/common/sched/credit2.c CSCHED2_DEFAULT_WEIGHT).
+DEFAULT_WEIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class DomainActivity:
     sent_packets: int = 0
     received_packets: int = 0
     page_faults: int = 0
+    weight: int = DEFAULT_WEIGHT  # credit2 weight (xl sched-credit2 -w)
 
 
 @dataclass(frozen=True)
@@ -282,23 +285,34 @@ class _Accumulator:
         return whole + (1 if self.rng.random() < value - whole else 0)
 
 
-def fair_split(wants: Mapping[str, float], capacity: float) -> dict[str, float]:
-    """What each claimant gets of `capacity`, max-min fair: one wanting less than an equal
-    split gets what it wants, the rest is split equally among those wanting more.
+def fair_split(
+    wants: Mapping[str, float],
+    capacity: float,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """What each claimant gets of `capacity`, max-min fair in proportion to its weight (all
+    DEFAULT_WEIGHT when not given): one wanting less than its weighted split gets what it
+    wants, the rest is split among those wanting more, again by weight.
 
-    This is credit2's sharing of a saturated CPU between runnable vCPUs of equal weight
-    (xen/common/sched/credit2.c: every vCPU burns credit at a rate inversely proportional to
-    its weight, and the one with most credit runs; with the default weight 256 for all, they
-    converge to equal shares of the time they all want). A capped domain's want is already at
-    most its cap (the cap is applied before it asks, see docs/simulator.md).
+    This is credit2's sharing of a saturated CPU between runnable vCPUs (xen/common/sched/
+    credit2.c, "Design": VMs burn credits based on their weight, higher weight means credits
+    burn more slowly, units are run in credit order; CSCHED2_DEFAULT_WEIGHT 256): with equal
+    weights they converge to equal shares of the time they all want. A capped domain's want
+    is already at most its cap (its cgroup is capped; docs/simulator.md).
     """
+
+    def weight(name: str) -> float:
+        return max(float((weights or {}).get(name, DEFAULT_WEIGHT)), 1.0)
+
     given: dict[str, float] = {}
     remaining = max(capacity, 0.0)
-    pending = sorted(wants.items(), key=lambda item: item[1])
-    for index, (name, want) in enumerate(pending):
-        got = min(max(want, 0.0), remaining / (len(pending) - index))
+    pending = sorted(wants.items(), key=lambda item: max(item[1], 0.0) / weight(item[0]))
+    total_weight = sum(weight(name) for name, _ in pending)
+    for name, want in pending:
+        got = min(max(want, 0.0), remaining * weight(name) / total_weight)
         given[name] = got
         remaining -= got
+        total_weight -= weight(name)
     return given
 
 
@@ -307,8 +321,9 @@ def step(tick: Tick, rng: random.Random) -> Increments:
 
     A physical CPU delivers at most `tick.seconds` of CPU time per tick. What the domains
     whose vCPUs are on it want together (their measured usage, their modelled kernel work
-    and baselines) is split max-min fair (`fair_split`); each is charged what it was given,
-    what it was not is `waiting_ns`, and the CPU's idle time is the tick less what it gave.
+    and baselines) is split max-min fair by credit2 weight (`fair_split`); each is charged
+    what it was given, what it was not is `waiting_ns`, and the CPU's idle time is the tick
+    less what it gave.
     """
     acc = _Accumulator(rng)
     online = tuple(sorted(tick.online_cpus))
@@ -321,6 +336,7 @@ def step(tick: Tick, rng: random.Random) -> Increments:
 
     # What every running domain wants, in CPU-seconds, and on which CPUs (one entry per vCPU).
     placed: dict[str, tuple[int, ...]] = {}
+    weights = {domain.name: domain.weight for domain in tick.domains}
     burnt_by: dict[str, float] = {}
     wants: dict[str, float] = {}
     dom0: DomainActivity | None = None
@@ -369,7 +385,7 @@ def step(tick: Tick, rng: random.Random) -> Increments:
     delivered: defaultdict[str, float] = defaultdict(float)
     idle: dict[int, int] = {}
     for cpu in online:
-        given = fair_split(on_cpu.get(cpu, {}), seconds)
+        given = fair_split(on_cpu.get(cpu, {}), seconds, weights)
         for name, got in given.items():
             delivered[name] += got
             # The CPU time a guest really got keeps its CPU's timer firing: PER_CPU_SECOND

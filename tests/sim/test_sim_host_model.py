@@ -282,6 +282,15 @@ def sharing(hog_ns: int, neighbour_ns: int) -> model.Increments:
     )
 
 
+def test_fair_split_honours_credit2_weights() -> None:
+    # A domain at weight 512 gets twice the time of one at 256 when both want all of it.
+    given = model.fair_split({"a": 1.0, "b": 1.0}, 1.0, {"a": 512, "b": 256})
+    assert given == pytest.approx({"a": 2 / 3, "b": 1 / 3})
+    # One that wants less than its weighted split still gets only what it wants.
+    given = model.fair_split({"a": 0.1, "b": 1.0}, 1.0, {"a": 512, "b": 256})
+    assert given == pytest.approx({"a": 0.1, "b": 0.9})
+
+
 def test_a_shared_cpu_delivers_one_second_per_second_split_max_min_fair() -> None:
     tick = sharing(1_000_000_000, 300_000_000)
     hog, neighbour = tick.cpu_time_ns["guest1"], tick.cpu_time_ns["guest2"]
