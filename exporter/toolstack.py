@@ -10,7 +10,7 @@ themselves, and say so).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
@@ -45,6 +45,11 @@ class Toolstack(Protocol):
 
     def domains(self, timeout: float) -> Sequence[DomainStats]: ...
 
+    def cpu_idle(self, timeout: float) -> Mapping[int, float] | None:
+        """Seconds each physical CPU has been idle, by CPU id; None where the toolstack
+        cannot tell (xl)."""
+        ...
+
 
 class ScrapeTimeout(TimeoutError):
     """The scrape's time budget is spent."""
@@ -54,6 +59,7 @@ INFO = "xl info"
 VCPU_LIST = "xl vcpu-list"
 POOL_CPUS = "xl cpupool-list"
 DOMAINS = "xl list"
+CPU_IDLE = "xc_getcpuinfo"
 
 
 class Scrape:
@@ -82,6 +88,7 @@ class Scrape:
             VCPU_LIST: toolstack.vcpu_list,
             POOL_CPUS: toolstack.pool_cpus,
             DOMAINS: toolstack.domains,
+            CPU_IDLE: toolstack.cpu_idle,
         }
 
     def timeout(self) -> float:
@@ -128,3 +135,6 @@ class Scrape:
 
     def domains(self) -> Sequence[DomainStats]:
         return self.once(DOMAINS, self.toolstack.domains)
+
+    def cpu_idle(self) -> Mapping[int, float] | None:
+        return self.once(CPU_IDLE, self.toolstack.cpu_idle)

@@ -183,6 +183,8 @@ NOT_LEARNED: dict[tuple[str, str], str] = {
     ("cpu_hog", "context_switches_per_timer_interrupt"): "what a vCPU that never yields looks like",
     ("cpu_hog", "max_packets_per_second"): "hands a packet-bound guest to the network policies",
     ("cpu_hog", "min_others_share_of_a_cpu"): "contention evidence, a property of the placement",
+    ("cpu_hog", "busy_fraction_of_a_shared_cpu"): "what saturated means, a property of the CPU",
+    ("cpu_hog", "min_share_of_a_saturated_cpu"): "a fairness bar (above an equal split)",
     ("disk_abuse", "host_grant_table_operations_per_second"): (
         "host-wide (no domain label): the host's I/O pressure, not a guest's habit"
     ),

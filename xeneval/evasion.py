@@ -26,8 +26,10 @@ guest whichever alert fires, so a form's gap only matters where no other form co
   alert firing, against the alert's `for:` + 2 s.
 
 CPU hogs are judged where it matters (the policies cap for harm, not for use): next to a light
-neighbour on the same physical CPU (it asks for 10 % of it), next to a neighbour that wants the
-whole CPU (credit2 then gives each half), and alone on a CPU of its own (never to be capped).
+neighbour on the same physical CPU (it asks for 10 % of it), next to a busier one (30 %: once
+the CPU is full the hog gets 70 % and the neighbour waits; the contention form, from the CPU's
+idle time, judges it), next to one that wants the whole CPU too (credit2 gives each half: an
+equal split, never to be capped), and alone on a CPU of its own (never to be capped).
 
 Bisection assumes that more abuse is never less visible (a larger duty at the same period and
 peak, a higher constant rate): true of threshold rules on rates, which these policies are.
@@ -195,6 +197,9 @@ def host_sample(act: Activity, neighbour: float | None) -> tuple[Sample, Sample]
         # Not a counter, but it only grows here: its increments are the growth.
         _key("xen_domain_memory_bytes", domain=GUEST): act.memory_growth,
     }
+    # The CPU's idle time (xc_getcpuinfo): what it did not deliver; none once saturated.
+    delivered = busy + DOMAIN_CPU * len(domains)
+    counters[_key("xen_pcpu_idle_seconds_total", **cpu)] = max(0.0, 1.0 - delivered)
     gauges: Sample = {}
     for name, share in domains.items():
         extra = CPU_SECONDS_PER_PACKET * packets if name == GUEST else 0.0
@@ -294,9 +299,17 @@ PROFILES = (
     ),
     Profile(
         "cpu_hog_busy_neighbour", "cpu_hog",
-        "a CPU hog on a physical CPU a neighbour wants all of (credit2: half each)",
+        "a CPU hog on a physical CPU a neighbour wants 30 % of (once it is full, the hog gets "
+        "70 % and the neighbour waits)",
         "CPU s/s it wants", "cpu_seconds_per_second_per_vcpu", cpu_hog,
-        neighbour=1.0, most=1.0,
+        neighbour=0.3, most=1.0,
+    ),
+    Profile(
+        "cpu_hog_equal_neighbour", "cpu_hog",
+        "a CPU-bound guest on a physical CPU a neighbour wants all of too (credit2: half each, "
+        "an equal split takes nothing from anyone)",
+        "CPU s/s it wants", "cpu_seconds_per_second_per_vcpu", cpu_hog,
+        neighbour=1.0, most=1.0, expect="spared",
     ),
     Profile(
         "cpu_hog_dedicated", "cpu_hog", "a CPU hog alone on its physical CPU (harms nobody)",

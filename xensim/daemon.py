@@ -163,6 +163,7 @@ class Daemon:
                     sent_packets=max(0, now.sent_packets - before.sent_packets),
                     received_packets=max(0, now.received_packets - before.received_packets),
                     page_faults=max(0, now.page_faults - before.page_faults),
+                    weight=domain.weight,
                 )
             )
         for key in set(self.samples) - seen:
@@ -270,6 +271,19 @@ def _advance_state(
     """CPU time into domains and vCPUs, vCPU run states, vCPUs kept on allowed CPUs."""
     busy = {a.name: a for a in activity}
     online = set(host.online_cpus)
+    idle = host.cpu_idle_ns
+    idle.extend([0] * (host.nr_cpus - len(idle)))
+    del idle[host.nr_cpus :]
+    for cpu, added_idle in increments.idle_ns.items():
+        if 0 <= cpu < host.nr_cpus:
+            idle[cpu] += added_idle
+    # What the domains wanted of a saturated CPU and did not get (credit2's runnable time);
+    # the simulator's own bookkeeping, for docs and tests, not shown by any toolstack call.
+    waiting = host.extra.setdefault("cpu_waiting_ns", {})
+    for name, added_wait in increments.waiting_ns.items():
+        waiting[name] = int(waiting.get(name, 0)) + added_wait
+    for name in set(waiting) - {d.name for d in host.domains}:
+        del waiting[name]
     for domain in host.domains:
         _keep_vcpus_placed(host, domain, online)
         added = increments.cpu_time_ns.get(domain.name, 0)

@@ -212,6 +212,8 @@ GUEST_CPU_BASELINE = 0.002
 GUEST_CPU_PER_PACKET = 4 * DOM0_CPU_PER_GUEST_PACKET / 1.35 / 2
 
 NOISE = 0.05
+# credit2's weight of a domain nobody changed (xen/common/sched/credit2.c CSCHED2_DEFAULT_WEIGHT).
+DEFAULT_WEIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class DomainActivity:
     sent_packets: int = 0
     received_packets: int = 0
     page_faults: int = 0
+    weight: int = DEFAULT_WEIGHT  # credit2 weight (xl sched-credit2 -w)
 
 
 @dataclass(frozen=True)
@@ -238,11 +241,14 @@ class Tick:
 
 @dataclass
 class Increments:
-    """What to add: per-CPU counters by CPU id, array elements by index, CPU time by domain."""
+    """What to add: per-CPU counters by CPU id, array elements by index, CPU time by domain,
+    idle time by physical CPU, and the CPU time domains wanted but did not get (waiting)."""
 
     per_cpu: dict[tuple[str, int], int] = field(default_factory=dict)
     arrays: dict[tuple[str, int], int] = field(default_factory=dict)
     cpu_time_ns: dict[str, int] = field(default_factory=dict)
+    idle_ns: dict[int, int] = field(default_factory=dict)
+    waiting_ns: dict[str, int] = field(default_factory=dict)
 
 
 class _Accumulator:
@@ -279,8 +285,46 @@ class _Accumulator:
         return whole + (1 if self.rng.random() < value - whole else 0)
 
 
+def fair_split(
+    wants: Mapping[str, float],
+    capacity: float,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """What each claimant gets of `capacity`, max-min fair in proportion to its weight (all
+    DEFAULT_WEIGHT when not given): one wanting less than its weighted split gets what it
+    wants, the rest is split among those wanting more, again by weight.
+
+    This is credit2's sharing of a saturated CPU between runnable vCPUs (xen/common/sched/
+    credit2.c, "Design": VMs burn credits based on their weight, higher weight means credits
+    burn more slowly, units are run in credit order; CSCHED2_DEFAULT_WEIGHT 256): with equal
+    weights they converge to equal shares of the time they all want. A capped domain's want
+    is already at most its cap (its cgroup is capped; docs/simulator.md).
+    """
+
+    def weight(name: str) -> float:
+        return max(float((weights or {}).get(name, DEFAULT_WEIGHT)), 1.0)
+
+    given: dict[str, float] = {}
+    remaining = max(capacity, 0.0)
+    pending = sorted(wants.items(), key=lambda item: max(item[1], 0.0) / weight(item[0]))
+    total_weight = sum(weight(name) for name, _ in pending)
+    for name, want in pending:
+        got = min(max(want, 0.0), remaining * weight(name) / total_weight)
+        given[name] = got
+        remaining -= got
+        total_weight -= weight(name)
+    return given
+
+
 def step(tick: Tick, rng: random.Random) -> Increments:
-    """Counter increments for one tick of measured activity."""
+    """Counter increments for one tick of measured activity.
+
+    A physical CPU delivers at most `tick.seconds` of CPU time per tick. What the domains
+    whose vCPUs are on it want together (their measured usage, their modelled kernel work
+    and baselines) is split max-min fair by credit2 weight (`fair_split`); each is charged
+    what it was given, what it was not is `waiting_ns`, and the CPU's idle time is the tick
+    less what it gave.
+    """
     acc = _Accumulator(rng)
     online = tuple(sorted(tick.online_cpus))
     online_set = set(online)
@@ -290,20 +334,25 @@ def step(tick: Tick, rng: random.Random) -> Increments:
     for cpu in online:
         acc.spread(CPU_BASELINE_PER_SECOND, seconds, (cpu,))
 
-    dom0_cpus: tuple[int, ...] = ()
+    # What every running domain wants, in CPU-seconds, and on which CPUs (one entry per vCPU).
+    placed: dict[str, tuple[int, ...]] = {}
+    weights = {domain.name: domain.weight for domain in tick.domains}
+    burnt_by: dict[str, float] = {}
+    wants: dict[str, float] = {}
+    dom0: DomainActivity | None = None
     guest_packets = 0
     for domain in tick.domains:
         cpus = tuple(cpu for cpu in domain.vcpu_cpus if cpu in online_set)
-        if domain.is_dom0:
-            dom0_cpus = cpus
         if domain.paused or not cpus:
             # A paused domain's vCPUs do not run: no activity, no CPU time.
             cpu_time[domain.name] = 0
             continue
+        placed[domain.name] = cpus
         vcpu_seconds = seconds * len(cpus)
         acc.spread(DOMAIN_BASELINE_PER_SECOND, vcpu_seconds, cpus)
         acc.hypercalls(DOMAIN_BASELINE_HYPERCALLS_PER_SECOND, vcpu_seconds)
         if domain.is_dom0:
+            dom0 = domain
             acc.hypercalls(DOM0_EXTRA_HYPERCALLS_PER_SECOND, seconds)
             continue
         sent, received = max(domain.sent_packets, 0), max(domain.received_packets, 0)
@@ -312,22 +361,44 @@ def step(tick: Tick, rng: random.Random) -> Increments:
         acc.spread(GUEST_PER_RECEIVED_PACKET, received, cpus)
         acc.hypercalls(HYPERCALLS_PER_SENT_PACKET, sent)
         acc.hypercalls(HYPERCALLS_PER_RECEIVED_PACKET, received)
-        burnt = max(domain.cpu_ns, 0) / 1e9
-        acc.spread(PER_CPU_SECOND, burnt, cpus)
         acc.spread(PER_PAGE_FAULT, max(domain.page_faults, 0), cpus)
+        burnt = min(max(domain.cpu_ns, 0) / 1e9, vcpu_seconds)
+        burnt_by[domain.name] = burnt
         # A vCPU cannot run more than the tick: past that the guest drops packets, not time.
         room = max(vcpu_seconds - burnt, 0.0)
         kernel_seconds = min(GUEST_CPU_PER_PACKET * (sent + received), room)
-        cpu_time[domain.name] = max(domain.cpu_ns, 0) + round(
-            (GUEST_CPU_BASELINE * vcpu_seconds + kernel_seconds) * 1e9
-        )
+        wants[domain.name] = burnt + GUEST_CPU_BASELINE * vcpu_seconds + kernel_seconds
 
-    for domain in tick.domains:
-        if domain.is_dom0 and not domain.paused and dom0_cpus:
-            acc.spread(DOM0_PER_GUEST_PACKET, guest_packets, dom0_cpus)
-            modeled = DOM0_CPU_BASELINE * seconds * len(dom0_cpus)
-            modeled += DOM0_CPU_PER_GUEST_PACKET * guest_packets
-            cpu_time[domain.name] = round(modeled * 1e9)
+    if dom0 is not None and dom0.name in placed:
+        dom0_cpus = placed[dom0.name]
+        acc.spread(DOM0_PER_GUEST_PACKET, guest_packets, dom0_cpus)
+        modeled = DOM0_CPU_BASELINE * seconds * len(dom0_cpus)
+        modeled += DOM0_CPU_PER_GUEST_PACKET * guest_packets
+        wants[dom0.name] = modeled
+
+    # Each domain's want, split evenly over its vCPUs' CPUs as before; then each CPU's share.
+    on_cpu: defaultdict[int, dict[str, float]] = defaultdict(dict)
+    for name, want in wants.items():
+        cpus = placed[name]
+        for cpu in cpus:
+            on_cpu[cpu][name] = on_cpu[cpu].get(name, 0.0) + want / len(cpus)
+    delivered: defaultdict[str, float] = defaultdict(float)
+    idle: dict[int, int] = {}
+    for cpu in online:
+        given = fair_split(on_cpu.get(cpu, {}), seconds, weights)
+        for name, got in given.items():
+            delivered[name] += got
+            # The CPU time a guest really got keeps its CPU's timer firing: PER_CPU_SECOND
+            # follows the delivered part of its measured usage on this CPU.
+            wanted = on_cpu[cpu][name]
+            if name in burnt_by and wanted > 0:
+                part = burnt_by[name] / len(placed[name]) * got / wanted
+                acc.spread(PER_CPU_SECOND, part, (cpu,))
+        idle[cpu] = round(max(seconds - sum(given.values()), 0.0) * 1e9)
+    waiting: dict[str, int] = {}
+    for name, want in wants.items():
+        cpu_time[name] = round(delivered[name] * 1e9)
+        waiting[name] = round(max(want - delivered[name], 0.0) * 1e9)
 
     if tick.shadow:
         # Under shadow paging every guest fault, baseline or measured, is a shadow fault.
@@ -346,4 +417,6 @@ def step(tick: Tick, rng: random.Random) -> Increments:
         per_cpu={k: n for k, v in acc.per_cpu.items() if (n := acc.rounded(v)) > 0},
         arrays={k: n for k, v in acc.arrays.items() if (n := acc.rounded(v)) > 0},
         cpu_time_ns=cpu_time,
+        idle_ns=idle,
+        waiting_ns=waiting,
     )

@@ -180,6 +180,9 @@ class HostState:
     dom0_kernel_release: str = "6.1.0-37-amd64"
     dom0_kernel_version: str = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.140-1 (2025-05-22)"
     machine: str = "x86_64"
+    # Idle time of each physical CPU in ns, indexed by CPU id (what XEN_SYSCTL_getcpuinfo
+    # reports: the idle vCPU's running time); the daemon adds each tick's undelivered time.
+    cpu_idle_ns: list[int] = field(default_factory=list)
     # Reserved for the simulator's own bookkeeping; the fake xl ignores it.
     extra: dict[str, Any] = field(default_factory=dict)
 

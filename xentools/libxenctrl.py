@@ -24,6 +24,12 @@ layouts, checked below and, in the simulator's stub, at compile time:
 - `xc_vcpu_getaffinity(xch, domid, vcpu, hard, soft, flags)` fills `xc_get_cpumap_size()`
   bytes (one bit per CPU id up to `max_cpu_id`) of each map `flags` asks for
   (XEN_VCPUAFFINITY_HARD = 1, SOFT = 2).
+- `xc_getcpuinfo(xch, int max_cpus, xc_cpuinfo_t *info, int *nr_cpus)` (tools/libs/ctrl/
+  xc_misc.c, XEN_SYSCTL_getcpuinfo) fills one `struct xen_sysctl_cpuinfo { uint64_aligned_t
+  idletime; }` (8 bytes, ns) per CPU id from 0, at most `max_cpus`, and sets `*nr_cpus` to how
+  many it filled (`min(max_cpus, nr_cpu_ids)`); an offline CPU's idle time reads 0 (xen/common/
+  sched/core.c `get_cpu_idle_time`: the idle vCPU's running time, only while the CPU is
+  online). collectd's xencpu plugin and `xenpm` read CPU usage this way.
 
 The SONAME carries the Xen version and the ABI is not promised across versions, so we load
 `libxenctrl.so.4.17` (what we were written against) and else the newest `libxenctrl.so.4.*`
@@ -50,6 +56,7 @@ SONAME = "libxenctrl.so.4.17"
 SONAME_GLOB = "libxenctrl.so.4.*"
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 DESCRIPTOR_BYTES = 84
+CPUINFO_BYTES = 8
 QUERY_ATTEMPTS = 3
 
 
@@ -69,6 +76,13 @@ class _HypercallBuffer(ctypes.Structure):
         ("ubuf", ctypes.c_void_p),
         ("sz", ctypes.c_size_t),
     ]
+
+
+class _CpuInfo(ctypes.Structure):
+    _fields_ = [("idletime", ctypes.c_uint64)]
+
+
+assert ctypes.sizeof(_CpuInfo) == CPUINFO_BYTES
 
 
 class _PerfcDesc(ctypes.Structure):
@@ -279,6 +293,9 @@ class LibXenCtrl:
         self.vcpu_getaffinity = self._function(
             "xc_vcpu_getaffinity", ctypes.c_int, [vp, u32, ctypes.c_int, vp, vp, u32]
         )
+        self.getcpuinfo = self._function(
+            "xc_getcpuinfo", ctypes.c_int, [vp, ctypes.c_int, ctypes.POINTER(_CpuInfo), int_p]
+        )
 
     def _function(self, name: str, restype: Any, argtypes: list[Any]) -> Any:
         return bind(self._lib, name, restype, argtypes)
@@ -435,6 +452,17 @@ class Interface:
             cpu_time_ns=int(info.cpu_time),
             cpu=int(info.cpu),
         )
+
+    def cpu_idle_ns(self, max_cpus: int) -> list[int]:
+        """Idle time in ns of CPU ids 0 .. up to `max_cpus` - 1 (`xc_getcpuinfo`); an offline
+        CPU's is 0."""
+        handle = self._checked_handle()
+        table = (_CpuInfo * max(max_cpus, 1))()
+        filled = ctypes.c_int(0)
+        ctypes.set_errno(0)
+        if self._library.getcpuinfo(handle, max_cpus, table, ctypes.byref(filled)):
+            raise self._failed("xc_getcpuinfo")
+        return [int(entry.idletime) for entry in table[: max(0, min(filled.value, max_cpus))]]
 
     def cpumap_size(self) -> int:
         """Bytes of a CPU bitmap (`xc_get_cpumap_size`: one bit per CPU id to max_cpu_id)."""

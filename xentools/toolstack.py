@@ -118,6 +118,10 @@ class XlToolstack:
     def _output(self, timeout: float, *args: str) -> str:
         return self._run([self.path, *args], timeout)
 
+    def cpu_idle(self, timeout: float) -> dict[int, float] | None:
+        """None: `xl` prints no per-CPU idle time (only libxenctrl's `xc_getcpuinfo` has it)."""
+        return None
+
     def info(self, timeout: float) -> HostInfo:
         """`xl info`."""
         try:
@@ -241,6 +245,8 @@ class Toolstack(Protocol):
 
     def info(self, timeout: float) -> HostInfo: ...
 
+    def cpu_idle(self, timeout: float) -> dict[int, float] | None: ...
+
     def vcpu_list(self, timeout: float) -> list[VcpuPlacement]: ...
 
     def hard_affinity(self, domid: int, timeout: float) -> list[str]: ...
@@ -301,6 +307,17 @@ class LibraryToolstack:
     def close(self) -> None:
         with self._lock:
             self._reset()
+
+    def cpu_idle(self, timeout: float) -> dict[int, float] | None:
+        """Seconds each physical CPU has been idle, by CPU id (`xc_getcpuinfo`); offline
+        CPUs (whose idle time Xen reports as 0) are left out."""
+
+        def compute(ctrl: libxenctrl.Interface, _: xenstore.XenStore) -> dict[int, float]:
+            physinfo = ctrl.physinfo()
+            idle = ctrl.cpu_idle_ns(physinfo.max_cpu_id + 1)
+            return {cpu: ns / 1e9 for cpu, ns in enumerate(idle) if ns > 0}
+
+        return self._call("xc_getcpuinfo", compute)
 
     def info(self, timeout: float) -> HostInfo:
         physinfo = self._call("xc_physinfo", lambda ctrl, _: ctrl.physinfo())

@@ -208,3 +208,27 @@ def test_promtool_caps_a_hog_next_to_a_neighbour_and_spares_one_alone() -> None:
         "XenCpuHogCpuTime",
     }
     assert evasion.promtool_fired(alone, rates, rules, alerts)["hog"] == {}
+
+
+def test_a_saturated_cpu_has_no_idle_time_and_a_light_one_has_the_rest() -> None:
+    full, _ = evasion.host_sample(evasion.cpu_hog(1.0), 0.3)
+    assert _value(full, "xen_pcpu_idle_seconds_total", cpu="1") == 0.0
+    light, _ = evasion.host_sample(evasion.cpu_hog(0.4), 0.3)
+    assert _value(light, "xen_pcpu_idle_seconds_total", cpu="1") == pytest.approx(0.296)
+
+
+def test_promtool_caps_a_hog_taking_70_percent_of_a_full_cpu_but_not_an_equal_split() -> None:
+    require_binary("promtool")
+    rules = evasion.load_rules()
+    busy, equal = (
+        next(p for p in evasion.PROFILES if p.name == name)
+        for name in ("cpu_hog_busy_neighbour", "cpu_hog_equal_neighbour")
+    )
+    alerts = sorted(rules.forms("cpu_hog")["any"])
+    rates = {"hog": evasion.steady_rates(1.0, 50)}
+    # It gets 70 %, below the use bar (0.8): only the contention form sees it.
+    assert set(evasion.promtool_fired(busy, rates, rules, alerts)["hog"]) == {
+        "XenCpuHogPerfc",
+        "XenCpuHogCpuTime",
+    }
+    assert evasion.promtool_fired(equal, rates, rules, alerts)["hog"] == {}

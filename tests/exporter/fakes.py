@@ -97,6 +97,8 @@ class FakeToolstack:
     )
     failing: set[str] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
+    # What xc_getcpuinfo would say; None as xl (no idle time).
+    idle: dict[int, float] | None = None
 
     def _call(self, what: str) -> None:
         self.calls.append(what)
@@ -120,3 +122,9 @@ class FakeToolstack:
     def domains(self, timeout: float) -> Sequence[DomainStats]:
         self._call("list")
         return list(self.domain_list)
+
+    def cpu_idle(self, timeout: float) -> dict[int, float] | None:
+        if self.idle is None:
+            return None
+        self._call("getcpuinfo")
+        return dict(self.idle)

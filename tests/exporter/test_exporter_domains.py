@@ -95,3 +95,22 @@ def test_failing_xl_list_fails_the_three_collectors_but_not_the_scrape() -> None
         for sample in family.samples
     }
     assert success == {"domain": 0, "network": 0, "block": 0}
+
+
+def test_cpu_idle_time_is_served_when_the_toolstack_has_it_and_absent_when_not() -> None:
+    with_idle = collect(FakeToolstack(idle={0: 12.5, 1: 3.0}))
+    assert with_idle.get_sample_value("xen_pcpu_idle_seconds_total", {"cpu": "0"}) == 12.5
+    assert with_idle.get_sample_value("xen_pcpu_idle_seconds_total", {"cpu": "1"}) == 3.0
+    assert with_idle.get_sample_value("xen_domain_vcpus", {"domain": "guest1"}) is not None
+    without = collect(FakeToolstack())  # xl: no idle time
+    assert without.get_sample_value("xen_pcpu_idle_seconds_total", {"cpu": "0"}) is None
+    assert without.get_sample_value("xen_domain_vcpus", {"domain": "guest1"}) is not None
+
+
+def test_failing_cpu_idle_keeps_the_domain_facts_but_reports_the_failure() -> None:
+    toolstack = FakeToolstack(idle={0: 1.0}, failing={"getcpuinfo"})
+    registry = collect(toolstack)
+    assert registry.get_sample_value("xen_domain_vcpus", {"domain": "guest1"}) is not None
+    assert registry.get_sample_value("xen_pcpu_idle_seconds_total", {"cpu": "0"}) is None
+    success = registry.get_sample_value("xen_exporter_collector_success", {"collector": "domain"})
+    assert success == 0

@@ -251,3 +251,70 @@ def test_kernel_work_never_exceeds_the_vcpus_time() -> None:
     swamped = model.DomainActivity("guest2", (2,), sent_packets=10**6, received_packets=10**6)
     result = run(domains(guest2=swamped))
     assert result.cpu_time_ns["guest2"] <= 1.01e9
+
+
+@pytest.mark.parametrize(
+    ("wants", "capacity", "expected"),
+    [
+        ({}, 1.0, {}),
+        ({"a": 0.2, "b": 0.3}, 1.0, {"a": 0.2, "b": 0.3}),
+        ({"a": 1.0, "b": 1.0}, 1.0, {"a": 0.5, "b": 0.5}),
+        ({"hog": 1.0, "neighbour": 0.3}, 1.0, {"hog": 0.7, "neighbour": 0.3}),
+        ({"a": 1.0, "b": 0.1, "c": 1.0}, 1.0, {"a": 0.45, "b": 0.1, "c": 0.45}),
+        ({"a": 0.0, "b": 2.0}, 1.0, {"a": 0.0, "b": 1.0}),
+    ],
+)
+def test_fair_split_is_max_min_fair(
+    wants: dict[str, float], capacity: float, expected: dict[str, float]
+) -> None:
+    given = model.fair_split(wants, capacity)
+    assert given == pytest.approx(expected)
+    assert sum(given.values()) <= capacity + 1e-9
+
+
+def sharing(hog_ns: int, neighbour_ns: int) -> model.Increments:
+    """guest1 and guest2 both on CPU 1; CPU 2 has nobody."""
+    return run(
+        domains(
+            guest1=model.DomainActivity("guest1", (1,), cpu_ns=hog_ns),
+            guest2=model.DomainActivity("guest2", (1,), cpu_ns=neighbour_ns),
+        )
+    )
+
+
+def test_fair_split_honours_credit2_weights() -> None:
+    # A domain at weight 512 gets twice the time of one at 256 when both want all of it.
+    given = model.fair_split({"a": 1.0, "b": 1.0}, 1.0, {"a": 512, "b": 256})
+    assert given == pytest.approx({"a": 2 / 3, "b": 1 / 3})
+    # One that wants less than its weighted split still gets only what it wants.
+    given = model.fair_split({"a": 0.1, "b": 1.0}, 1.0, {"a": 512, "b": 256})
+    assert given == pytest.approx({"a": 0.1, "b": 0.9})
+
+
+def test_a_shared_cpu_delivers_one_second_per_second_split_max_min_fair() -> None:
+    tick = sharing(1_000_000_000, 300_000_000)
+    hog, neighbour = tick.cpu_time_ns["guest1"], tick.cpu_time_ns["guest2"]
+    assert hog + neighbour <= 1_000_000_000
+    # The neighbour wants less than half and gets all it wants (and its baseline).
+    assert neighbour == pytest.approx(302_000_000, rel=0.01)
+    assert hog == pytest.approx(698_000_000, rel=0.01)
+    assert tick.waiting_ns["guest1"] == pytest.approx(304_000_000, rel=0.01)
+    assert tick.waiting_ns["guest2"] == 0
+    assert tick.idle_ns[1] == 0
+    both = sharing(1_000_000_000, 1_000_000_000)
+    assert both.cpu_time_ns["guest1"] == both.cpu_time_ns["guest2"] == 500_000_000
+
+
+def test_idle_time_is_what_each_cpu_did_not_deliver() -> None:
+    assert IDLE.idle_ns[2] == pytest.approx(1e9 * (1 - model.GUEST_CPU_BASELINE))
+    assert IDLE.idle_ns[0] == pytest.approx(1e9 * (1 - model.DOM0_CPU_BASELINE))
+    busy = run(domains(guest3=model.DomainActivity("guest3", (3,), cpu_ns=600_000_000)))
+    assert busy.idle_ns[3] == pytest.approx(1e9 * (1 - 0.6 - model.GUEST_CPU_BASELINE))
+    assert set(run(domains(), online=(0, 1)).idle_ns) == {0, 1}
+
+
+def test_cpu_time_counters_follow_the_delivered_time_not_the_wanted() -> None:
+    alone = run(domains(guest1=model.DomainActivity("guest1", (1,), cpu_ns=1_000_000_000)))
+    shared = sharing(1_000_000_000, 1_000_000_000)
+    timer_alone = on(alone, "apic timer interrupts", 1)
+    assert 0.85 * timer_alone <= on(shared, "apic timer interrupts", 1) <= 1.15 * timer_alone

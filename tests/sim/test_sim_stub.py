@@ -547,7 +547,7 @@ def test_ctypes_query_number_writes_the_counts_even_when_it_fails(
 
 
 def test_the_stub_exports_exactly_the_versioned_symbols_its_users_import() -> None:
-    # xenperf's seven, and the domain, vCPU and CPU calls of xentools.libxenctrl.
+    # xenperf's seven, and the domain, vCPU and CPU calls (idle time too) of xentools.libxenctrl.
     require(STUB.is_file(), f"needs the stub at {STUB} (make deps)")
     readelf = require_binary("readelf")
     symbols = subprocess.run(
@@ -565,6 +565,7 @@ def test_the_stub_exports_exactly_the_versioned_symbols_its_users_import() -> No
             "xc_perfc_query",
             "xc_perfc_reset",
             "xc_physinfo",
+            "xc_getcpuinfo",
             "xc_get_max_cpus",
             "xc_get_cpumap_size",
             "xc_domain_getinfolist",

@@ -119,3 +119,21 @@ def test_auto_falls_back_to_xl_without_the_libraries(
     assert isinstance(open_toolstack("auto", xl_path), XlToolstack)
     with pytest.raises(libxenctrl.LibraryNotFound):
         open_toolstack("libxenctrl", xl_path)
+
+
+def test_cpu_idle_time_comes_from_xc_getcpuinfo_and_not_from_xl(
+    host: tuple[StateStore, str],
+) -> None:
+    store, xl_path = host
+    lib = library(xl_path)
+    with store.transaction() as state:
+        online = set(state.online_cpus)
+        state.cpu_idle_ns = [(cpu + 1) * 1_500_000_000 for cpu in range(state.nr_cpus)]
+        expected = {cpu: (cpu + 1) * 1.5 for cpu in range(state.nr_cpus) if cpu in online}
+        nr_cpus = state.nr_cpus
+    assert lib.cpu_idle(timeout=30) == pytest.approx(expected)
+    assert XlToolstack(xl_path).cpu_idle(timeout=30) is None
+    # Asked for fewer CPUs than there are, it fills and counts only those.
+    with lib._xenctrl.open() as ctrl:
+        assert len(ctrl.cpu_idle_ns(1)) == 1
+        assert len(ctrl.cpu_idle_ns(nr_cpus + 4)) == nr_cpus

@@ -479,6 +479,14 @@ _Static_assert(offsetof(xc_vcpuinfo_t, running) == 6, "getvcpuinfo.running");
 _Static_assert(offsetof(xc_vcpuinfo_t, cpu_time) == 8, "getvcpuinfo.cpu_time");
 _Static_assert(offsetof(xc_vcpuinfo_t, cpu) == 16, "getvcpuinfo.cpu");
 
+/* sysctl.h: XEN_SYSCTL_getcpuinfo's per-CPU entry */
+typedef struct xen_sysctl_cpuinfo {
+    uint64_t idletime; /* uint64_aligned_t, ns */
+} xc_cpuinfo_t;
+
+_Static_assert(sizeof(xc_cpuinfo_t) == 8, "xen_sysctl_cpuinfo size");
+_Static_assert(offsetof(xc_cpuinfo_t, idletime) == 0, "cpuinfo.idletime");
+
 /* domctl.h XEN_DOMINF_*, XEN_VCPUAFFINITY_* */
 #define XEN_DOMINF_dying (1u << 0)
 #define XEN_DOMINF_hvm_guest (1u << 1)
@@ -511,6 +519,27 @@ EXPORT int xc_physinfo(xc_interface *xch, xc_physinfo_t *info)
     info->total_pages = host->total_memory_kib / PAGE_KIB;
     info->free_pages = used < host->total_memory_kib ? (host->total_memory_kib - used) / PAGE_KIB : 0;
     info->max_mfn = info->total_pages;
+    return 0;
+}
+
+/* tools/libs/ctrl/xc_misc.c: XEN_SYSCTL_getcpuinfo fills CPU ids 0 .. min(max_cpus,
+ * nr_cpu_ids) - 1 and says how many; the idle time is the idle vCPU's running time. */
+EXPORT int xc_getcpuinfo(xc_interface *xch, int max_cpus, xc_cpuinfo_t *info, int *nr_cpus)
+{
+    const struct sim_host *host = sim_state(&xch->state);
+    uint32_t n;
+
+    if (host == NULL)
+        return -1;
+    if (max_cpus < 0 || (max_cpus > 0 && info == NULL)) {
+        errno = EINVAL;
+        return -1;
+    }
+    n = (uint32_t)max_cpus < host->nr_cpus ? (uint32_t)max_cpus : host->nr_cpus;
+    for (uint32_t cpu = 0; cpu < n; cpu++)
+        info[cpu].idletime = host->idle_ns[cpu];
+    if (nr_cpus != NULL)
+        *nr_cpus = (int)n;
     return 0;
 }
 

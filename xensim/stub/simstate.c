@@ -364,7 +364,7 @@ static struct sim_host *load_host(const char *text, size_t size)
 {
     struct parser ps = {text, text + size, 0};
     struct jnode *root = parse_value(&ps);
-    const struct jnode *domains, *pools;
+    const struct jnode *domains, *pools, *idle, *online;
     struct sim_host *host = NULL;
     uint32_t i = 0;
 
@@ -381,6 +381,24 @@ static struct sim_host *load_host(const char *text, size_t size)
     host->total_memory_kib = (uint64_t)integer(root, "total_memory_kib", 0);
     if (host->nr_cpus == 0 || host->nr_cpus > SIM_MAX_CPUS)
         goto fail;
+    idle = member(root, "cpu_idle_ns"); /* absent in states written before it existed */
+    online = member(root, "online_cpus");
+    if (idle != NULL && idle->type == J_ARR) {
+        uint32_t cpu = 0;
+
+        for (const struct jnode *e = idle->child; e != NULL && cpu < host->nr_cpus; e = e->next)
+            host->idle_ns[cpu++] = e->type == J_NUM && e->integer > 0 ? (uint64_t)e->integer : 0;
+    }
+    /* get_cpu_idle_time (xen/common/sched/core.c) reads 0 for a CPU that is not online */
+    for (uint32_t cpu = 0; cpu < host->nr_cpus; cpu++) {
+        int is_online = 0;
+
+        for (const struct jnode *e = online != NULL ? online->child : NULL; e != NULL; e = e->next)
+            if (e->type == J_NUM && e->integer == (int64_t)cpu)
+                is_online = 1;
+        if (!is_online)
+            host->idle_ns[cpu] = 0;
+    }
     domains = member(root, "domains");
     pools = member(root, "pools");
     host->nr_domains = count(domains);

@@ -39,6 +39,7 @@ struct sim_host {
     uint32_t online_cpus;
     uint32_t cpu_mhz, cores_per_socket, threads_per_core;
     uint64_t total_memory_kib;
+    uint64_t idle_ns[SIM_MAX_CPUS]; /* by CPU id; 0 for an offline CPU, as Xen reports it */
     uint32_t nr_domains;
     struct sim_domain *domains;
 };
