@@ -305,10 +305,15 @@ class Rewriter:
                     with_labels(f"({self.rewrite(r.expr, depth + 1)})", r.labels) for r in chosen
                 ]
                 body = _filter(balanced_or(parts), rest_matchers) if parts else EMPTY
+            step = format_duration(self.step)
             if range_text:
                 if ":" in range_text:
                     raise PromQLError(f"a subquery over {name}: not supported")
-                body = f"{body}[{range_text}:{format_duration(self.step)}]"
+                body = f"{body}[{range_text}:{step}]"
+            elif modifiers:
+                # `offset` and `@` take a selector or a subquery, never a parenthesised
+                # expression: the value one evaluation step before, through a subquery.
+                body, modifiers = f"last_over_time({body}[{step}:{step}]{modifiers})", ""
             out.append(body + modifiers)
         return "".join(out)
 

@@ -167,3 +167,13 @@ def test_rewritten_alerts_equal_the_shipped_ones_on_the_rule_tests(tmp_path):
         )
         assert result.returncode == 0, (test_file.name, result.stdout[-4000:], result.stderr)
     assert checked > 100
+
+
+def test_an_offset_on_an_inlined_series_reads_it_through_a_subquery():
+    """`offset` takes a selector or a subquery, not the parenthesised expression an inlined
+    series becomes (a series the history lacks, or one computed with thresholds)."""
+    rules = small_rules()
+    rewriter = Rewriter(rules, rules.tables(), step=2)
+    out = rewriter.rewrite("x:rate:active offset 2m")
+    assert out.startswith("last_over_time((")
+    assert out.endswith(")[2s:2s] offset 2m)")
