@@ -111,6 +111,9 @@ class RemediatorMachine(RuleBasedStateMachine):
     def _engine(self) -> Engine:
         store = Store(str(self.state_path))
         engine = Engine(self.config, store, self.host, self.host, Metrics(), clock=self.clock)
+        # A delivery armed to land during the next command may land during this reconcile: it
+        # must reach this engine, not the one just stopped (its store is closed).
+        self.engine = engine
         engine.reconcile()
         self._idle(engine)
         return engine
