@@ -180,6 +180,7 @@ NOT_LEARNED: dict[tuple[str, str], str] = {
     ("network_flood", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
     ("memory_abuse", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
     ("disk_abuse", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
+    ("cpu_hog", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
     ("cpu_hog", "context_switches_per_timer_interrupt"): "what a vCPU that never yields looks like",
     ("cpu_hog", "max_packets_per_second"): "hands a packet-bound guest to the network policies",
     ("cpu_hog", "min_others_share_of_a_cpu"): "contention evidence, a property of the placement",
