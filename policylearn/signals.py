@@ -92,7 +92,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "cpu_hog",
         "timer_interrupts_per_second_per_vcpu",
-        "instance_domain:xen_perfc_apic_timer_interrupts:rate10s"
+        "instance_domain:xen_perfc_apic_timer_interrupts:irate4s"
         " / on (job, instance, domain) (xen_domain_vcpus > 0)",
         False,
         "/s per vCPU",
@@ -105,7 +105,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "cpu_hog",
         "cpu_seconds_per_second_per_vcpu",
-        "instance_domain:xen_domain_cpu_seconds_per_vcpu:rate10s",
+        "instance_domain:xen_domain_cpu_seconds_per_vcpu:irate4s",
         True,
         "CPU s/s per vCPU",
         0.8,
