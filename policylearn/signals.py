@@ -92,7 +92,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "cpu_hog",
         "timer_interrupts_per_second_per_vcpu",
-        "instance_domain:xen_perfc_apic_timer_interrupts:rate10s"
+        "instance_domain:xen_perfc_apic_timer_interrupts:irate4s"
         " / on (job, instance, domain) (xen_domain_vcpus > 0)",
         False,
         "/s per vCPU",
@@ -105,7 +105,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "cpu_hog",
         "cpu_seconds_per_second_per_vcpu",
-        "instance_domain:xen_domain_cpu_seconds_per_vcpu:rate10s",
+        "instance_domain:xen_domain_cpu_seconds_per_vcpu:irate4s",
         True,
         "CPU s/s per vCPU",
         0.8,
@@ -180,6 +180,7 @@ NOT_LEARNED: dict[tuple[str, str], str] = {
     ("network_flood", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
     ("memory_abuse", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
     ("disk_abuse", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
+    ("cpu_hog", "pulsing_active_fraction"): "the duty cycle the pulsing forms catch",
     ("cpu_hog", "context_switches_per_timer_interrupt"): "what a vCPU that never yields looks like",
     ("cpu_hog", "max_packets_per_second"): "hands a packet-bound guest to the network policies",
     ("cpu_hog", "min_others_share_of_a_cpu"): "contention evidence, a property of the placement",

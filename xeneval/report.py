@@ -65,7 +65,15 @@ def table(scores: Sequence[ScenarioScore], totals: Mapping[str, Any]) -> str:
                 a = g.achieved
                 bar = g.bar or {}
                 reached = ""
-                if "achieved" in bar:
+                if "saturated_share" in bar:
+                    # A CPU hog: either ground of the policy (use or contention) will do.
+                    word = "reached" if bar["reached"] else "NOT reached"
+                    reached = (
+                        f"; {bar['measure']} {bar['achieved']:g} (use bar {bar['threshold']:g}),"
+                        f" share {bar['saturated_share']:g} of a saturated CPU"
+                        f" (bar {bar['min_saturated_share']:g}): {word}"
+                    )
+                elif "achieved" in bar:
                     word = "above" if bar["reached"] else "NOT above"
                     reached = (
                         f"; {bar['measure']} {bar['achieved']:g} {word} bar {bar['threshold']:g}"

@@ -11,7 +11,10 @@ the run says nothing about the policy, it is counted apart and never as a pass; 
 The bar is the policy's threshold on what the harness measures of the attacker over the attack
 (`Bar`): packets/s it sent, CPU s/s per vCPU, page faults/s, block requests/s. The average over
 the attack is the right measure for pulsing attacks too: the pulsing forms want the two-minute
-average above the same bar.
+average above the same bar. A CPU hog has a second ground, as the policy has (contention): it
+reached its bar too when it took at least `min_share_of_a_saturated_cpu` of a physical CPU it
+shares, busy at least `busy_fraction_of_a_shared_cpu` with others' share at least
+`min_others_share_of_a_cpu`, each guest's CPU time spread evenly over the CPUs it is pinned to.
 
 A victim's harm compares its rates during the attack with its own baseline (before the attack):
 CPU it lost (ran less) or was made to spend (ran more), packets it stopped sending (a service
@@ -67,6 +70,8 @@ class Bar:
 
     measure: str
     threshold: float
+    # A CPU hog's contention ground: (busy, share, others' share) of one of its physical CPUs.
+    contention: tuple[float, float, float] | None = None
 
 
 # What the harness measures per class, and the shipped threshold (policy, signal) it is held to.
@@ -79,9 +84,19 @@ BAR_SIGNALS = {
 }
 
 
+# The CPU-hog policy's contention ground: keys of `class_thresholds` beside the classes'.
+CONTENTION_SIGNALS = {
+    "cpu_saturated_busy": ("cpu_hog", "busy_fraction_of_a_shared_cpu"),
+    "cpu_saturated_share": ("cpu_hog", "min_share_of_a_saturated_cpu"),
+    "cpu_others_share": ("cpu_hog", "min_others_share_of_a_cpu"),
+}
+
+
 def class_thresholds(thresholds: Mapping[tuple[str, str], float]) -> dict[str, float]:
-    """Each class's bar from the rules' thresholds ((policy, signal) -> value)."""
-    return {cls: thresholds[sig] for cls, sig in BAR_SIGNALS.items() if sig in thresholds}
+    """Each class's bar from the rules' thresholds ((policy, signal) -> value), and the CPU-hog
+    policy's contention thresholds (CONTENTION_SIGNALS)."""
+    signals = BAR_SIGNALS | CONTENTION_SIGNALS
+    return {key: thresholds[sig] for key, sig in signals.items() if sig in thresholds}
 
 
 @dataclass
@@ -234,7 +249,13 @@ def bar_for(scenario: Scenario, guest: GuestSpec, thresholds: Mapping[str, float
     if cls is None:
         return None
     value = guest.bar if guest.bar is not None else thresholds.get(cls)
-    return None if value is None else Bar(BAR_MEASURES[cls], float(value))
+    if value is None:
+        return None
+    contention = None
+    if cls == "cpu" and guest.bar is None and all(k in thresholds for k in CONTENTION_SIGNALS):
+        busy, share, others = (thresholds[k] for k in CONTENTION_SIGNALS)
+        contention = (busy, share, others)
+    return Bar(BAR_MEASURES[cls], float(value), contention)
 
 
 def achieved_measure(bar: Bar, achieved: Mapping[str, float], vcpus: int) -> float:
@@ -242,19 +263,45 @@ def achieved_measure(bar: Bar, achieved: Mapping[str, float], vcpus: int) -> flo
     return value / max(1, vcpus) if bar.measure == "cpu" else value
 
 
-def verdict(
-    expected: str,
-    throttled: bool,
-    bar: Bar | None,
-    achieved: Mapping[str, float] | None,
-    vcpus: int,
-) -> str:
+def saturated_share(
+    scenario: Scenario,
+    samples: Sequence[tuple[float, Mapping[str, GuestSample]]],
+    guest: GuestSpec,
+    start: float,
+    end: float,
+    contention: tuple[float, float, float],
+) -> float:
+    """The largest share `guest` took, over [start, end], of one of its physical CPUs that was
+    saturated and shared (the CPU-hog policy's contention ground); 0 where none was. Each
+    guest's CPU s/s is spread evenly over the CPUs it is pinned to; a CPU's busy fraction is the
+    sum of what its guests ran there (Domain-0 has CPU 0, where no guest runs)."""
+    busy_bar, _, others_bar = contention
+    on_cpu: dict[int, dict[str, float]] = {}
+    for spec in scenario.guests:
+        rates = window_rates(samples, spec.name, start, end)
+        if rates is None:
+            continue
+        for cpu in spec.cpus:
+            on_cpu.setdefault(cpu, {})[spec.name] = rates["cpu"] / len(spec.cpus)
+    best = 0.0
+    for cpu in guest.cpus:
+        used = on_cpu.get(cpu, {})
+        busy = sum(used.values())
+        if guest.name not in used or busy <= 0 or busy < busy_bar:
+            continue
+        share = used[guest.name] / busy
+        if 1.0 - share >= others_bar:
+            best = max(best, share)
+    return best
+
+
+def verdict(expected: str, throttled: bool, reached: bool | None) -> str:
     """A guest's verdict; a miss is `inconclusive` when the attack is known not to have reached
-    its bar (no measurement, no bar: a miss stays a miss)."""
+    its bar (`reached` False; None, no measurement or no bar: a miss stays a miss)."""
     name = VERDICT_NAMES[(expected, throttled)]
-    if name != "missed" or bar is None or achieved is None:
+    if name != "missed" or reached is None:
         return name
-    return "inconclusive" if achieved_measure(bar, achieved, vcpus) <= bar.threshold else name
+    return name if reached else "inconclusive"
 
 
 def score(
@@ -284,6 +331,7 @@ def score(
             guest_harm = harm(record, spec.name, base, (attack_start, attack_end))
         achieved = bar_info = after = None
         bar = None
+        reached: bool | None = None
         if spec.role == "attacker" and own:
             start = min(w.start for w in own)
             end = min(max(w.end for w in own), scenario.duration)
@@ -295,7 +343,15 @@ def score(
                 if achieved is not None:
                     value = achieved_measure(bar, achieved, spec.vcpus)
                     bar_info["achieved"] = round(value, 3)
-                    bar_info["reached"] = value > bar.threshold
+                    reached = value > bar.threshold
+                    if bar.contention is not None:
+                        share = saturated_share(
+                            scenario, record.samples, spec, start, end, bar.contention
+                        )
+                        bar_info["saturated_share"] = round(share, 3)
+                        bar_info["min_saturated_share"] = bar.contention[1]
+                        reached = reached or share >= bar.contention[1]
+                    bar_info["reached"] = reached
             if first is not None and first + 3.0 < end:
                 shaped = window_rates(record.samples, spec.name, first + 3.0, end)
                 if shaped is not None:
@@ -311,7 +367,7 @@ def score(
                 role=spec.role,
                 expected=spec.expect,
                 throttled=throttled,
-                verdict=verdict(spec.expect, throttled, bar, achieved, spec.vcpus),
+                verdict=verdict(spec.expect, throttled, reached),
                 throttled_at=None if first is None else round(first, 1),
                 time_to_throttle=ttt,
                 alerts=sorted(record.alerts.get(spec.name, {})),

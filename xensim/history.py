@@ -164,6 +164,9 @@ def rates(a: Activity, attack: float = 0.0) -> dict[str, float]:
         "instance_domain:xen_perfc_page_table_operations:rate10s": a.page_table_operations,
         "instance_domain:xen_domain_cpu_seconds_per_vcpu:rate10s": busy,
         "instance_domain:xen_domain_cpu_seconds:rate10s": busy * a.vcpus,
+        # What the CPU-hog forms (and so their learned thresholds) read: between two scrapes.
+        "instance_domain:xen_perfc_apic_timer_interrupts:irate4s": a.vcpus * (100 + 1000 * busy),
+        "instance_domain:xen_domain_cpu_seconds_per_vcpu:irate4s": busy,
         "instance_domain:xen_domain_network_transmit_packets:rate10s": sent,
         "instance_domain:xen_domain_network_transmit_bytes:rate10s": bytes_sent,
         "instance_domain:xen_domain_network_receive_packets:rate10s": a.packets_received,

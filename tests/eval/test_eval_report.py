@@ -35,6 +35,43 @@ def _record(pps: int) -> RunRecord:
     return record
 
 
+def test_a_cpu_hogs_bar_names_both_grounds() -> None:
+    hog = load_scenario(
+        """
+tags: [attack, cpu]
+duration: 40
+baseline: 10
+guests:
+  - {name: attacker, cpus: [1], role: attacker}
+  - {name: neighbour, cpus: [1], role: victim}
+workloads:
+  - {guest: attacker, kind: cpuhog, threads: 1, duration: 30}
+""",
+        "hog.yaml",
+    )
+    record = RunRecord(scenario="hog")
+    for second in range(41):
+        on = max(0, second - 10)
+        record.samples.append(
+            (
+                float(second),
+                {
+                    "attacker": GuestSample(0.7 * on, 0, 0),
+                    "neighbour": GuestSample(0.3 * second, 0, 0),
+                },
+            )
+        )
+    bars = {
+        "cpu": 0.8,
+        "cpu_saturated_busy": 0.95,
+        "cpu_saturated_share": 0.6,
+        "cpu_others_share": 0.05,
+    }
+    scores = [score(hog, record, bars)]
+    text = report.table(scores, totals(scores))
+    assert "cpu 0.7 (use bar 0.8), share 0.7 of a saturated CPU (bar 0.6): reached" in text
+
+
 def test_the_table_says_why_a_run_is_inconclusive() -> None:
     scores = [score(SCENARIO, _record(6000), {"network": 10_000.0})]
     text = report.table(scores, totals(scores))

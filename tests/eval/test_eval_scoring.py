@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xeneval.scenario import load_scenario
+from xeneval.scenario import Scenario, load_scenario
 from xeneval.scoring import GuestSample, RunRecord, score, totals, window_rates
 
 SCENARIO = load_scenario(
@@ -217,8 +217,70 @@ def test_after_the_throttle_what_leaves_the_shaping() -> None:
     assert attacker.after_throttle["shaped_bps"] == 1_000_000  # 125-byte packets: 1 Mbit/s
 
 
+CONTENTION = {"cpu_saturated_busy": 0.95, "cpu_saturated_share": 0.6, "cpu_others_share": 0.05}
+
+
 def test_class_thresholds_from_the_rules() -> None:
     from xeneval.evasion import load_rules
     from xeneval.scoring import class_thresholds
 
-    assert class_thresholds(load_rules().thresholds) == BARS
+    assert class_thresholds(load_rules().thresholds) == BARS | CONTENTION
+
+
+def _shared_cpu_record(hog: float, neighbour: float) -> RunRecord:
+    """From second 10 the attacker runs `hog` CPU s/s on CPU 1, the neighbour `neighbour`."""
+    record = RunRecord(scenario="hog")
+    for second in range(41):
+        on = max(0, second - 10)
+        record.samples.append(
+            (
+                float(second),
+                {
+                    "attacker": GuestSample(hog * on, 0, 0),
+                    "neighbour": GuestSample(neighbour * second, 0, 0),
+                },
+            )
+        )
+    return record
+
+
+def _hog_scenario(neighbour_cpu: int) -> Scenario:
+    text = f"""
+tags: [attack, cpu]
+duration: 40
+baseline: 10
+guests:
+  - {{name: attacker, cpus: [1], role: attacker}}
+  - {{name: neighbour, cpus: [{neighbour_cpu}], role: victim}}
+workloads:
+  - {{guest: attacker, kind: cpuhog, threads: 1, duration: 30}}
+"""
+    return load_scenario(text, "hog.yaml")
+
+
+def test_a_cpu_hog_reached_its_bar_by_contention_below_the_use_bar() -> None:
+    # 0.7 of a CPU a neighbour wants 0.3 of: below the 0.8 use bar, but the CPU is saturated
+    # and shared and the hog took more than 0.6 of it: the contention form's ground.
+    bars = BARS | CONTENTION
+    attacker = score(_hog_scenario(1), _shared_cpu_record(0.7, 0.3), bars).guests[0]
+    assert attacker.bar is not None
+    assert attacker.bar["achieved"] == 0.7
+    assert attacker.bar["saturated_share"] == 0.7
+    assert attacker.bar["reached"] is True
+    assert attacker.verdict == "missed"
+
+
+def test_a_cpu_hog_below_both_grounds_is_inconclusive() -> None:
+    bars = BARS | CONTENTION
+    # An equal split of a saturated CPU: share 0.5, below 0.6.
+    split = score(_hog_scenario(1), _shared_cpu_record(0.5, 0.5), bars).guests[0]
+    assert split.bar is not None and split.bar["saturated_share"] == 0.5
+    assert split.verdict == "inconclusive"
+    # 0.7 beside a neighbour on another CPU: its own CPU is not saturated.
+    alone = score(_hog_scenario(2), _shared_cpu_record(0.7, 0.3), bars).guests[0]
+    assert alone.bar is not None and alone.bar["saturated_share"] == 0.0
+    assert alone.verdict == "inconclusive"
+    # Without the contention thresholds only the use bar counts.
+    use_only = score(_hog_scenario(1), _shared_cpu_record(0.7, 0.3), BARS).guests[0]
+    assert use_only.bar is not None and "saturated_share" not in use_only.bar
+    assert use_only.verdict == "inconclusive"
