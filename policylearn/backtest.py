@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policylearn.prom import PrometheusClient, parse_matrix, query_range_chunked
-from policylearn.promql import AlertRule, Rewriter, RuleSet, referenced
+from policylearn.promql import AlertRule, PromQLError, Rewriter, RuleSet, referenced
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run_alert(
     end: float,
     step: float,
 ) -> list[Episode]:
-    expr = rewriter.rewrite(rule.expr)
+    expr = rewriter.rewrite_alert(rule.expr)
     series = query_range_chunked(client, expr, start, end, step)
     out = []
     for labels, points in series:
@@ -138,13 +138,26 @@ def run_backtest(
         for r in rules.alerts
         if (not alerts or r.alert in alerts)
         and (severity is None or r.labels.get("severity") == severity)
+        and _rewritable(r, Rewriter(rules, tables, step))
     ]
     rewriter = rewriter_for(client, rules, tables, step, [r.expr for r in chosen], start, end)
     episodes: list[Episode] = []
     for rule in chosen:
         log.info("backtest: %s", rule.alert)
-        episodes += run_alert(client, rule, rewriter, start, end, step)
+        try:
+            episodes += run_alert(client, rule, rewriter, start, end, step)
+        except PromQLError as error:
+            log.warning("not backtested: %s: %s", rule.alert, error)
     return sorted(episodes, key=lambda e: (e.fired_at, e.alert, e.domain))
+
+
+def _rewritable(rule: AlertRule, rewriter: Rewriter) -> bool:
+    try:
+        rewriter.rewrite_alert(rule.expr)
+    except PromQLError as error:
+        log.warning("not backtested: %s: %s", rule.alert, error)
+        return False
+    return True
 
 
 def rewriter_for(
