@@ -90,6 +90,19 @@ class Refusal:
     ignored: bool = False  # True when the alert is not ours to act on (another host)
 
 
+def _instant(text: str) -> tuple[datetime, str] | None:
+    """An RFC 3339 instant as an aware datetime (to the second) and its fraction's digits."""
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in 'Zz' else zone}")
+    except ValueError:  # 31 February
+        return None
+    return moment, fraction or ""
+
+
 @functools.lru_cache(maxsize=4096)  # a group's alerts and its re-flushes repeat their startsAt
 def canonical_instant(text: str) -> str:
     """One spelling per instant: UTC, nanoseconds without trailing zeros, as Go's RFC3339Nano.
@@ -98,16 +111,15 @@ def canonical_instant(text: str) -> str:
     sender, or with trailing zeros, or in another zone, must not look like a new episode.
     Text that is not an RFC 3339 timestamp is kept as it is: it still names its episode.
     """
-    match = RFC3339.fullmatch(text)
-    if match is None:
+    instant = _instant(text)
+    if instant is None:
         return text
-    day, clock, fraction, zone = match.groups()
+    moment, fraction = instant
     try:
-        moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in 'Zz' else zone}")
         utc = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-    except (ValueError, OverflowError):  # 31 February; year 1 moved before year 1
+    except (ValueError, OverflowError):  # year 1 moved before year 1
         return text
-    fraction = (fraction or "").rstrip("0")
+    fraction = fraction.rstrip("0")
     return f"{utc}.{fraction}Z" if fraction else f"{utc}Z"
 
 
@@ -115,16 +127,10 @@ def canonical_instant(text: str) -> str:
 def instant_seconds(text: str) -> float | None:
     """Seconds since the epoch of an RFC 3339 instant; None for other text and for Go's zero
     time (`0001-01-01T00:00:00Z`, what Alertmanager sends for an unset endsAt)."""
-    match = RFC3339.fullmatch(text)
-    if match is None:
+    instant = _instant(text)
+    if instant is None or instant[0].year < 1970:
         return None
-    day, clock, fraction, zone = match.groups()
-    try:
-        moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if zone in 'Zz' else zone}")
-    except ValueError:
-        return None
-    if moment.year < 1970:
-        return None
+    moment, fraction = instant
     return moment.timestamp() + float(f"0.{fraction or '0'}")
 
 
