@@ -133,12 +133,13 @@ def run_backtest(
     severity: str | None = "remediate",
 ) -> list[Episode]:
     """Every episode of the chosen alerts (default: those that remediate) over [start, end]."""
+    plain = Rewriter(rules, tables, step)
     chosen = [
         r
         for r in rules.alerts
         if (not alerts or r.alert in alerts)
         and (severity is None or r.labels.get("severity") == severity)
-        and _rewritable(r, Rewriter(rules, tables, step))
+        and _rewritable(r, plain)
     ]
     rewriter = rewriter_for(client, rules, tables, step, [r.expr for r in chosen], start, end)
     episodes: list[Episode] = []
