@@ -65,7 +65,9 @@ def render(results: dict[str, Any]) -> str:
         f"- pending {_fmt(timeline.get('pending_after_s'), 1)} s, firing "
         f"{_fmt(timeline.get('firing_after_s'), 1)} s, tc on guest1's vif "
         f"{_fmt(timeline.get('shaped_after_s'), 1)} s after the flood started",
+        f"- the victim's vif shaped by: {results.get('victim_shaped_by') or 'nothing'}",
         "",
+        *_policy_inputs(results),
         "## Flood rate (guest1's vif in Dom0)",
         "",
         "| window | seconds | echo requests/s sent by guest1 | replies/s to guest1 | kbit/s |",
@@ -125,6 +127,41 @@ def render(results: dict[str, Any]) -> str:
     for row in calibrate(windows):
         lines.append(f"| {row.quantity} | {_fmt(row.lab)} | {_fmt(row.simulator)} | {row.how} |")
     return "\n".join(lines) + "\n"
+
+
+SIGNALS = ("sent_packets", "initiated", "interrupts", "context_switches", "page_table_operations")
+
+
+def _policy_inputs(results: dict[str, Any]) -> list[str]:
+    """Median of each flood policy input per domain between the flood's start and the throttle
+    (or the end): what the rules compared with the lab's thresholds."""
+    series = results.get("figure_series") or {}
+    timeline = results.get("timeline") or {}
+    start = timeline.get("flood_start")
+    if not series or start is None:
+        return []
+    shaped = timeline.get("shaped_after_s")
+    end = start + shaped if shaped is not None else float("inf")
+    lines = ["Phase 2, median per domain from the flood's start to the throttle (10 s rates):",
+             "", "| input | " + " | ".join(r for _, r in ROLES) + " |",
+             "|---|" + "---|" * len(ROLES)]  # fmt: skip
+    for key in SIGNALS:
+        by_domain = series.get(key, {})
+        cells = []
+        for domain, _ in ROLES:
+            values = sorted(v for t, v in by_domain.get(domain, []) if start <= t <= end)
+            cells.append(f"{values[len(values) // 2]:.1f}" if values else "-")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    durations = sorted(v for points in series.get("scrape_duration", {}).values()
+                       for t, v in points if start <= t <= end)  # fmt: skip
+    ups = [v for points in series.get("up", {}).values() for t, v in points if start <= t <= end]
+    if durations and ups:
+        lines += [
+            "",
+            f"Scrapes of Dom0's exporter meanwhile: median {durations[len(durations) // 2]:.2f}"
+            f" s, longest {durations[-1]:.2f} s; up in {sum(ups) / len(ups):.0%} of samples.",
+        ]
+    return [*lines, ""]
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
