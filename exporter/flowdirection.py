@@ -77,6 +77,7 @@ class FlowDirectionCollector:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="flowdirection")
         self._running: Future[tuple[_Counts, list[str]]] | None = None
         self._last: tuple[_Counts, list[str]] | None = None
+        self._last_read_seconds = 0.0
 
     def prefetch(self, scrape: Scrape) -> None:
         scrape.start(DOMAINS)
@@ -86,15 +87,27 @@ class FlowDirectionCollector:
         with self._lock:
             if self._running is None or self._running.done():
                 self._running = self._executor.submit(self._read)
+                self._running.add_done_callback(self._keep)
             return self._running
+
+    def _keep(self, done: Future[tuple[_Counts, list[str]]]) -> None:
+        # A read that finishes between scrapes is served by the next one, which would
+        # otherwise start another and never see it.
+        if not done.cancelled() and done.exception() is None:
+            self._last = done.result()
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         running = self._start()
         names = {domain.domid: domain.name for domain in scrape.domains()}
         # A read that outlives this scrape (a busy Dom0, or the first installation) leaves the
-        # last counts read in place: still true counter values, only older.
+        # last counts read in place: still true counter values, only older. When the last read
+        # took longer than this scrape has left, it is not waited for at all: waiting would
+        # stretch every scrape to its deadline (a slow answer then fails the scrape, and the
+        # rules' 10 s rate windows lose samples) for a read not expected to finish in time.
+        left = scrape.deadline - time.monotonic()
+        wait = max(0.0, left) if self._last is None or self._last_read_seconds <= left else 0.0
         with contextlib.suppress(FutureTimeout):
-            self._last = running.result(timeout=max(0.0, scrape.deadline - time.monotonic()))
+            self._last = running.result(timeout=wait)  # or the read's own error
         family = CounterMetricFamily(
             "xen_domain_network_transmit_flow_packets_total",
             "Packets sent by the guest that open an exchange (echo_request: ICMP/ICMPv6 echo "
@@ -116,6 +129,13 @@ class FlowDirectionCollector:
             raise Degraded("; ".join(failed))
 
     def _read(self) -> tuple[_Counts, list[str]]:
+        started = time.monotonic()
+        try:
+            return self._read_counts()
+        finally:
+            self._last_read_seconds = time.monotonic() - started
+
+    def _read_counts(self) -> tuple[_Counts, list[str]]:
         vifs = list_vifs(self._sysfs)
         self._indexes = {k: v for k, v in self._indexes.items() if k in {x.name for x in vifs}}
         actions = self._actions()

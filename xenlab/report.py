@@ -45,7 +45,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Judicator on real Xen 4.17 (perf counters) under QEMU: the published experiment",
         "",
-        "guest1 ping-floods guest2 (iputils `ping -f -s 1400`); guest3 idles. Phase 1 measures",
+        "guest1 ping-floods guest2 (iputils `ping -f -s 8000`, link MTU "
+        f"{results.get('mtu', '-')}); guest3 idles. Phase 1 measures",
         "with a quiet Dom0 (windows `baseline`, `flood`). Phase 2: Dom0 runs the exporter",
         "(libxenctrl reader) and the remediator; Prometheus and Alertmanager run beside the VM",
         "with the shipped rules and the lab's thresholds (xenlab/thresholds.yml); guest1 floods",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from exporter.flowdirection import FlowDirectionCollector
 from tests.support import require_binary, require_root
+from xentools.sysfs import Vif
 from xentools.tcflow import (
     FLOW_FILTERS,
     FLOW_PREFS,
@@ -83,3 +86,50 @@ def test_collector_counts_echo_requests_on_a_real_vif() -> None:
         subprocess.run(["ip", "link", "del", vif], capture_output=True, timeout=10)
         subprocess.run(["ip", "link", "del", sink], capture_output=True, timeout=10)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+class _TimedReads(FlowDirectionCollector):
+    """Reads that take `seconds` and count 1, 2, 3, ... echo requests on one vif."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__("/nonexistent")
+        self.seconds = seconds
+        self.reads = 0
+
+    def _read_counts(self) -> tuple[dict[Vif, dict[str, int]], list[str]]:
+        time.sleep(self.seconds)
+        self.reads += 1
+        return {
+            Vif("vif1.0", 1, 0, emulated=False): dict(
+                dict.fromkeys(PACKET_KINDS, 0), echo_request=self.reads
+            )
+        }, []
+
+
+class _Scrape:
+    def __init__(self, budget: float) -> None:
+        self.deadline = time.monotonic() + budget
+
+    def domains(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(domid=1, name="g1")]
+
+
+def _scrape(collector: FlowDirectionCollector, budget: float) -> tuple[float, float]:
+    """(seconds the collect took, echo requests served)."""
+    started = time.monotonic()
+    families = list(collector.collect(_Scrape(budget)))  # type: ignore[arg-type]
+    served = next(s.value for s in families[0].samples if s.labels["packet"] == "echo_request")
+    return time.monotonic() - started, served
+
+
+def test_a_read_slower_than_the_scrape_is_not_waited_for_and_served_when_done() -> None:
+    collector = _TimedReads(0.05)
+    took, served = _scrape(collector, 1.0)
+    assert served == 1 and took < 0.5  # a fast read: waited for, fresh
+    collector.seconds = 0.6
+    took, served = _scrape(collector, 0.3)  # the last read was fast: waited for, in vain
+    assert served == 1 and 0.25 < took < 0.55
+    time.sleep(0.5)  # that read ends between scrapes
+    took, served = _scrape(collector, 0.3)
+    assert served == 2  # served by the next scrape, which did not wait for its own read
+    assert took < 0.15

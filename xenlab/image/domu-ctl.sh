@@ -29,6 +29,8 @@ case "$cmd" in
            dd if=/dev/zero of=/dev/xvda bs=64k count=$((a1 * 16)) oflag=direct 2>&1 | tail -1
            dd if=/dev/xvda of=/dev/null bs=64k count=$((a1 * 16)) iflag=direct 2>&1 | tail -1
          else echo "no disk"; fi;;
+  mtu)   # mtu BYTES: eth0's MTU (netfront takes up to 65521 when netback offers scatter-gather)
+         ip link set eth0 mtu "$a1" && cat /sys/class/net/eth0/mtu;;
   result) cat /tmp/pingflood.out 2>/dev/null;;
   stop)  killall ping yes 2>/dev/null; echo stopped;;
   stat)  echo "uptime $(up)"; head -1 /proc/stat; grep -E 'xen|CPU0' /proc/interrupts
