@@ -292,6 +292,11 @@ def qemu_alive(pid: int) -> bool:
     return QEMU.encode() in cmdline
 
 
+# QEMU processes this process started and has not reaped yet, by pid: QEMU outlives `start`
+# (`make lab-up` leaves it running, found again by its pid), and its Popen is kept until `stop`.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def start(
     paths: LabPaths,
     *,
@@ -327,13 +332,15 @@ def start(
     )
     argv = qemu_argv(paths, state, memory_mib)
     log.info("booting Xen (%s) under QEMU TCG, -smp %d; console %s", hypervisor, state.smp, console)
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=(paths.run / "qemu.stderr").open("wb"),
-        start_new_session=True,
-    )
+    with (paths.run / "qemu.stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    _children[process.pid] = process
     state.pid = process.pid
     state.save(state_file)
     lab = Lab(paths, state)
@@ -388,8 +395,12 @@ def stop(paths: LabPaths) -> None:
             deadline = time.monotonic() + 10
             while qemu_alive(state.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(state.pid, os.WNOHANG)
+    child = _children.pop(state.pid, None)
+    if child is not None:
+        child.poll()  # reaps it, and its Popen no longer counts it as running
+    else:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(state.pid, os.WNOHANG)
     state_file.unlink(missing_ok=True)
     log.info("lab stopped")
 
