@@ -222,11 +222,12 @@ class Rewriter:
         also_inline: Iterable[str] = (),
     ) -> None:
         """`also_inline`: recorded series to compute from their rules although they read no
-        threshold (the history lacks them: it predates their rule)."""
+        threshold (the history lacks them: it predates their rule). Only those: a series the
+        history holds that was recorded from one of them was right as recorded, and is read."""
         self.tables = dict(tables)
         self.step = step
         self.inline: dict[str, list[RecordingRule]] = {}
-        dependent: set[str] = set(self.tables) | set(also_inline)
+        dependent: set[str] = set(self.tables)
         changed = True
         while changed:
             changed = False
@@ -236,6 +237,7 @@ class Rewriter:
                 if any(name in dependent for name in referenced(rule.expr)):
                     dependent.add(rule.record)
                     changed = True
+        dependent |= set(also_inline)
         for rule in rules.recording:
             if rule.record in dependent and rule.record not in self.tables:
                 self.inline.setdefault(rule.record, []).append(rule)

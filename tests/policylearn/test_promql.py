@@ -97,6 +97,25 @@ def test_tables_are_found_and_dependents_inlined():
     assert out.endswith("> 3")
 
 
+def test_a_series_missing_from_the_history_is_computed_but_not_what_was_recorded_from_it():
+    rules = RuleSet()
+    rules.add_file(
+        yaml.safe_load("""
+groups:
+  - name: t
+    rules:
+      - {record: "x:held", expr: "last_over_time(x[10s])"}
+      - {record: "x:rate", expr: "rate(y[10s]) * on () group_left () x:held"}
+      - {record: "x:sum", expr: "sum(x:held)"}
+""")
+    )
+    # The history lacks x:held (its rule is newer) but holds x:rate, recorded from it.
+    rewriter = Rewriter(rules, rules.tables(), step=2, also_inline=["x:held"])
+    assert set(rewriter.inline) == {"x:held"}
+    assert rewriter.rewrite("x:rate") == "x:rate"
+    assert "last_over_time(x[10s])" in rewriter.rewrite("x:sum + x:held")
+
+
 def test_candidate_tables_replace_the_shipped_values():
     rules = small_rules()
     tables = rules.tables()
