@@ -66,13 +66,16 @@ def per_cpu(text: str) -> dict[str, list[int]]:
     return found
 
 
-def hypercalls_total(text: str) -> int:
-    """All CPUs' hypercalls (stock perfc sums the `hypercalls` array over CPUs)."""
-    snapshot = parse_xenperf(text)
+def hypercalls_by_index(text: str) -> list[int]:
+    """All CPUs' hypercalls, by hypercall number (stock perfc sums the array over CPUs)."""
     try:
-        return sum(snapshot.counter("hypercalls").values)
+        return list(parse_xenperf(text).counter("hypercalls").values)
     except KeyError:
-        return 0
+        return []
+
+
+def hypercalls_total(text: str) -> int:
+    return sum(hypercalls_by_index(text))
 
 
 def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
@@ -96,6 +99,12 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "cpu_counters": cpu,
         "hypercalls_all_cpus": hypercalls_total(b.xenperf) - hypercalls_total(a.xenperf),
+        "hypercalls_by_index": [
+            y - x
+            for x, y in zip(
+                hypercalls_by_index(a.xenperf), hypercalls_by_index(b.xenperf), strict=False
+            )
+        ],
         "cpu_seconds": {
             name: round(times_b[name] - times_a[name], 2) for name in times_b if name in times_a
         },

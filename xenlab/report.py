@@ -114,6 +114,7 @@ def render(results: dict[str, Any]) -> str:
         f"- `xl pause guest3`: state {actions.get('state_after_pause')}; `xl unpause`: "
         f"{actions.get('state_after_unpause')}",
         "",
+        *_workloads(results),
         "## tc after the throttle (every qdisc; guest1's vif's ingress filters)",
         "",
         "```",
@@ -128,6 +129,31 @@ def render(results: dict[str, Any]) -> str:
     for row in calibrate(windows):
         lines.append(f"| {row.quantity} | {_fmt(row.lab)} | {_fmt(row.simulator)} | {row.how} |")
     return "\n".join(lines) + "\n"
+
+
+def _workloads(results: dict[str, Any]) -> list[str]:
+    """The other workload kinds, run by guest3 (guest2 serves), per second of each window."""
+    windows = results.get("workloads") or {}
+    if not windows and not results.get("workloads_error"):
+        return []
+    lines = ["## The other workloads in the real guests (guest3; guest2 serves)", ""]
+    if results.get("workloads_error"):
+        lines += [f"- failed: {results['workloads_error']}", ""]
+    lines += ["| workload | seconds | packets/s sent | kbit/s sent | CPU s/s | interrupts/s | "
+              "page faults/s | mmu_update/s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, w in windows.items():
+        seconds, vif = w["seconds"], w["vifs"].get("guest3", {})
+        cpu = w["domain_cpu"].get("guest3")
+        counters = [w["cpu_counters"].get(k, []) for k in ("interrupts", "page_faults",
+                                                            "mmu_update")]  # fmt: skip
+        cells = [f"{c[cpu] / seconds:.0f}" if cpu is not None and cpu < len(c) else "-"
+                 for c in counters]  # fmt: skip
+        lines.append(
+            f"| {name} | {seconds:.1f} | {vif.get('rx_packets', 0) / seconds:.0f} | "
+            f"{vif.get('rx_bytes', 0) * 8 / seconds / 1000:.0f} | "
+            f"{w['cpu_seconds'].get('guest3', 0.0) / seconds:.2f} | " + " | ".join(cells) + " |"
+        )
+    return [*lines, ""]
 
 
 SIGNALS = ("sent_packets", "initiated", "interrupts", "context_switches", "page_table_operations")

@@ -81,3 +81,25 @@ def test_xl_cap_and_pause_act_on_a_real_domain(demo: dict[str, Any]) -> None:
     assert actions["cap_after_set"] == 25
     assert "p" in actions["state_after_pause"]
     assert "p" not in actions["state_after_unpause"]
+
+
+def test_the_guests_run_every_workload_kind(demo: dict[str, Any]) -> None:
+    """guest3 runs the simulated host's other workload kinds for real, 10 s each."""
+    assert "workloads_error" not in demo, demo.get("workloads_error")
+    windows = demo["workloads"]
+
+    def per_second(name: str, value: float) -> float:
+        return value / float(windows[name]["seconds"])
+
+    def sent(name: str, stat: str) -> float:
+        return per_second(name, windows[name]["vifs"]["guest3"][stat])
+
+    def on_its_cpu(name: str, counter: str) -> float:
+        w = windows[name]
+        return per_second(name, w["cpu_counters"][counter][w["domain_cpu"]["guest3"]])
+
+    assert sent("web", "rx_packets") > 5 and sent("web", "tx_packets") > 5  # requests, pages
+    assert sent("bulk", "rx_bytes") > 100_000  # bytes/s of one TCP stream
+    assert sent("udp_flood", "rx_packets") > 50
+    assert per_second("cpu", windows["cpu"]["cpu_seconds"]["guest3"]) > 0.5
+    assert on_its_cpu("memory", "page_faults") > 10 * max(on_its_cpu("cpu", "page_faults"), 1)
