@@ -4,7 +4,7 @@ vif's ingress (xentools.tcflow). The collector installs the counting filters on 
 them (they count and pass every packet on), then reads them; a vif recreated with a new domain
 starts again at 0, which Prometheus' rate() takes as a counter reset.
 
-Opt-in (`--collector.flowdirection`): it changes Dom0's tc state (filters at priorities 11-18
+Opt-in (`--collector.flowdirection`): it changes Dom0's tc state (filters at priorities 11-20
 on each vif's ingress qdisc, and on kernels without act_gact a sink ifb device).
 
 Cost per scrape: one `tc actions ls` for every vif together, started in `prefetch` so that it
@@ -111,8 +111,9 @@ class FlowDirectionCollector:
         family = CounterMetricFamily(
             "xen_domain_network_transmit_flow_packets_total",
             "Packets sent by the guest that open an exchange (echo_request: ICMP/ICMPv6 echo "
-            "requests; syn: TCP SYN without ACK) or answer one (echo_reply, syn_ack), counted by "
-            "tc u32 filters on the vif's ingress; restarts at 0 when they are reinstalled",
+            "requests; syn: TCP SYN without ACK) or answer one (echo_reply, syn_ack), and IP "
+            "fragments after a datagram's first (fragment), counted by tc u32 filters on the "
+            "vif's ingress; restarts at 0 when they are reinstalled",
             labels=["domain", "interface", "packet"],
         )
         if self._last is None:

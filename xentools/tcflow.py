@@ -6,7 +6,10 @@ offers, shaped or not). Their action only counts and lets classification continu
 filter: `gact continue` where the kernel has act_gact, else `mirred egress mirror` to a sink
 device that is up and drops all it is given (an ifb under `pfifo limit 0`), which counts in the
 action's statistics. IPv4 without options (IHL 5) and first fragments only; IPv6 without
-extension headers. Pure: argv lists and a parser; nothing here runs a command.
+extension headers. One more kind counts IP fragments after the first: a datagram larger than
+the MTU leaves as n fragments and only its first can be told request or answer, so the others
+are counted apart (as the fragments that announce more to follow, IPv4's MF flag or IPv6's M
+flag: n - 1 of them, as many). Pure: argv lists and a parser; nothing here runs a command.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 @dataclass(frozen=True)
 class FlowFilter:
     pref: int
-    packet: str  # echo_request, echo_reply, syn, syn_ack
+    packet: str  # echo_request, echo_reply, syn, syn_ack, fragment
     protocol: str  # ip or ipv6
     matches: tuple[str, ...]
 
@@ -75,9 +78,23 @@ FLOW_FILTERS: tuple[FlowFilter, ...] = (
         "ipv6",
         ("match", "u8", "6", "0xff", "at", "6", "match", "u8", "0x12", "0x12", "at", "53"),
     ),
+    # IPv4 of any header length with More Fragments set.
+    FlowFilter(
+        19,
+        "fragment",
+        "ip",
+        ("match", "u8", "0x40", "0xf0", "at", "0", "match", "u16", "0x2000", "0x2000", "at", "6"),
+    ),
+    # IPv6 whose first extension header is a Fragment header with its M flag set.
+    FlowFilter(
+        20,
+        "fragment",
+        "ipv6",
+        ("match", "u8", "44", "0xff", "at", "6", "match", "u8", "0x01", "0x01", "at", "43"),
+    ),
 )
 FLOW_PREFS: Mapping[int, FlowFilter] = {f.pref: f for f in FLOW_FILTERS}
-PACKET_KINDS = ("echo_request", "echo_reply", "syn", "syn_ack")
+PACKET_KINDS = ("echo_request", "echo_reply", "syn", "syn_ack", "fragment")
 
 
 def count_action(sink: str | None) -> tuple[str, ...]:

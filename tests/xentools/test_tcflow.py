@@ -82,6 +82,13 @@ def test_collector_counts_echo_requests_on_a_real_vif() -> None:
         counts, failed = collector._read()
         assert counts[ours]["echo_request"] == 3  # echo requests the "guest" sent
         assert counts[ours]["echo_reply"] == 0  # it answered nothing
+        assert counts[ours]["fragment"] == 0
+        # 3000-byte pings at the veth's 1500-byte MTU: three fragments each, one request
+        ping = ("ip", "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1")
+        run(*ping, "-s", "3000", "198.19.252.1")
+        counts, failed = collector._read()
+        assert counts[ours]["echo_request"] == 5
+        assert counts[ours]["fragment"] == 4
     finally:
         subprocess.run(["ip", "link", "del", vif], capture_output=True, timeout=10)
         subprocess.run(["ip", "link", "del", sink], capture_output=True, timeout=10)
