@@ -21,19 +21,24 @@ case "$cmd" in
          (timeout "$a2" sh -c "yes $(printf '%0999d' 0) | nc -u $a1 9" ;
           echo "end $(up)" > /tmp/udpflood.out) </dev/null >/dev/null 2>&1 &
          echo "started udpflood $a1 at $(up)";;
-  serve) # serve SECONDS: a web server (busybox httpd, a 16 KiB page) on port 80 and a TCP
-         # sink on port 9000 (one stream), both for SECONDS
+  serve) # serve SECONDS: for SECONDS, a web server (busybox httpd, a 16 KiB page) on port 80,
+         # a TCP sink on port 9000 (one stream) and a UDP sink on port 9; each sink's stdin is
+         # a pipe that stays open (busybox nc ends when its stdin does)
          mkdir -p /www && head -c 16384 /dev/zero > /www/index.html
          (timeout "$a1" httpd -f -p 80 -h /www) </dev/null >/dev/null 2>&1 &
-         (timeout "$a1" nc -l -p 9000 > /dev/null) </dev/null >/dev/null 2>&1 &
+         (sleep "$a1" | timeout "$a1" nc -l -p 9000 > /dev/null) >/dev/null 2>&1 &
+         (sleep "$a1" | timeout "$a1" nc -u -l -p 9 > /dev/null) >/dev/null 2>&1 &
          echo "serving at $(up)";;
-  web)   # web IP SECONDS: fetch IP's page over and over, one request at a time
-         (timeout "$a2" sh -c "while :; do wget -q -T 5 -O /dev/null http://$a1/; done") \
-           </dev/null >/dev/null 2>&1 &
+  web)   # web IP SECONDS: fetch IP's page over and over, one request at a time (HTTP/1.0 by
+         # hand: busybox-static's wget segfaults here, a static glibc resolving an address)
+         (timeout "$a2" sh -c "while :; do (printf 'GET / HTTP/1.0\r\n\r\n'; sleep 0.5) |
+           nc $a1 80 > /dev/null || sleep 1; done" > /tmp/web.out 2>&1) </dev/null &
          echo "started web $a1 at $(up)";;
   bulk)  # bulk IP SECONDS: one TCP stream of zeros to IP's sink (port 9000)
-         (timeout "$a2" nc "$a1" 9000 < /dev/zero) </dev/null >/dev/null 2>&1 &
+         (timeout "$a2" nc "$a1" 9000 < /dev/zero > /tmp/bulk.out 2>&1) </dev/null &
          echo "started bulk $a1 at $(up)";;
+  log)   # log NAME: what a background workload printed (web, bulk, pingflood)
+         cat "/tmp/$a1.out" 2>/dev/null | tail -5;;
   memory) # memory MIB SECONDS: touch MIB MiB of fresh memory (dd's one buffer, every page
          # faulted in), keep it in RAM (a file in the RAM root), hold it, give it back
          (dd if=/dev/zero of=/tmp/memhog bs="${a1}M" count=1 2>/dev/null; sleep "$a2";
