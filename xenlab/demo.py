@@ -268,15 +268,15 @@ MEMORY_MIB = 24
 
 def measure_workloads(lab: Lab, vifs: Mapping[str, str]) -> dict[str, Any]:
     """The simulated host's other workload kinds, each WORKLOAD_SECONDS in a real guest: guest3
-    (never shaped) is the client of guest2's web server and TCP sink, sends a UDP flood, burns
-    its CPU, takes memory. One window of counters each, framed by snapshots."""
+    (never shaped) is the client of guest2's web server and TCP sink, burns its CPU, takes
+    memory. One window of counters each, framed by snapshots. Not here: a UDP flood (the
+    guests' busybox nc has no UDP) and disk I/O (the demo's guests have no disk)."""
     target = lab.guest(VICTIM).ip
     seconds = str(int(WORKLOAD_SECONDS))
     lab.guest_command(VICTIM, "serve", str(int(4 * WORKLOAD_SECONDS + 60)))
     runs = {
         "web": ("web", target, seconds),
         "bulk": ("bulk", target, seconds),
-        "udp_flood": ("udpflood", target, seconds),
         "cpu": ("cpu", seconds),
         "memory": ("memory", str(MEMORY_MIB), seconds),
     }

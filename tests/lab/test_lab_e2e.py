@@ -102,6 +102,5 @@ def test_the_guests_run_every_workload_kind(demo: dict[str, Any]) -> None:
     # takes about a second, one TCP stream ~1 MB/s).
     assert sent("web", "rx_packets") > 1.5 and sent("web", "tx_packets") > 1.5  # requests, pages
     assert sent("bulk", "rx_bytes") > 100_000  # bytes/s of one TCP stream
-    assert sent("udp_flood", "rx_packets") > 10
     assert per_second("cpu", windows["cpu"]["cpu_seconds"]["guest3"]) > 0.5
     assert on_its_cpu("memory", "page_faults") > 10 * max(on_its_cpu("cpu", "page_faults"), 1)

@@ -17,17 +17,17 @@ case "$cmd" in
          (setsid timeout $((a3 + 10)) $PING -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
           echo "rc=$? end $(up)" >> /tmp/pingflood.out) </dev/null >/dev/null 2>&1 &
          echo "started pingflood $a1 at $(up)";;
-  udpflood) # udpflood IP SECONDS: 1000-byte datagrams to port 9 as fast as nc can send
+  udpflood) # udpflood IP SECONDS: 1000-byte datagrams to port 9 as fast as nc can send.
+         # Sends nothing with Debian's busybox-static: its nc has no UDP (-u); not used
          (timeout "$a2" sh -c "yes $(printf '%0999d' 0) | nc -u $a1 9" ;
           echo "end $(up)" > /tmp/udpflood.out) </dev/null >/dev/null 2>&1 &
          echo "started udpflood $a1 at $(up)";;
-  serve) # serve SECONDS: for SECONDS, a web server (busybox httpd, a 16 KiB page) on port 80,
-         # a TCP sink on port 9000 (one stream) and a UDP sink on port 9; each sink's stdin is
-         # a pipe that stays open (busybox nc ends when its stdin does)
+  serve) # serve SECONDS: for SECONDS, a web server (busybox httpd, a 16 KiB page) on port 80
+         # and a TCP sink on port 9000 (one stream), its stdin a pipe that stays open (busybox
+         # nc ends when its stdin does)
          mkdir -p /www && head -c 16384 /dev/zero > /www/index.html
          (timeout "$a1" httpd -f -p 80 -h /www) </dev/null >/dev/null 2>&1 &
          (sleep "$a1" | timeout "$a1" nc -l -p 9000 > /dev/null) >/dev/null 2>&1 &
-         (sleep "$a1" | timeout "$a1" nc -u -l -p 9 > /dev/null) >/dev/null 2>&1 &
          echo "serving at $(up)";;
   web)   # web IP SECONDS: fetch IP's page over and over, one request at a time (HTTP/1.0 by
          # hand: busybox-static's wget segfaults here, a static glibc resolving an address)
