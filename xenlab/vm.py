@@ -397,7 +397,9 @@ def stop(paths: LabPaths) -> None:
                 time.sleep(0.2)
     child = _children.pop(state.pid, None)
     if child is not None:
-        child.poll()  # reaps it, and its Popen no longer counts it as running
+        # reaps it (it may still be exiting), and its Popen no longer counts it as running
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=10)
     else:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(state.pid, os.WNOHANG)
