@@ -66,10 +66,9 @@ FLOOD_ALERTS = ("XenNetworkFloodPerfc", "XenNetworkFloodVif")
 # The shipped policy shapes to 1mbit, and under emulation a ping flood is bound by its cost per
 # ping, not per byte (measured 2026-12-02, quiet host, pings of 1400 / 8000 / 16000 bytes:
 # 0.6 / 2.9 / 4.9 Mbit/s): 1400-byte pings fit under the shaping rate, so tc would have nothing
-# to cut. Larger pings at the usual 1500-byte MTU go out as IP fragments, of which only the
-# first is an echo request to the direction counters (the rest counts as neither); the lab
-# gives its guests' link jumbo frames (MTU 9000, as many data centres do) so that each ping is
-# one packet of 8028 bytes, about 3 Mbit/s.
+# to cut. Larger pings at the usual 1500-byte MTU go out as IP fragments (which the direction
+# counters count apart); the lab gives its guests' link jumbo frames (MTU 9000, as many data
+# centres do) so that each ping is one packet of 8028 bytes, about 3 Mbit/s.
 FLOOD_PAYLOAD_BYTES = 8000
 JUMBO_MTU = 9000
 FLOOD_DEADLINE_SECONDS = 300
@@ -323,6 +322,7 @@ def run_demo(paths: LabPaths, out: Path, fixtures: Path | None = None) -> dict[s
         vifs = {name: lab.vif(name) for name in (ATTACKER, VICTIM, IDLE)}
         results["vifs"] = vifs
         results["mtu"] = enable_jumbo_frames(lab, vifs)
+        results["flood_payload_bytes"] = FLOOD_PAYLOAD_BYTES
         results["domain_cpus"] = {g.name: g.cpu for g in guests}
         lab.guest_command(ATTACKER, "ping", lab.guest(VICTIM).ip, "3")
         results["windows"].update(measure_flood(lab, vifs, out))

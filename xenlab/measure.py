@@ -74,10 +74,6 @@ def hypercalls_by_index(text: str) -> list[int]:
         return []
 
 
-def hypercalls_total(text: str) -> int:
-    return sum(hypercalls_by_index(text))
-
-
 def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
     """Deltas between two snapshots: per CPU, per domain, per vif; and each domain's pCPU."""
     seconds = b.at - a.at
@@ -90,6 +86,13 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
     times_a = {d.name: d.cpu_seconds for d in parse_list(a.xl_list)}
     times_b = {d.name: d.cpu_seconds for d in parse_list(b.xl_list)}
     pinned = {v.name: v.cpu for v in parse_vcpu_list(b.vcpu_list) if v.cpu is not None}
+    # (a hypercall first counted between the two has no earlier value: it is left out)
+    hypercalls = [
+        y - x
+        for x, y in zip(
+            hypercalls_by_index(a.xenperf), hypercalls_by_index(b.xenperf), strict=False
+        )
+    ]
     vif = {
         domain: {s: b.vifs[domain][s] - a.vifs[domain][s] for s in VIF_STATS}
         for domain in vifs
@@ -98,13 +101,8 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
     return {
         "seconds": round(seconds, 2),
         "cpu_counters": cpu,
-        "hypercalls_all_cpus": hypercalls_total(b.xenperf) - hypercalls_total(a.xenperf),
-        "hypercalls_by_index": [
-            y - x
-            for x, y in zip(
-                hypercalls_by_index(a.xenperf), hypercalls_by_index(b.xenperf), strict=False
-            )
-        ],
+        "hypercalls_all_cpus": sum(hypercalls),
+        "hypercalls_by_index": hypercalls,
         "cpu_seconds": {
             name: round(times_b[name] - times_a[name], 2) for name in times_b if name in times_a
         },

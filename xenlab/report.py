@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+from statistics import median_low
 from typing import Any
 
 from xenlab.calibrate import as_dicts, calibrate
@@ -45,8 +46,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# Judicator on real Xen 4.17 (perf counters) under QEMU: the published experiment",
         "",
-        "guest1 ping-floods guest2 (iputils `ping -f -s 8000`, link MTU "
-        f"{results.get('mtu', '-')}); guest3 idles. Phase 1 measures",
+        f"guest1 ping-floods guest2 (iputils `ping -f -s {results.get('flood_payload_bytes', '-')}`"
+        f", link MTU {results.get('mtu', '-')}); guest3 idles. Phase 1 measures",
         "with a quiet Dom0 (windows `baseline`, `flood`). Phase 2: Dom0 runs the exporter",
         "(libxenctrl reader) and the remediator; Prometheus and Alertmanager run beside the VM",
         "with the shipped rules and the lab's thresholds (xenlab/thresholds.yml); guest1 floods",
@@ -176,8 +177,8 @@ def _policy_inputs(results: dict[str, Any]) -> list[str]:
         by_domain = series.get(key, {})
         cells = []
         for domain, _ in ROLES:
-            values = sorted(v for t, v in by_domain.get(domain, []) if start <= t <= end)
-            cells.append(f"{values[len(values) // 2]:.1f}" if values else "-")
+            values = [v for t, v in by_domain.get(domain, []) if start <= t <= end]
+            cells.append(f"{median_low(values):.1f}" if values else "-")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     durations = sorted(v for points in series.get("scrape_duration", {}).values()
                        for t, v in points if start <= t <= end)  # fmt: skip
@@ -185,7 +186,7 @@ def _policy_inputs(results: dict[str, Any]) -> list[str]:
     if durations and ups:
         lines += [
             "",
-            f"Scrapes of Dom0's exporter meanwhile: median {durations[len(durations) // 2]:.2f}"
+            f"Scrapes of Dom0's exporter meanwhile: median {median_low(durations):.2f}"
             f" s, longest {durations[-1]:.2f} s; up in {sum(ups) / len(ups):.0%} of samples.",
         ]
     return [*lines, ""]
