@@ -56,8 +56,19 @@ def _hypercall_rate(window: Mapping[str, Any], number: int) -> float:
     return float(values[number]) / float(window["seconds"]) if number < len(values) else 0.0
 
 
-def calibrate(windows: Mapping[str, Mapping[str, Any]]) -> list[Row]:
-    """Rows of the calibration table from the `baseline` and `flood` windows."""
+PER_PACKET_COUNTERS = (
+    ("interrupts", "#interrupts"),
+    ("ipis", "#IPIs"),
+    ("context_switches", "sched: context switches"),
+    ("scheduler_runs", "sched: runs through scheduler"),
+)
+
+
+def calibrate(
+    windows: Mapping[str, Mapping[str, Any]], udp_flood: Mapping[str, Any] | None = None
+) -> list[Row]:
+    """Rows of the calibration table from the `baseline` and `flood` windows, and the sending
+    half of a packet's cost from guest3's UDP flood window, if there is one."""
     base, flood = windows["baseline"], windows["flood"]
     cpus = flood["domain_cpu"]
     a, v, i = cpus[ATTACKER], cpus[VICTIM], cpus[IDLE]
@@ -67,9 +78,7 @@ def calibrate(windows: Mapping[str, Mapping[str, Any]]) -> list[Row]:
     if packets <= 0:
         return rows
     sent, received = model.GUEST_PER_SENT_PACKET, model.GUEST_PER_RECEIVED_PACKET
-    for key, name in (("interrupts", "#interrupts"), ("ipis", "#IPIs"),
-                      ("context_switches", "sched: context switches"),
-                      ("scheduler_runs", "sched: runs through scheduler")):  # fmt: skip
+    for key, name in PER_PACKET_COUNTERS:
         simulated = _sim(sent, name) + _sim(received, name)  # each side sends 1, receives 1
         rows.append(Row(f"attacker CPU: {name} per ping (request out, reply in)",
                         _excess(flood, base, key, a) / packets, simulated,
@@ -117,6 +126,29 @@ def calibrate(windows: Mapping[str, Mapping[str, Any]]) -> list[Row]:
                         f"baseline window, CPU {i} (guest3 idle)"))  # fmt: skip
     rows.append(Row("idle guest CPU seconds per s (emulated)", _cpu_rate(base, IDLE),
                     model.GUEST_CPU_BASELINE, "xl list Time(s), baseline"))  # fmt: skip
+    if udp_flood is not None:
+        rows += _udp_sender(udp_flood, base)
+    return rows
+
+
+def _udp_sender(flood: Mapping[str, Any], base: Mapping[str, Any]) -> list[Row]:
+    """A packet's sending half: guest3 floods UDP and nothing comes back, so what its CPU takes
+    beyond the quiet baseline is per datagram sent (its busy CPU's timer apart)."""
+    i = flood["domain_cpu"][IDLE]
+    datagrams = float(flood["vifs"][IDLE]["rx_packets"]) / float(flood["seconds"])
+    rows = [Row("UDP flood rate (datagrams/s, guest3's vif)", datagrams, None,
+                "vif rx_packets of guest3's vif over its UDP flood window"),
+            Row("UDP flood sender's vCPU busy (CPU s/s, emulated)", _cpu_rate(flood, IDLE), None,
+                "xl list Time(s)")]  # fmt: skip
+    if datagrams <= 0:
+        return rows
+    timer = _excess(flood, base, "apic_timer", i)
+    for key, name in PER_PACKET_COUNTERS:
+        excess = _excess(flood, base, key, i) - (timer if key == "interrupts" else 0.0)
+        rows.append(Row(f"UDP sender CPU: {name} per datagram sent"
+                        + (" (beyond its timer's)" if key == "interrupts" else ""),
+                        excess / datagrams, _sim(model.GUEST_PER_SENT_PACKET, name),
+                        f"(UDP flood - baseline) per s on CPU {i} / datagrams per s"))  # fmt: skip
     return rows
 
 

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xenlab.vm import booted, standard_guests
 
         if args.hypervisor in ("perfc", "both"):
-            with booted(paths, guests=standard_guests(3, disks=True), hypervisor="perfc") as lab:
+            with booted(paths, guests=standard_guests(3), hypervisor="perfc") as lab:
                 capture_perfc(lab, args.out)
         if args.hypervisor in ("stock", "both"):
             with booted(paths, guests=standard_guests(1), hypervisor="stock") as lab:

@@ -89,7 +89,6 @@ SCRAPE_TIMEOUT = "2s"
 EXPORTER_FLAGS = (
     "--command.timeout=4.5",
     "--scrape.timeout=5",
-    "--no-collector.block",
     "--collector.flowdirection",
 )
 POLL_SECONDS = 3.0
@@ -263,29 +262,36 @@ def exercise_xl_actions(lab: Lab) -> dict[str, Any]:
 
 WORKLOAD_SECONDS = 10.0
 MEMORY_MIB = 24
+DISK_PASS_MIB = 8  # written then read per pass, of the guest's 16 MiB disk
 
 
 def measure_workloads(lab: Lab, vifs: Mapping[str, str]) -> dict[str, Any]:
     """The simulated host's other workload kinds, each WORKLOAD_SECONDS in a real guest: guest3
-    (never shaped) is the client of guest2's web server and TCP sink, burns its CPU, takes
-    memory. One window of counters each, framed by snapshots. Not here: a UDP flood (the
-    guests' busybox nc has no UDP) and disk I/O (the demo's guests have no disk)."""
+    (never shaped) is the client of guest2's web server and TCP and UDP sinks, burns its CPU,
+    takes memory, reads and writes its disk. One window of counters each, framed by snapshots.
+    The UDP flood comes last: the policies may shape guest3 for it."""
     target = lab.guest(VICTIM).ip
     seconds = str(int(WORKLOAD_SECONDS))
-    lab.guest_command(VICTIM, "serve", str(int(4 * WORKLOAD_SECONDS + 60)))
+    lab.guest_command(VICTIM, "serve", str(int(6 * WORKLOAD_SECONDS + 60)))
     runs = {
         "web": ("web", target, seconds),
         "bulk": ("bulk", target, seconds),
         "cpu": ("cpu", seconds),
         "memory": ("memory", str(MEMORY_MIB), seconds),
+        "disk": ("disk", str(DISK_PASS_MIB), seconds),
+        "udpflood": ("udpflood", target, seconds),
     }
+    vbds = {IDLE: lab.vbd(IDLE)}
     windows = {}
     for name, words in runs.items():
-        before = take_snapshot(lab, vifs)
+        before = take_snapshot(lab, vifs, vbds)
         log.info("workload %s: %s", name, lab.guest_command(IDLE, *words).strip())
         time.sleep(WORKLOAD_SECONDS)
-        windows[name] = window(before, take_snapshot(lab, vifs), vifs)
+        windows[name] = window(before, take_snapshot(lab, vifs, vbds), vifs)
         time.sleep(2)  # what it left in flight
+    for name in ("udpflood", "udpsink", "disk"):
+        source = IDLE if name != "udpsink" else VICTIM
+        log.info("%s: %s", name, lab.guest_command(source, "log", name).strip())
     return windows
 
 

@@ -35,6 +35,7 @@ HOST_PACKAGES = (
     "python3",
     "iproute2",
     "iputils-ping",
+    "iperf",
     "debian-archive-keyring",
 )
 # Unpacked into the cache for Dom0 and the guests. libxenmisc4.17 holds libxenctrl.so.4.17.

@@ -4,7 +4,7 @@ Dom0's image holds busybox, Debian's Xen 4.17 toolstack and libraries, bash/ipro
 from the host (Debian 12, the same packages a Dom0 would install), Debian's Python 3.11 with the
 few libraries the exporter and remediator import, the project's own packages, the kernel modules
 (Xen back ends, bridge, and the tc chain: ifb, mirred, u32, tbf, htb, ingress) and the guests'
-kernel and image. A guest's image holds busybox, iputils ping and the Xen front ends.
+kernel and image. A guest's image holds busybox, iputils ping, iperf and the Xen front ends.
 
 Why an initramfs rather than a 9p share of the host's root: it boots with nothing but the
 Debian kernel's own modules (no virtio-9p in a PV Dom0 to debug), the same way every time,
@@ -44,7 +44,8 @@ DOM0_HOST_BINARIES = (
     "/bin/bash", "/usr/bin/flock", "/bin/ip", "/sbin/tc", "/sbin/bridge", "/sbin/losetup",
     "/usr/bin/python3.11",
 )  # fmt: skip
-DOMU_HOST_BINARIES = ("/bin/ping",)
+# iputils' ping floods (busybox's has no -f); iperf 2 floods UDP (busybox's nc has no UDP).
+DOMU_HOST_BINARIES = ("/bin/ping", "/usr/bin/iperf")
 PYTHON_STDLIB = Path("/usr/lib/python3.11")
 DOM0_PYTHON = Path("/usr/bin/python3.11")
 PYTHON_STDLIB_SKIP = {
@@ -281,9 +282,10 @@ def build_dom0(paths: LabPaths) -> None:
     _copy(paths.domu_initrd, root / "guest/domu.cpio.gz")
     (root / "init").write_text(_script("dom0-init.sh"))
     (root / "init").chmod(0o755)
-    vif_script = root / "etc/xen/scripts/vif-xenlab"
-    vif_script.write_text(_script("vif-xenlab.sh"))
-    vif_script.chmod(0o755)
+    for script in ("vif-xenlab", "block-xenlab"):
+        installed = root / "etc/xen/scripts" / script
+        installed.write_text(_script(f"{script}.sh"))
+        installed.chmod(0o755)
     copy_libraries(root)
     pack(root, paths.dom0_initrd)
 

@@ -1,9 +1,9 @@
 """Snapshots of the real hypervisor's counters and the per-window arithmetic on them.
 
-A snapshot is `xenperf -f`, `xl list`, `xl vcpu-list` and each watched vif's counters, read in
-Dom0 at one moment; a window is the difference of two snapshots, per physical CPU (xenperf's
-per-CPU counters, in online-CPU order, which here is CPU id order) and per domain (CPU seconds,
-vif packets). Parsing goes through xentools, as the product's does.
+A snapshot is `xenperf -f`, `xl list`, `xl vcpu-list` and each watched vif's and disk's
+counters, read in Dom0 at one moment; a window is the difference of two snapshots, per physical
+CPU (xenperf's per-CPU counters, in online-CPU order, which here is CPU id order) and per domain
+(CPU seconds, vif packets, disk requests). Parsing goes through xentools, as the product's does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from xentools.xenperf import CounterKind, parse_xenperf
 from xentools.xl import parse_list, parse_vcpu_list
 
 VIF_STATS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped")
+VBD_STATS = ("rd_req", "wr_req", "rd_sect", "wr_sect")
 # xenperf counter names (Xen 4.17 perfc_defn.h) used by the report and the calibration.
 COUNTERS = {
     "interrupts": "#interrupts",
@@ -37,20 +38,31 @@ class Snapshot:
     xl_list: str
     vcpu_list: str
     vifs: dict[str, dict[str, int]]
+    vbds: dict[str, dict[str, int]]
 
 
-def take_snapshot(lab: Lab, vifs: Mapping[str, str]) -> Snapshot:
-    """`vifs` maps a domain name to its vif in Dom0."""
+def take_snapshot(
+    lab: Lab, vifs: Mapping[str, str], vbds: Mapping[str, str] | None = None
+) -> Snapshot:
+    """`vifs` maps a domain name to its vif in Dom0, `vbds` to its disk's backend device."""
     at = time.time()
     xenperf = lab.run("xenperf", "-f").check("xenperf -f").stdout
     xl_list = lab.xl("list").check("xl list").stdout
     vcpu_list = lab.xl("vcpu-list").check("xl vcpu-list").stdout
-    stats: dict[str, dict[str, int]] = {}
-    for domain, vif in vifs.items():
-        paths = [f"/sys/class/net/{vif}/statistics/{s}" for s in VIF_STATS]
-        values = lab.run("cat", *paths).check(f"{vif} statistics").stdout.split()
-        stats[domain] = {s: int(v) for s, v in zip(VIF_STATS, values, strict=True)}
-    return Snapshot(at, xenperf, xl_list, vcpu_list, stats)
+    vif_stats = {
+        domain: _read_stats(lab, f"/sys/class/net/{vif}/statistics", VIF_STATS)
+        for domain, vif in vifs.items()
+    }
+    vbd_stats = {
+        domain: _read_stats(lab, f"/sys/bus/xen-backend/devices/{vbd}/statistics", VBD_STATS)
+        for domain, vbd in (vbds or {}).items()
+    }
+    return Snapshot(at, xenperf, xl_list, vcpu_list, vif_stats, vbd_stats)
+
+
+def _read_stats(lab: Lab, directory: str, names: tuple[str, ...]) -> dict[str, int]:
+    values = lab.run("cat", *(f"{directory}/{n}" for n in names)).check(directory).stdout.split()
+    return {n: int(v) for n, v in zip(names, values, strict=True)}
 
 
 def per_cpu(text: str) -> dict[str, list[int]]:
@@ -98,6 +110,11 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
         for domain in vifs
         if domain in a.vifs and domain in b.vifs
     }
+    vbd = {
+        domain: {s: b.vbds[domain][s] - a.vbds[domain][s] for s in VBD_STATS}
+        for domain in b.vbds
+        if domain in a.vbds
+    }
     return {
         "seconds": round(seconds, 2),
         "cpu_counters": cpu,
@@ -108,4 +125,5 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
         },
         "domain_cpu": pinned,
         "vifs": vif,
+        "vbds": vbd,
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import median_low
 from typing import Any
 
-from xenlab.calibrate import as_dicts, calibrate
+from xenlab.calibrate import Row, as_dicts, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def render(results: dict[str, Any]) -> str:
         "| quantity | lab | simulator | how |",
         "|---|---|---|---|",
     ]
-    for row in calibrate(windows):
+    for row in _calibration(results):
         lines.append(f"| {row.quantity} | {_fmt(row.lab)} | {_fmt(row.simulator)} | {row.how} |")
     return "\n".join(lines) + "\n"
 
@@ -140,10 +140,13 @@ def _workloads(results: dict[str, Any]) -> list[str]:
     lines = ["## The other workloads in the real guests (guest3; guest2 serves)", ""]
     if results.get("workloads_error"):
         lines += [f"- failed: {results['workloads_error']}", ""]
-    lines += ["| workload | seconds | packets/s sent | kbit/s sent | CPU s/s | interrupts/s | "
-              "page faults/s | mmu_update/s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["| workload | seconds | packets/s sent | kbit/s sent | disk requests/s | CPU s/s | "
+              "interrupts/s | page faults/s | mmu_update/s |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, w in windows.items():
         seconds, vif = w["seconds"], w["vifs"].get("guest3", {})
+        vbd = w.get("vbds", {}).get("guest3")
+        disk = f"{(vbd['rd_req'] + vbd['wr_req']) / seconds:.0f}" if vbd else "-"
         cpu = w["domain_cpu"].get("guest3")
         counters = [w["cpu_counters"].get(k, []) for k in ("interrupts", "page_faults",
                                                             "mmu_update")]  # fmt: skip
@@ -151,7 +154,7 @@ def _workloads(results: dict[str, Any]) -> list[str]:
                  for c in counters]  # fmt: skip
         lines.append(
             f"| {name} | {seconds:.1f} | {vif.get('rx_packets', 0) / seconds:.0f} | "
-            f"{vif.get('rx_bytes', 0) * 8 / seconds / 1000:.0f} | "
+            f"{vif.get('rx_bytes', 0) * 8 / seconds / 1000:.0f} | {disk} | "
             f"{w['cpu_seconds'].get('guest3', 0.0) / seconds:.2f} | " + " | ".join(cells) + " |"
         )
     return [*lines, ""]
@@ -192,10 +195,14 @@ def _policy_inputs(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _calibration(results: dict[str, Any]) -> list[Row]:
+    udp_flood = (results.get("workloads") or {}).get("udpflood")
+    return calibrate(results["windows"], udp_flood)
+
+
 def write_report(results: dict[str, Any], out: Path) -> None:
     (out / "report.md").write_text(render(results))
-    (out / "calibration.json").write_text(json.dumps(as_dicts(calibrate(results["windows"])),
-                                                     indent=1))  # fmt: skip
+    (out / "calibration.json").write_text(json.dumps(as_dicts(_calibration(results)), indent=1))
     with contextlib.suppress(ImportError):
         _figure(results, out / "report.png")
     log.info("report: %s", out / "report.md")

@@ -42,9 +42,12 @@ GUEST_TIMEOUT_SECONDS = 600.0
 STOP_TIMEOUT_SECONDS = 30.0
 GUEST_NET = "198.18.77"
 GUEST_MEMORY_MIB = 128
-# The guests' vif hotplug script (xenlab/image/vif-xenlab.sh): Debian's bash vif-bridge outlasted
-# libxl's hotplug timeout under emulation on a loaded machine.
+# The guests' hotplug scripts (xenlab/image/vif-xenlab.sh, block-xenlab.sh): Debian's bash
+# vif-bridge and block outlasted libxl's hotplug timeout under emulation on a loaded machine.
 VIF_SCRIPT = "vif-xenlab"
+BLOCK_SCRIPT = "block-xenlab"
+GUEST_DISK_SIZE = "16M"
+XVDA_DEVICE_NUMBER = 202 << 8  # xvda: major 202, minor 0 (the vbd's number in xenstore and sysfs)
 
 
 class LabError(RuntimeError):
@@ -63,9 +66,9 @@ class GuestSpec:
 DOM0_VCPUS = 2
 
 
-def standard_guests(count: int, *, disks: bool = False) -> list[GuestSpec]:
+def standard_guests(count: int, *, disks: bool = True) -> list[GuestSpec]:
     """guest1..guestN on the physical CPUs after Dom0's, 198.18.77.11..; with `disks`, a 16 MiB
-    disk each (its bash hotplug script can outlast libxl's timeout on a loaded machine)."""
+    disk each (a sparse file in Dom0's RAM behind a loop device)."""
     return [
         GuestSpec(
             f"guest{i}",
@@ -220,9 +223,10 @@ class Lab:
         if spec.disk:
             image = f"/var/lib/xenlab/{spec.name}.img"
             with self._losetup:  # two `losetup --find` at once can pick the same device
-                self.run("truncate", "-s", "16M", image).check("truncate")
+                self.run("truncate", "-s", GUEST_DISK_SIZE, image).check("truncate")
                 loop = self.run("losetup", "--find", "--show", image).check("losetup")
-            disk = f"disk = [ 'phy:{loop.stdout.strip()},xvda,w' ]\n"
+            target = loop.stdout.strip()
+            disk = f"disk = [ 'vdev=xvda,access=w,script={BLOCK_SCRIPT},target={target}' ]\n"
         config = (
             f'name = "{spec.name}"\ntype = "pv"\nkernel = "/guest/vmlinuz"\n'
             f'ramdisk = "/guest/domu.cpio.gz"\n'
@@ -276,6 +280,10 @@ class Lab:
 
     def vif(self, name: str) -> str:
         return f"vif{self.domid(name)}.0"
+
+    def vbd(self, name: str) -> str:
+        """The guest's disk in Dom0's sysfs (/sys/bus/xen-backend/devices/)."""
+        return f"vbd-{self.domid(name)}-{XVDA_DEVICE_NUMBER}"
 
     def console(self) -> str:
         try:

@@ -84,7 +84,8 @@ def test_xl_cap_and_pause_act_on_a_real_domain(demo: dict[str, Any]) -> None:
 
 
 def test_the_guests_run_every_workload_kind(demo: dict[str, Any]) -> None:
-    """guest3 runs the simulated host's other workload kinds for real, 10 s each."""
+    """guest3 runs the simulated host's other workload kinds for real, 10 s each: web, bulk,
+    CPU, memory, disk and a UDP flood."""
     assert "workloads_error" not in demo, demo.get("workloads_error")
     windows = demo["workloads"]
 
@@ -104,3 +105,14 @@ def test_the_guests_run_every_workload_kind(demo: dict[str, Any]) -> None:
     assert sent("bulk", "rx_bytes") > 100_000  # bytes/s of one TCP stream
     assert per_second("cpu", windows["cpu"]["cpu_seconds"]["guest3"]) > 0.5
     assert on_its_cpu("memory", "page_faults") > 10 * max(on_its_cpu("cpu", "page_faults"), 1)
+
+    def disk_requests(name: str) -> float:
+        vbd = windows[name]["vbds"]["guest3"]
+        return per_second(name, vbd["rd_req"] + vbd["wr_req"])
+
+    assert disk_requests("disk") > 10 * max(disk_requests("cpu"), 1)  # blkback served them
+    # A flood sends far more than any client here, and it reaches its target through the bridge.
+    flood = sent("udpflood", "rx_packets")
+    assert flood > 10 * sent("web", "rx_packets")
+    received = per_second("udpflood", windows["udpflood"]["vifs"]["guest2"]["tx_packets"])
+    assert received > flood / 2

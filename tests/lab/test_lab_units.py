@@ -36,12 +36,14 @@ def _snapshot(at: float, packets: int) -> Snapshot:
                            "tx_dropped"), 0)  # fmt: skip
     vifs = {g: dict(stats) for g in VIFS}
     vifs["guest1"] = dict(stats, rx_packets=packets, tx_packets=packets, rx_bytes=packets * 1442)
+    disk = {"rd_req": packets // 2, "wr_req": packets // 4, "rd_sect": 0, "wr_sect": packets}
     return Snapshot(
         at=at,
         xenperf=(FIXTURES / "xenperf" / "real-4.17-perfc-f.txt").read_text(),
         xl_list=(FIXTURES / "xl" / "real-list.txt").read_text(),
         vcpu_list=(FIXTURES / "xl" / "real-vcpu-list.txt").read_text(),
         vifs=vifs,
+        vbds={"guest3": disk},
     )
 
 
@@ -51,12 +53,19 @@ def test_windows_calibration_and_report_on_real_captures() -> None:
     flood = window(a, b, VIFS)
     assert flood["seconds"] == 10.0
     assert flood["vifs"]["guest1"]["rx_packets"] == 2000
+    disk = {"rd_req": 1000, "wr_req": 500, "rd_sect": 0, "wr_sect": 2000}
+    assert flood["vbds"] == {"guest3": disk}
     assert flood["domain_cpu"] == {"Domain-0": 0, "guest1": 1, "guest2": 2, "guest3": 3}
     assert flood["cpu_counters"]["interrupts"] == [0, 0, 0, 0]
     base = window(a, replace(a, at=130.0), VIFS)
     rows = calibrate({"baseline": base, "flood": flood})
     assert rows[0].lab == 200.0  # pings per second
     assert all(r.lab in (0.0, None) for r in rows[1:] if "per s" not in r.quantity)
+    udp = dict(flood, vifs={**flood["vifs"], "guest3": dict(flood["vifs"]["guest1"])})
+    udp_rows = {r.quantity: r for r in calibrate({"baseline": base, "flood": flood}, udp)}
+    assert udp_rows["UDP flood rate (datagrams/s, guest3's vif)"].lab == 200.0
+    switches = udp_rows["UDP sender CPU: sched: context switches per datagram sent"]
+    assert switches.lab == 0.0
     text = render({"windows": {"baseline": base, "flood": flood}, "error": "none"})
     assert "| flood | 10.0 | 200.0 |" in text
 

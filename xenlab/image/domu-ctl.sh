@@ -17,17 +17,19 @@ case "$cmd" in
          (setsid timeout $((a3 + 10)) $PING -f -q -s "${a4:-56}" -c "$a2" -w "$a3" "$a1" > /tmp/pingflood.out 2>&1;
           echo "rc=$? end $(up)" >> /tmp/pingflood.out) </dev/null >/dev/null 2>&1 &
          echo "started pingflood $a1 at $(up)";;
-  udpflood) # udpflood IP SECONDS: 1000-byte datagrams to port 9 as fast as nc can send.
-         # Sends nothing with Debian's busybox-static: its nc has no UDP (-u); not used
-         (timeout "$a2" sh -c "yes $(printf '%0999d' 0) | nc -u $a1 9" ;
-          echo "end $(up)" > /tmp/udpflood.out) </dev/null >/dev/null 2>&1 &
+  udpflood) # udpflood IP SECONDS [SIZE [RATE]]: SIZE-byte (64) datagrams to IP's UDP sink (port
+         # 9001) at iperf 2's RATE (e.g. 300pps; by default far more than it can reach: flat out)
+         (setsid timeout $((a2 + 10)) iperf -c "$a1" -u -p 9001 -b "${a4:-10000M}" -l "${a3:-64}" -t "$a2" \
+            > /tmp/udpflood.out 2>&1; echo "rc=$? end $(up)" >> /tmp/udpflood.out) \
+            </dev/null >/dev/null 2>&1 &
          echo "started udpflood $a1 at $(up)";;
-  serve) # serve SECONDS: for SECONDS, a web server (busybox httpd, a 16 KiB page) on port 80
-         # and a TCP sink on port 9000 (one stream), its stdin a pipe that stays open (busybox
-         # nc ends when its stdin does)
+  serve) # serve SECONDS: for SECONDS, a web server (busybox httpd, a 16 KiB page) on port 80,
+         # a TCP sink on port 9000 (one stream), its stdin a pipe that stays open (busybox
+         # nc ends when its stdin does), and a UDP sink on port 9001 (iperf's server)
          mkdir -p /www && head -c 16384 /dev/zero > /www/index.html
          (timeout "$a1" httpd -f -p 80 -h /www) </dev/null >/dev/null 2>&1 &
          (sleep "$a1" | timeout "$a1" nc -l -p 9000 > /dev/null) >/dev/null 2>&1 &
+         (timeout "$a1" iperf -s -u -p 9001 > /tmp/udpsink.out 2>&1) </dev/null &
          echo "serving at $(up)";;
   web)   # web IP SECONDS: fetch IP's page over and over, one request at a time (HTTP/1.0 by
          # hand: busybox-static's wget segfaults here, a static glibc resolving an address)
@@ -37,7 +39,7 @@ case "$cmd" in
   bulk)  # bulk IP SECONDS: one TCP stream of zeros to IP's sink (port 9000)
          (timeout "$a2" nc "$a1" 9000 < /dev/zero > /tmp/bulk.out 2>&1) </dev/null &
          echo "started bulk $a1 at $(up)";;
-  log)   # log NAME: what a background workload printed (web, bulk, pingflood)
+  log)   # log NAME: what a background workload printed (web, bulk, udpflood, udpsink, disk)
          cat "/tmp/$a1.out" 2>/dev/null | tail -5;;
   memory) # memory MIB SECONDS: touch MIB MiB of fresh memory (dd's one buffer, every page
          # faulted in), keep it in RAM (a file in the RAM root), hold it, give it back
@@ -47,15 +49,23 @@ case "$cmd" in
   cpu)   # cpu SECONDS: one busy loop
          (timeout "$a1" sh -c 'while :; do :; done') </dev/null >/dev/null 2>&1 &
          echo "started cpu at $(up)";;
-  disk)  # disk MIB: write then read MIB MiB on the guest's disk, direct
-         if [ -b /dev/xvda ]; then
+  disk)  # disk MIB [SECONDS]: write then read MIB MiB of the guest's disk, direct (no page
+         # cache): once, or over and over in the background for SECONDS
+         if [ ! -b /dev/xvda ]; then echo "no disk"
+         elif [ -z "$a2" ]; then
            dd if=/dev/zero of=/dev/xvda bs=64k count=$((a1 * 16)) oflag=direct 2>&1 | tail -1
            dd if=/dev/xvda of=/dev/null bs=64k count=$((a1 * 16)) iflag=direct 2>&1 | tail -1
-         else echo "no disk"; fi;;
+         else
+           (timeout "$a2" sh -c "while :; do
+              dd if=/dev/zero of=/dev/xvda bs=64k count=$((a1 * 16)) oflag=direct
+              dd if=/dev/xvda of=/dev/null bs=64k count=$((a1 * 16)) iflag=direct; done" \
+              > /tmp/disk.out 2>&1) </dev/null &
+           echo "started disk at $(up)"
+         fi;;
   mtu)   # mtu BYTES: eth0's MTU (netfront takes up to 65521 when netback offers scatter-gather)
          ip link set eth0 mtu "$a1" && cat /sys/class/net/eth0/mtu;;
   result) cat /tmp/pingflood.out 2>/dev/null;;
-  stop)  killall ping yes 2>/dev/null; echo stopped;;
+  stop)  killall ping iperf 2>/dev/null; echo stopped;;
   stat)  echo "uptime $(up)"; head -1 /proc/stat; grep -E 'xen|CPU0' /proc/interrupts
          grep -E '^Icmp:' /proc/net/snmp
          for c in rx_packets tx_packets; do echo "eth0 $c $(cat /sys/class/net/eth0/statistics/$c)"; done;;
