@@ -4,6 +4,7 @@
     python -m xenlab up [--guests N] # boot Xen + Dom0 + N guests, return when ready
     python -m xenlab down            # stop whatever lab-up left running
     python -m xenlab demo            # the published experiment on the real hypervisor
+    python -m xenlab udp-sweep       # a packet's cost to its sender and its receiver
 
 The only module that reads the environment or sets up logging.
 """
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the published experiment on the real hypervisor")
     demo.add_argument("--out", type=Path, default=Path("lab-output"))
     demo.add_argument("--fixtures", type=Path, help="also capture the real fixtures here")
+    sweep = sub.add_parser("udp-sweep", help="per-datagram costs of UDP floods at several rates")
+    sweep.add_argument("--out", type=Path, default=Path("lab-output"))
     run = sub.add_parser("run", help="run a command in the running lab's Dom0")
     run.add_argument("argv", nargs="+")
     return parser
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     paths = LabPaths(args.cache.resolve())
-    if args.command in ("up", "fixtures", "demo"):
+    if args.command in ("up", "fixtures", "demo", "udp-sweep"):
         from xenlab.images import build
 
         build(paths)  # seconds when the images are newer than the sources
@@ -93,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_demo(paths, args.out, args.fixtures)
         print((args.out / "report.md").read_text())
+        return 0
+    if args.command == "udp-sweep":
+        from xenlab.udpsweep import run_sweep
+
+        print(run_sweep(paths, args.out))
         return 0
     if args.command == "run":
         from xenlab.vm import attach

@@ -106,44 +106,50 @@ DOM0_EXTRA_HYPERCALLS_PER_SECOND: Mapping[int, float] = {
     HYPERCALL_PHYSDEV_OP: 1.0,
 }
 
-# Per packet a guest sends or receives. The guest's side lands on its vCPUs' CPUs: each
-# packet is an event-channel upcall to the guest's vCPU, delivered as an event-check IPI on its
-# CPU (counted in #IPIs and, since do_IRQ counts every vector, in #interrupts); the vCPU wakes
-# and blocks around it.
+# Per packet a guest sends or receives. The guest's side lands on its vCPUs' CPUs: netback's
+# notifications are event-channel upcalls to the guest's vCPU, delivered as event-check IPIs on
+# its CPU (counted in #IPIs and, since do_IRQ counts every vector, in #interrupts); a packet that
+# arrives wakes the vCPU, which blocks again once it has dealt with it.
 # Interrupts and IPIs per packet are measured: on a real Xen 4.17 (PV guests each pinned to its
 # own physical CPU, perf-counter build, four ping-flood runs), the CPU of a guest answering a ping
 # flood took 2.01-2.05 interrupts and 1.93-1.95 IPIs per answered request, that is per packet
-# received plus packet sent. With nothing to tell the two halves apart, each gets half:
-# 1.0 interrupt and 0.975 IPI per packet, received or sent (docs/simulator.md, "Per packet").
-# Context switches per packet, from the same runs: the answering guest's CPU passed 3.6 context
-# switches per answered request (probe run 3: (10972 - 175) / 3000; it wakes for each request
-# and blocks again), half per packet: 1.8 (was 0.8, i.e. 1.6 per answered request). The
-# sender's CPU took fewer, 2.2 per ping ((6740 - 186) / 3000): its `ping -f` spins and blocks
-# less often. The model cannot tell the two roles apart per packet, so it charges every packet
-# the victim's 1.8; a sender's simulated context switches are then above the lab's (with its
-# burnt CPU's PER_CPU_SECOND share on top), which errs towards the sender, never the victim.
+# received plus packet sent, and 3.6 context switches (probe run 3: (10972 - 175) / 3000; the
+# lab's run 5 of 2026-12-02: 3.0).
+# Which half is the packet sent was measured in the Xen lab with a UDP flood, a sender that
+# waits for nothing (docs/lab.md, "UDP flood sweep"; bench/results/lab/udp-sweep.md, and the
+# workloads window of `make lab-demo`, 2026-12-02: iperf 2, 64-byte datagrams at 869, 1157 and
+# 1883 datagrams/s, the sender's vCPU 0.94-0.95 busy): per datagram sent its CPU took 0.47 /
+# 0.42 / 0.44 IPIs (as many interrupts beyond its timer's), 0.11 / 0.07 / 0.05 runs through the
+# scheduler and no context switch (0.006 / -0.014 / -0.01: at or below its idle rate). Sending
+# is the guest's own doing: nothing wakes it, so a sender pays the notification of its
+# transmit completions only; the wake-up (block, switch in, switch out) belongs to the packet
+# that arrives, and the victim's 3.6 context switches per answered request are its request's.
+# Controlled: 100 datagrams/s beside a busy loop (the vCPU never idle) took 0.20 context
+# switches per datagram; alone (its vCPU idle half the time) 2.3, the pacing's own sleeps
+# included. A ping-flood sender thus pays per ping what it did before (request 0.45 + reply
+# 1.58 interrupts, 0 + 3.6 context switches), and a UDP flooder no context switches.
+# Not modelled: a receiver's batching at high rates (the UDP sink took 0.05-0.10 context
+# switches and 0.35-0.41 interrupts per datagram at 868-1156 datagrams/s, 2.1 and 1.7 at 92/s):
+# the model charges every received packet its low-rate cost, which makes a flood's target look
+# busier than it is, never its sender.
 GUEST_PER_RECEIVED_PACKET: Mapping[str, float] = {
-    "#interrupts": 1.0,
-    "#IPIs": 0.975,
-    "sched: context switches": 1.8,
-    "sched: runs through scheduler": 1.0,
-    "sched: specific scheduler": 1.0,
-    "sched: unit_wake_not_runnable": 0.4,
-    "sched: unit_sleep": 0.4,
+    "#interrupts": 1.58,  # 2.03 per answered request - 0.45 for the reply sent
+    "#IPIs": 1.49,  # 1.94 - 0.45
+    "sched: context switches": 3.6,
+    "sched: runs through scheduler": 1.92,  # 2.0 per answered request - 0.08 for the reply
+    "sched: specific scheduler": 1.92,
+    "sched: unit_wake_not_runnable": 0.8,
+    "sched: unit_sleep": 0.8,
     # Same measurement: the answering guest's CPU took 252 more local APIC timer interrupts for
     # 3000 answered requests (95 -> 347 over 15 s; the sender's went 96 -> 2921): kernel work
     # done in short event-driven bursts barely keeps a tickless guest's timer armed.
-    "apic timer interrupts": 0.042,
+    "apic timer interrupts": 0.084,
 }
 GUEST_PER_SENT_PACKET: Mapping[str, float] = {
-    "#interrupts": 1.0,
-    "#IPIs": 0.975,
-    "sched: context switches": 1.8,
-    "sched: runs through scheduler": 1.0,
-    "sched: specific scheduler": 1.0,
-    "sched: unit_wake_not_runnable": 0.4,
-    "sched: unit_sleep": 0.4,
-    "apic timer interrupts": 0.042,
+    "#interrupts": 0.45,  # UDP flood: 0.47, 0.42, 0.44 per datagram beyond the timer's
+    "#IPIs": 0.45,  # 0.47, 0.42, 0.44
+    "sched: runs through scheduler": 0.08,  # 0.11, 0.07, 0.05
+    "sched: specific scheduler": 0.08,
 }
 # The same packet's other half happens in Dom0's netback, on Dom0's CPU.
 DOM0_PER_GUEST_PACKET: Mapping[str, float] = {

@@ -1,13 +1,16 @@
-"""The lab's pure parts on the real captures: thresholds as data, windows, calibration, report."""
+"""The lab's pure parts on the real captures: thresholds as data, windows, calibration, report,
+the UDP sweep's table."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from xenlab import udpsweep
 from xenlab.calibrate import calibrate
 from xenlab.demo import LAB_THRESHOLDS, remediator_shaping, render_thresholds
 from xenlab.measure import Snapshot, window
@@ -65,7 +68,7 @@ def test_windows_calibration_and_report_on_real_captures() -> None:
     udp_rows = {r.quantity: r for r in calibrate({"baseline": base, "flood": flood}, udp)}
     assert udp_rows["UDP flood rate (datagrams/s, guest3's vif)"].lab == 200.0
     switches = udp_rows["UDP sender CPU: sched: context switches per datagram sent"]
-    assert switches.lab == 0.0
+    assert (switches.lab, switches.simulator) == (0.0, 0.0)
     text = render({"windows": {"baseline": base, "flood": flood}, "error": "none"})
     assert "| flood | 10.0 | 200.0 |" in text
 
@@ -112,3 +115,21 @@ def test_the_shaping_check_accepts_one_ifb_per_domain() -> None:
     filters = _filters("filter-vif-redirect.json").replace("jifb9.0", "jifbd9")
     qdiscs = _all_qdiscs(vif9_0="qdisc-vif-ingress-only.json", jifbd9="qdisc-ifb-tbf.json")
     assert remediator_shaping(filters, qdiscs) == "jifbd9"
+
+
+def test_the_udp_sweep_charges_each_side_per_datagram_beyond_its_quiet_rate() -> None:
+    def udp_window(datagrams: int, switches: list[int]) -> dict[str, Any]:
+        vifs = {"guest3": {"rx_packets": datagrams}, "guest2": {"tx_packets": datagrams}}
+        return {
+            "seconds": 10.0,
+            "vifs": vifs,
+            "domain_cpu": {"guest2": 3, "guest3": 4},
+            "cpu_seconds": {"guest2": 2.0, "guest3": 9.5},
+            "cpu_counters": {c: [0, 0, 0, switches[0], switches[1]] for c in udpsweep.COUNTERS},
+        }
+
+    windows = {"quiet": udp_window(0, [120, 150]), "flat out": udp_window(10_000, [1120, 170])}
+    rows = {r["side"]: r for r in udpsweep.per_datagram(windows)}
+    assert rows["send"]["context_switches"] == 0.002 and rows["send"]["busy"] == 0.95
+    assert rows["receive"]["context_switches"] == 0.1
+    assert "| flat out | send | 1000.0 | 0.95 |" in udpsweep.render(list(rows.values()))

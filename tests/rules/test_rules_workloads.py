@@ -68,9 +68,12 @@ PHASES: list[tuple[str, Phase, set[tuple[str, str]]]] = [
         {("XenNetworkFloodPerfc", "guest1"), ("XenNetworkFloodVif", "guest1")},
     ),
     (
-        "UDP flood",  # guest4 runs the sink and receives it all
+        # guest4 runs the sink and receives it all. Only the stock form: a sender that waits
+        # for nothing is never woken, so its CPU's context switches stay low (measured on a
+        # real Xen, docs/simulator.md), below the perf-counter form's bar.
+        "UDP flood",
         {"guest3": ("udpflood", "guest4", None), **BENIGN},
-        {("XenNetworkFloodPerfc", "guest3"), ("XenNetworkFloodVif", "guest3")},
+        {("XenNetworkFloodVif", "guest3")},
     ),
     (
         "CPU hog on its own CPU",  # harms nobody: not capped (cap for harm, not for use)

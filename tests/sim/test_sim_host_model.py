@@ -72,7 +72,14 @@ def test_packet_flood_shows_on_its_cpu_and_in_dom0_but_not_elsewhere(
 ) -> None:
     flooded = run(domains(guest1=flood))
     assert on(flooded, "#interrupts", 1) >= 10 * on(IDLE, "#interrupts", 1), description
-    assert on(flooded, "sched: context switches", 1) >= 10 * on(IDLE, "sched: context switches", 1)
+    switches, idle_switches = (on(r, "sched: context switches", 1) for r in (flooded, IDLE))
+    if flood.received_packets:
+        # every reply wakes the sender, as it wakes the guest that answers
+        assert switches >= 10 * idle_switches
+    else:
+        # a sender that waits for nothing is never woken (the lab's UDP flood: no context switch
+        # per datagram, docs/simulator.md)
+        assert switches <= 1.5 * idle_switches
     assert on(flooded, "#interrupts", 0) >= 10 * on(IDLE, "#interrupts", 0), "netback in Dom0"
     # The published finding: page-table activity stays flat during a network flood.
     assert on(flooded, "page faults", 1) <= max(1.5 * on(IDLE, "page faults", 1), 3)
