@@ -172,6 +172,9 @@ NOT_LEARNED: dict[tuple[str, str], str] = {
         "an upper bound on a ratio that is low in a flood: learning a guest's normal would"
         " raise it towards its busiest web traffic and blind the guard"
     ),
+    ("network_flood", "min_packets_per_interrupt"): (
+        "what a flood's interrupts cost per packet on Xen (measured), not a guest's habit"
+    ),
     ("network_flood", "full_size_packet_bytes"): "the MTU, a property of the network",
     ("network_flood", "answered_sent_per_received_packet"): (
         "a protocol's shape (a TCP sender gets one ACK per two segments)"
