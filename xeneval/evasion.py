@@ -3,10 +3,9 @@
 Real traffic is slow and noisy for this (a 2-minute run per point); the rules themselves are
 exact and cheap to evaluate. So each abuse has a synthetic profile: what one guest does each
 second (CPU it wants, packets it sends and receives, faults, block requests, memory growth),
-turned into the exporter's series with the counter model of docs/simulator.md (per packet sent
-or received 1 interrupt, 0.8 context switches and 0.042 timer interrupts on the guest's CPU; per
-busy CPU-second 1000 timer interrupts and 150 context switches; per page fault 0.5 calls to
-mmu_update; an idle CPU 100 timer interrupts and 105 interrupts a second), and `promtool test
+turned into the exporter's series with the simulator's calibrated counter model
+(xensim/model.py, docs/simulator.md: an idle CPU's and an idle domain's rates, per busy
+CPU-second, per packet sent and per packet received, per page fault), and `promtool test
 rules` evaluates the shipped rule files (prometheus/rules/*.yml, unchanged, thresholds read from
 them) over it at Prometheus's 1 s evaluation interval, `for:` and `keep_firing_for` as shipped.
 
@@ -54,6 +53,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from exporter.perfc import metric_name
+from xensim import model
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "prometheus" / "rules"
 THRESHOLDS_GROUP = "judicator-policy-thresholds"
@@ -121,18 +123,23 @@ class Activity:
     memory_growth: float = 0.0  # bytes per second
 
 
-# An idle CPU, an idle PV kernel (per running domain), per unit of work.
-CPU_TIMER, CPU_INTERRUPTS, CPU_SWITCHES = 100.0, 105.0, 20.0
-DOMAIN_SWITCHES, DOMAIN_FAULTS, DOMAIN_MMU = 60.0, 20.0, 5.0
-DOMAIN_CPU = 0.002
-TIMER_PER_CPU_SECOND, SWITCHES_PER_CPU_SECOND = 1000.0, 150.0
-INTERRUPTS_PER_PACKET, SWITCHES_PER_PACKET, TIMER_PER_PACKET = 1.0, 0.8, 0.042
-CPU_SECONDS_PER_PACKET = 4.4e-6
-MMU_UPDATES_PER_FAULT = 0.5
-# Block I/O (the backends' grant copies; the guest's completions).
+# The per-CPU counters the policies read, each from the simulator's calibrated model
+# (xensim/model.py: an idle CPU, each running domain, each CPU-second burnt, each packet sent or
+# received, each page fault), so that the profiles and the simulated host agree.
+MODELLED_COUNTERS = (
+    "#interrupts",
+    "apic timer interrupts",
+    "sched: context switches",
+    "page faults",
+    "calls to mmu_update",
+    "calls to mmuext_op",
+    "calls to update_va_map",
+)
+# Block I/O is not in the simulator's per-CPU model (a simulated guest's disk shows in its vbd
+# statistics only): the backends' grant copies and the guest's completions are this harness's
+# own assumption.
 GRANT_OPS_PER_BLOCK_REQUEST = 12.0
-GRANT_OPS_PER_PACKET = 1.0
-INTERRUPTS_PER_BLOCK_REQUEST = SWITCHES_PER_BLOCK_REQUEST = 1.0
+PER_BLOCK_REQUEST = {"#interrupts": 1.0, "sched: context switches": 1.0}
 MEMORY_START = 512 * 1024 * 1024
 
 
@@ -158,23 +165,14 @@ def host_sample(act: Activity, neighbour: float | None) -> tuple[Sample, Sample]
     busy = sum(domains.values())
     cpu = {"cpu": CPU}
     per_cpu = {
-        "xen_perfc_interrupts_total": CPU_INTERRUPTS
-        + TIMER_PER_CPU_SECOND * busy
-        + INTERRUPTS_PER_PACKET * packets
-        + INTERRUPTS_PER_BLOCK_REQUEST * act.block_requests,
-        "xen_perfc_apic_timer_interrupts_total": CPU_TIMER
-        + TIMER_PER_CPU_SECOND * busy
-        + TIMER_PER_PACKET * packets,
-        "xen_perfc_sched_context_switches_total": CPU_SWITCHES
-        + DOMAIN_SWITCHES * len(domains)
-        + SWITCHES_PER_CPU_SECOND * busy
-        + SWITCHES_PER_PACKET * packets
-        + SWITCHES_PER_BLOCK_REQUEST * act.block_requests,
-        "xen_perfc_page_faults_total": DOMAIN_FAULTS * len(domains) + act.faults,
-        "xen_perfc_calls_to_mmu_update_total": DOMAIN_MMU * len(domains)
-        + MMU_UPDATES_PER_FAULT * act.faults,
-        "xen_perfc_calls_to_mmuext_op_total": DOMAIN_MMU * len(domains),
-        "xen_perfc_calls_to_update_va_map_total": DOMAIN_MMU * len(domains),
+        f"{metric_name(counter)}_total": model.CPU_BASELINE_PER_SECOND.get(counter, 0.0)
+        + model.DOMAIN_BASELINE_PER_SECOND.get(counter, 0.0) * len(domains)
+        + model.PER_CPU_SECOND.get(counter, 0.0) * busy
+        + model.GUEST_PER_SENT_PACKET.get(counter, 0.0) * act.sent
+        + model.GUEST_PER_RECEIVED_PACKET.get(counter, 0.0) * act.received
+        + model.PER_PAGE_FAULT.get(counter, 0.0) * act.faults
+        + PER_BLOCK_REQUEST.get(counter, 0.0) * act.block_requests
+        for counter in MODELLED_COUNTERS
     }
     counters = {_key(metric, **cpu): value for metric, value in per_cpu.items()}
     vif = {"domain": GUEST, "interface": "vif1.0"}
@@ -192,20 +190,23 @@ def host_sample(act: Activity, neighbour: float | None) -> tuple[Sample, Sample]
         _key("xen_domain_block_read_bytes_total", **vbd): act.block_bytes / 2,
         _key("xen_domain_block_written_bytes_total", **vbd): act.block_bytes / 2,
         _key("xen_perfc_hypercalls_total", hypercall="grant_table_op", index="20"): (
-            GRANT_OPS_PER_BLOCK_REQUEST * act.block_requests + GRANT_OPS_PER_PACKET * packets
+            GRANT_OPS_PER_BLOCK_REQUEST * act.block_requests
+            + model.HYPERCALLS_PER_SENT_PACKET[model.HYPERCALL_GRANT_TABLE_OP] * act.sent
+            + model.HYPERCALLS_PER_RECEIVED_PACKET[model.HYPERCALL_GRANT_TABLE_OP] * act.received
         ),
         # Not a counter, but it only grows here: its increments are the growth.
         _key("xen_domain_memory_bytes", domain=GUEST): act.memory_growth,
     }
     # The CPU's idle time (xc_getcpuinfo): what it did not deliver; none once saturated.
-    delivered = busy + DOMAIN_CPU * len(domains)
+    delivered = busy + model.GUEST_CPU_BASELINE * len(domains)
     counters[_key("xen_pcpu_idle_seconds_total", **cpu)] = max(0.0, 1.0 - delivered)
     gauges: Sample = {}
     for name, share in domains.items():
-        extra = CPU_SECONDS_PER_PACKET * packets if name == GUEST else 0.0
-        counters[_key("xen_domain_cpu_seconds_total", domain=name)] = DOMAIN_CPU + share + extra
+        extra = model.GUEST_CPU_PER_PACKET * packets if name == GUEST else 0.0
+        own = model.GUEST_CPU_BASELINE + share
+        counters[_key("xen_domain_cpu_seconds_total", domain=name)] = own + extra
         gauges[_key("xen_domain_vcpus", domain=name)] = 1.0
-        ratio = (share + DOMAIN_CPU) / (busy + DOMAIN_CPU * len(domains))
+        ratio = own / delivered
         gauges[_key("xen_pcpu_domain_share_ratio", domain=name, **cpu)] = round(ratio, 6)
     return counters, gauges
 
