@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from xenlab.measure import counter_rate, cpu_rate, excess_rate
 from xensim import model
 
 ATTACKER, VICTIM, IDLE, DOM0 = "guest1", "guest2", "guest3", "Domain-0"
@@ -23,21 +24,6 @@ class Row:
     lab: float | None
     simulator: float | None
     how: str
-
-
-def _rate(window: Mapping[str, Any], key: str, cpu: int) -> float:
-    values = window["cpu_counters"].get(key)
-    if values is None or cpu >= len(values):
-        return 0.0
-    return float(values[cpu]) / float(window["seconds"])
-
-
-def _excess(flood: Mapping[str, Any], base: Mapping[str, Any], key: str, cpu: int) -> float:
-    return _rate(flood, key, cpu) - _rate(base, key, cpu)
-
-
-def _cpu_rate(window: Mapping[str, Any], domain: str) -> float:
-    return float(window["cpu_seconds"].get(domain, 0.0)) / float(window["seconds"])
 
 
 def _sim(table: Mapping[str, float], *names: str) -> float:
@@ -81,15 +67,17 @@ def calibrate(
     for key, name in PER_PACKET_COUNTERS:
         simulated = _sim(sent, name) + _sim(received, name)  # each side sends 1, receives 1
         rows.append(Row(f"attacker CPU: {name} per ping (request out, reply in)",
-                        _excess(flood, base, key, a) / packets, simulated,
+                        excess_rate(flood, base, key, a) / packets, simulated,
                         f"(flood - baseline) per s on CPU {a} / pings per s"))  # fmt: skip
         rows.append(Row(f"victim CPU: {name} per ping (request in, reply out)",
-                        _excess(flood, base, key, v) / packets, simulated,
+                        excess_rate(flood, base, key, v) / packets, simulated,
                         f"(flood - baseline) per s on CPU {v} / pings per s"))  # fmt: skip
     rows.append(Row("attacker CPU: apic timer interrupts per s during the flood",
-                    _rate(flood, "apic_timer", a), None, f"flood window, CPU {a}"))  # fmt: skip
+                    counter_rate(flood, "apic_timer", a), None,
+                    f"flood window, CPU {a}"))  # fmt: skip
     rows.append(Row("victim CPU: apic timer interrupts per s during the flood",
-                    _rate(flood, "apic_timer", v), None, f"flood window, CPU {v}"))  # fmt: skip
+                    counter_rate(flood, "apic_timer", v), None,
+                    f"flood window, CPU {v}"))  # fmt: skip
     hypercalls = (flood["hypercalls_all_cpus"] / flood["seconds"]
                   - base["hypercalls_all_cpus"] / base["seconds"]) / packets  # fmt: skip
     simulated_hc = 2 * (sum(model.HYPERCALLS_PER_SENT_PACKET.values())
@@ -106,9 +94,9 @@ def calibrate(
         rows.append(Row(f"{name} per packet sent + per packet received, all CPUs",
                         per_ping / 2, simulated,
                         "(flood - baseline) per s of the array / pings per s / 2"))  # fmt: skip
-    cpu_a = _cpu_rate(flood, ATTACKER) - _cpu_rate(base, ATTACKER)
-    cpu_v = _cpu_rate(flood, VICTIM) - _cpu_rate(base, VICTIM)
-    cpu_0 = _cpu_rate(flood, DOM0) - _cpu_rate(base, DOM0)
+    cpu_a = cpu_rate(flood, ATTACKER) - cpu_rate(base, ATTACKER)
+    cpu_v = cpu_rate(flood, VICTIM) - cpu_rate(base, VICTIM)
+    cpu_0 = cpu_rate(flood, DOM0) - cpu_rate(base, DOM0)
     rows.append(Row("victim CPU time / attacker CPU time (flood - baseline)",
                     cpu_v / cpu_a if cpu_a > 0 else None, 0.0,
                     "xl list Time(s) deltas; the simulator's victim spends 0.0 s"))  # fmt: skip
@@ -122,9 +110,9 @@ def calibrate(
         simulated = _sim(model.CPU_BASELINE_PER_SECOND, sim) + _sim(
             model.DOMAIN_BASELINE_PER_SECOND, sim
         )
-        rows.append(Row(f"idle guest's CPU: {name} per s", _rate(base, key, i), simulated,
+        rows.append(Row(f"idle guest's CPU: {name} per s", counter_rate(base, key, i), simulated,
                         f"baseline window, CPU {i} (guest3 idle)"))  # fmt: skip
-    rows.append(Row("idle guest CPU seconds per s (emulated)", _cpu_rate(base, IDLE),
+    rows.append(Row("idle guest CPU seconds per s (emulated)", cpu_rate(base, IDLE),
                     model.GUEST_CPU_BASELINE, "xl list Time(s), baseline"))  # fmt: skip
     if udp_flood is not None:
         rows += _udp_sender(udp_flood, base)
@@ -138,13 +126,13 @@ def _udp_sender(flood: Mapping[str, Any], base: Mapping[str, Any]) -> list[Row]:
     datagrams = float(flood["vifs"][IDLE]["rx_packets"]) / float(flood["seconds"])
     rows = [Row("UDP flood rate (datagrams/s, guest3's vif)", datagrams, None,
                 "vif rx_packets of guest3's vif over its UDP flood window"),
-            Row("UDP flood sender's vCPU busy (CPU s/s, emulated)", _cpu_rate(flood, IDLE), None,
+            Row("UDP flood sender's vCPU busy (CPU s/s, emulated)", cpu_rate(flood, IDLE), None,
                 "xl list Time(s)")]  # fmt: skip
     if datagrams <= 0:
         return rows
-    timer = _excess(flood, base, "apic_timer", i)
+    timer = excess_rate(flood, base, "apic_timer", i)
     for key, name in PER_PACKET_COUNTERS:
-        excess = _excess(flood, base, key, i) - (timer if key == "interrupts" else 0.0)
+        excess = excess_rate(flood, base, key, i) - (timer if key == "interrupts" else 0.0)
         rows.append(Row(f"UDP sender CPU: {name} per datagram sent"
                         + (" (beyond its timer's)" if key == "interrupts" else ""),
                         excess / datagrams, _sim(model.GUEST_PER_SENT_PACKET, name),

@@ -289,9 +289,8 @@ def measure_workloads(lab: Lab, vifs: Mapping[str, str]) -> dict[str, Any]:
         time.sleep(WORKLOAD_SECONDS)
         windows[name] = window(before, take_snapshot(lab, vifs, vbds), vifs)
         time.sleep(2)  # what it left in flight
-    for name in ("udpflood", "udpsink", "disk"):
-        source = IDLE if name != "udpsink" else VICTIM
-        log.info("%s: %s", name, lab.guest_command(source, "log", name).strip())
+    for name, guest in (("udpflood", IDLE), ("udpsink", VICTIM), ("disk", IDLE)):
+        log.info("%s: %s", name, lab.guest_command(guest, "log", name).strip())
     return windows
 
 

@@ -86,6 +86,30 @@ def hypercalls_by_index(text: str) -> list[int]:
         return []
 
 
+def counter_rate(window: Mapping[str, Any], key: str, cpu: int) -> float:
+    """A window's per-CPU counter `key` on `cpu`, per second (0 where the window lacks it)."""
+    values = window["cpu_counters"].get(key)
+    if values is None or cpu >= len(values):
+        return 0.0
+    return float(values[cpu]) / float(window["seconds"])
+
+
+def excess_rate(window: Mapping[str, Any], base: Mapping[str, Any], key: str, cpu: int) -> float:
+    """What `window` took per second beyond the `base` window's rate."""
+    return counter_rate(window, key, cpu) - counter_rate(base, key, cpu)
+
+
+def cpu_rate(window: Mapping[str, Any], domain: str) -> float:
+    """The domain's CPU seconds per second over the window."""
+    return float(window["cpu_seconds"].get(domain, 0.0)) / float(window["seconds"])
+
+
+def _deltas(
+    a: Mapping[str, Mapping[str, int]], b: Mapping[str, Mapping[str, int]], names: tuple[str, ...]
+) -> dict[str, dict[str, int]]:
+    return {d: {n: b[d][n] - a[d][n] for n in names} for d in b if d in a}
+
+
 def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
     """Deltas between two snapshots: per CPU, per domain, per vif; and each domain's pCPU."""
     seconds = b.at - a.at
@@ -105,16 +129,7 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
             hypercalls_by_index(a.xenperf), hypercalls_by_index(b.xenperf), strict=False
         )
     ]
-    vif = {
-        domain: {s: b.vifs[domain][s] - a.vifs[domain][s] for s in VIF_STATS}
-        for domain in vifs
-        if domain in a.vifs and domain in b.vifs
-    }
-    vbd = {
-        domain: {s: b.vbds[domain][s] - a.vbds[domain][s] for s in VBD_STATS}
-        for domain in b.vbds
-        if domain in a.vbds
-    }
+    watched = {d: b.vifs[d] for d in vifs if d in b.vifs}
     return {
         "seconds": round(seconds, 2),
         "cpu_counters": cpu,
@@ -124,6 +139,6 @@ def window(a: Snapshot, b: Snapshot, vifs: Mapping[str, str]) -> dict[str, Any]:
             name: round(times_b[name] - times_a[name], 2) for name in times_b if name in times_a
         },
         "domain_cpu": pinned,
-        "vifs": vif,
-        "vbds": vbd,
+        "vifs": _deltas(a.vifs, watched, VIF_STATS),
+        "vbds": _deltas(a.vbds, b.vbds, VBD_STATS),
     }

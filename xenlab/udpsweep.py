@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xenlab.measure import take_snapshot, window
+from xenlab.measure import cpu_rate, excess_rate, take_snapshot, window
 from xenlab.paths import LabPaths
 from xenlab.vm import Lab, booted, standard_guests
 
@@ -76,13 +76,10 @@ def per_datagram(windows: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any
                 "run": name,
                 "side": side,
                 "datagrams_per_second": round(rate, 1),
-                "busy": round(w["cpu_seconds"][domain] / w["seconds"], 2),
+                "busy": round(cpu_rate(w, domain), 2),
             }
             for counter in COUNTERS:
-                excess = (
-                    w["cpu_counters"][counter][cpu] / w["seconds"]
-                    - quiet["cpu_counters"][counter][cpu] / quiet["seconds"]
-                )
+                excess = excess_rate(w, quiet, counter, cpu)
                 row[counter] = round(excess / rate, 3) if rate > 0 else None
             rows.append(row)
     return rows
