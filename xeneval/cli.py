@@ -5,6 +5,7 @@
     python -m xeneval --fast                # the scenarios tagged fast
     python -m xeneval --list                # what there is
     python -m xeneval --evasion-only        # promtool only: no root, a few minutes
+    python -m xeneval --thresholds-domains learned.yml   # with learned per-domain thresholds
 
 Results go to --output (eval-output/): eval.json, eval.png, logs/<scenario>/. Exit status 0
 when every scenario ran (whatever the policies did: misses are results), 1 when one could not
@@ -14,6 +15,7 @@ run, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from xeneval import evasion, report, runner, scoring
-from xeneval.scenario import ScenarioError, discover, select
+from xeneval.scenario import Scenario, ScenarioError, discover, select
+from xensim.stack import SHIPPED_RULES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +41,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--no-evasion", action="store_true", help="skip the evasion search")
     parser.add_argument("--evasion-only", action="store_true", help="only the evasion search")
+    parser.add_argument(
+        "--thresholds-domains",
+        type=Path,
+        metavar="FILE",
+        help="per-domain thresholds (`judicator-policy learn --output`) in place of the shipped"
+        " prometheus/rules/thresholds-domains.yml, for the scenarios",
+    )
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
     return parser.parse_args(argv)
 
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def run_scenarios(
+    scenarios: Sequence[Scenario], output: Path, rules_dir: Path
+) -> list[scoring.ScenarioScore]:
+    bars = scoring.class_thresholds(evasion.load_rules().thresholds)
+    scores = []
+    for index, scenario in enumerate(scenarios, start=1):
+        say(f"[{index}/{len(scenarios)}] {scenario.name}: {scenario.description}")
+        host_name = f"ev{os.getpid() % 10000}n{index % 100}"
+        record = runner.run_scenario(
+            scenario,
+            host_name=host_name,
+            log_dir=output / "logs" / scenario.name,
+            say=say,
+            rules_dir=rules_dir,
+        )
+        result = scoring.score(scenario, record, bars)
+        scores.append(result)
+        verdicts = ", ".join(f"{g.guest} {report.MARKS[g.verdict]}" for g in result.guests)
+        say(f"    => {verdicts} ({result.wall_seconds:.0f} s)")
+        # What is done so far survives an interrupted run.
+        partial = {"scenarios": [s.as_dict() for s in scores], "partial": True}
+        report.write_json(output / "eval.json", partial)
+    return scores
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in scenarios:
             say(f"{s.name:<28} {s.duration:>4.0f}s  {','.join(s.tags):<28} {s.description}")
         return 0
+    if args.thresholds_domains is not None and not args.thresholds_domains.is_file():
+        print(f"xeneval: no file {args.thresholds_domains}", file=sys.stderr)
+        return 2
     if scenarios and os.geteuid() != 0:
         print("xeneval: the scenarios need root (namespaces, tc, cgroups)", file=sys.stderr)
         return 2
@@ -70,21 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"xeneval: {len(scenarios)} scenario(s), {total:.0f} s of traffic"
             f" (plus 20-50 s each to bring a host and the stack up and down)"
         )
-    bars = scoring.class_thresholds(evasion.load_rules().thresholds)
-    scores = []
-    for index, scenario in enumerate(scenarios, start=1):
-        say(f"[{index}/{len(scenarios)}] {scenario.name}: {scenario.description}")
-        host_name = f"ev{os.getpid() % 10000}n{index % 100}"
-        record = runner.run_scenario(
-            scenario, host_name=host_name, log_dir=output / "logs" / scenario.name, say=say
-        )
-        result = scoring.score(scenario, record, bars)
-        scores.append(result)
-        verdicts = ", ".join(f"{g.guest} {report.MARKS[g.verdict]}" for g in result.guests)
-        say(f"    => {verdicts} ({result.wall_seconds:.0f} s)")
-        # What is done so far survives an interrupted run.
-        partial = {"scenarios": [s.as_dict() for s in scores], "partial": True}
-        report.write_json(output / "eval.json", partial)
+    with contextlib.ExitStack() as resources:
+        rules_dir = SHIPPED_RULES_DIR
+        if args.thresholds_domains is not None:
+            rules_dir = resources.enter_context(
+                runner.rules_with_domain_thresholds(args.thresholds_domains)
+            )
+        scores = run_scenarios(scenarios, output, rules_dir)
     evasion_result: dict[str, Any] | None = None
     if not args.no_evasion:
         say("evasion: bisecting duty cycles and rates over synthetic series with promtool ...")
@@ -94,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"    !! evasion search failed: {error}")
     totals = scoring.totals(scores)
     data: dict[str, Any] = {
+        "thresholds_domains": str(args.thresholds_domains or "shipped"),
         "scenarios": [s.as_dict() for s in scores],
         "totals": totals,
         "evasion": evasion_result,

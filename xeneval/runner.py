@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 import time
 import warnings
@@ -28,6 +29,7 @@ from xeneval.scoring import GuestSample, RunRecord
 from xensim import cgroups, simhost
 from xensim.host import HostError, Names, guest_address, start_in_guest
 from xensim.stack import (
+    SHIPPED_RULES_DIR,
     ServiceError,
     SimError,
     SimHost,
@@ -50,6 +52,8 @@ READY_TIMEOUT = 90.0
 SERVER_HEADSTART = 1.5
 # The remediator's hold after an alert resolves: short, as in the demo.
 HOLD_SECONDS = 5.0
+# The shipped rule file that per-domain thresholds go to (docs/policies.md).
+DOMAIN_THRESHOLDS_FILE = "thresholds-domains.yml"
 
 Say = Callable[[str], None]
 
@@ -65,6 +69,17 @@ def sim_scenario(scenario: Scenario, host_name: str) -> dict[str, Any]:
             for g in scenario.guests
         ],
     }
+
+
+@contextlib.contextmanager
+def rules_with_domain_thresholds(thresholds_domains: Path) -> Iterator[Path]:
+    """The shipped rules with `thresholds_domains` (a `judicator-policy learn` output, or an
+    operator's) in place of the shipped per-domain thresholds, in a scratch folder."""
+    with tempfile.TemporaryDirectory(prefix="xeneval-rules-") as scratch:
+        rules = Path(scratch) / "rules"
+        shutil.copytree(SHIPPED_RULES_DIR, rules)
+        shutil.copyfile(thresholds_domains, rules / DOMAIN_THRESHOLDS_FILE)
+        yield rules
 
 
 @contextlib.contextmanager
@@ -280,10 +295,15 @@ def _refine_throttle_times(stack: Stack, record: RunRecord, t0: float) -> None:
 
 
 def run_scenario(
-    scenario: Scenario, *, host_name: str, log_dir: Path | None, say: Say
+    scenario: Scenario,
+    *,
+    host_name: str,
+    log_dir: Path | None,
+    say: Say,
+    rules_dir: Path = SHIPPED_RULES_DIR,
 ) -> RunRecord:
     """Run one scenario end to end and return what was observed (never raises for a failure
-    of the run itself: it is recorded in `error`)."""
+    of the run itself: it is recorded in `error`). Prometheus loads the rules in `rules_dir`."""
     record = RunRecord(scenario=scenario.name)
     started = time.monotonic()
     if log_dir is not None:
@@ -291,7 +311,9 @@ def run_scenario(
     try:
         with (
             simulated_host(scenario, host_name, log_dir) as host,
-            run_stack(host, hold_seconds=HOLD_SECONDS, log_dir=log_dir) as stack,
+            run_stack(
+                host, hold_seconds=HOLD_SECONDS, log_dir=log_dir, rules_dir=rules_dir
+            ) as stack,
         ):
             _drive(stack, scenario, record, say)
     except (ServiceError, SimError, HostError, StateError, TimeoutError, OSError) as error:

@@ -24,7 +24,7 @@ import math
 import random
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DAY = 86400.0
@@ -328,6 +328,12 @@ def dedicated_batch(t: float) -> Activity:
     return Activity(**{**batch(t).__dict__, "others_share": 0.0})
 
 
+def shared_batch(t: float) -> Activity:
+    """A one-vCPU batch job splitting its physical CPU with another every night."""
+    share = 0.5 if in_hours(t, 1, 4) else 0.03
+    return replace(batch(t), vcpus=1, cpu_per_vcpu=share, others_share=share)
+
+
 def eval_profiles() -> list[Profile]:
     """A stand-in for the week the guests of `make eval`'s scenarios would have had before it,
     by their names (docs/evaluation.md): the servers, clients, web server, file transfers and
@@ -345,6 +351,8 @@ def eval_profiles() -> list[Profile]:
         "backup": bulk_sender,
         "fileserver": bulk_receiver,
         "batch": dedicated_batch,
+        "batch1": shared_batch,
+        "batch2": shared_batch,
     }
     quiet = [
         "attacker", "victim", "idle", "pinger", "udpflooder", "hog", "cpuhog", "memhog",

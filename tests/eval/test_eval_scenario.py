@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from xeneval.runner import DOMAIN_THRESHOLDS_FILE, rules_with_domain_thresholds
 from xeneval.scenario import ScenarioError, discover, load_scenario, select
+from xensim.history import eval_profiles
+from xensim.stack import SHIPPED_RULES_DIR
 
 GOOD = """
 description: one guest floods another
@@ -122,3 +125,25 @@ def test_the_simulator_takes_a_guest_with_two_vifs() -> None:
     assert host.guests[0].vifs == 2
     with pytest.raises(UsageError, match=r"vifs must be an integer 1\.\.2"):
         load_host("guests:\n  - {name: a, vifs: 3}\n", "host.yaml")
+
+
+def test_every_guest_of_the_corpus_has_a_history_to_learn_from() -> None:
+    # `python -m xensim.learndemo --profiles eval` learns thresholds for the corpus's guests by
+    # name; a guest without a profile would silently keep the shipped defaults.
+    profiled = {profile.domain for profile in eval_profiles()}
+    guests = {guest.name for scenario in select(discover(), []) for guest in scenario.guests}
+    assert guests <= profiled, sorted(guests - profiled)
+
+
+def test_learned_thresholds_replace_only_the_per_domain_file(tmp_path: Path) -> None:
+    learned = tmp_path / "learned.yml"
+    learned.write_text("groups: []\n")
+    with rules_with_domain_thresholds(learned) as rules:
+        assert sorted(p.name for p in rules.iterdir()) == sorted(
+            p.name for p in SHIPPED_RULES_DIR.iterdir()
+        )
+        assert (rules / DOMAIN_THRESHOLDS_FILE).read_text() == "groups: []\n"
+        assert (rules / "policies.yml").read_bytes() == (
+            SHIPPED_RULES_DIR / "policies.yml"
+        ).read_bytes()
+    assert not rules.exists()
