@@ -71,7 +71,7 @@ def create_app(
     if host is None:
         from remediator.engine import tools_from
         from remediator.xltoolstack import XlToolstack
-        from xentools.sysfs import list_links, list_vifs
+        from xentools.sysfs import list_vifs, read_links
 
         tools = tools_from(config)
         host = SharedReads(
@@ -80,7 +80,7 @@ def create_app(
                 runner,
                 tools,
                 lambda: list_vifs(config.sysfs_path),
-                lambda: list_links(config.sysfs_path),
+                lambda wanted: read_links(wanted, config.sysfs_path),
             )
         )
     engine = Engine(config, store, host, runner, metrics, dry_run=dry_run, clock=clock)

@@ -25,7 +25,7 @@ from remediator.host import (
     is_per_vif_ifb,
     parse_ingress_filters,
     parse_links,
-    parse_qdiscs_by_dev,
+    parse_qdiscs,
     receive_ifb_name,
     split_json_lists,
 )
@@ -63,6 +63,11 @@ class HostReader(Protocol):
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState: ...
 
 
+# Dom0's interfaces by name, and whether each of those asked about is up
+# (`xentools.sysfs.read_links`).
+LinkReader = Callable[[Iterable[str]], tuple[frozenset[str], dict[str, bool]]]
+
+
 class HostObserver:
     """Builds a HostState for the named domains, reading only what the action kinds need."""
 
@@ -72,15 +77,21 @@ class HostObserver:
         runner: Runner,
         tools: Tools,
         list_vifs: Callable[[], list[Vif]],
-        list_links: Callable[[], dict[str, bool]] | None = None,
+        read_links: LinkReader | None = None,
     ) -> None:
-        """`list_links`: Dom0's interfaces -> up, read in-process (sysfs); None: `ip -j link
-        show`, a process per read."""
+        """`read_links`: Dom0's interfaces, and whether those asked about are up, read
+        in-process (sysfs); None: `ip -j link show`, a process per read."""
         self._toolstack = toolstack
         self._runner = runner
         self._tools = tools
         self._list_vifs = list_vifs
-        self._list_links = list_links
+        self._read_links = read_links
+
+    def _links(self, wanted: Iterable[str]) -> tuple[frozenset[str], dict[str, bool]]:
+        if self._read_links is not None:
+            return self._read_links(wanted)
+        every = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
+        return frozenset(every), {name: every[name] for name in wanted if name in every}
 
     def _read(self, *argv: str, stdin: str | None = None) -> str:
         result = self._runner.run(Command(argv=argv, timeout=self._tools.timeout, stdin=stdin))
@@ -96,23 +107,25 @@ class HostObserver:
         first: Command | None = None,
         ran: list[Result] | None = None,
     ) -> dict[str, LinkState]:
-        """Every device's tc state in one `tc -j -batch -` whatever their number: `qdisc show`
-        (every device), then each existing vif's ingress filters (none where it has no ingress
-        qdisc); tc prints one JSON list per line, in order. `first`: a plan's `tc -batch -`
-        whose lines run before the reads, in the same process (they print nothing); its
-        result is appended to `ran`."""
-        shown = [d for d in devices if d in vifs and d in links]
-        if not all(batch_word(d) for d in shown):
-            raise ObserveError(f"an interface name unfit for a tc -batch line in {shown}")
+        """The tc state of every device asked about in one `tc -j -batch -` whatever their
+        number: each existing device's qdiscs, then each existing vif's ingress filters (none
+        where it has no ingress qdisc); tc prints one JSON list per line, in order. Only these
+        devices: a Dom0 with a hundred guests has hundreds, and one action looks at a few.
+        `first`: a plan's `tc -batch -` whose lines run before the reads, in the same process
+        (they print nothing); its result is appended to `ran`."""
+        existing = [d for d in devices if d in links]
+        shown = [d for d in existing if d in vifs]
+        if not all(batch_word(d) for d in existing):
+            raise ObserveError(f"an interface name unfit for a tc -batch line in {existing}")
         # Per vif: its ingress filters, then those on our root qdisc (none when it is not ours).
-        lines = "qdisc show\n" + "".join(
+        lines = "".join(f"qdisc show dev {d}\n" for d in existing) + "".join(
             f"filter show dev {d} parent {parent}\n"
             for d in shown
             for parent in (INGRESS_HANDLE, QDISC_HANDLE)
         )
         argv = (self._tools.tc, "-j", "-batch", "-")
         if first is None:
-            text = self._read(*argv, stdin=lines)
+            text = self._read(*argv, stdin=lines) if lines else ""
         else:
             result = self._runner.run(
                 Command(
@@ -127,14 +140,18 @@ class HostObserver:
                 raise _FirstFailed(result)
             text = result.stdout
         outputs = split_json_lists(text)
-        if len(outputs) != 2 * len(shown) + 1:
-            raise ObserveError(f"tc -batch printed {len(outputs)} answers to {2 * len(shown) + 1}")
-        qdiscs = parse_qdiscs_by_dev(outputs[0])
+        asked = len(existing) + 2 * len(shown)
+        if len(outputs) != asked:
+            raise ObserveError(f"tc -batch printed {len(outputs)} answers to {asked}")
+        qdisc_outputs, filter_outputs = outputs[: len(existing)], outputs[len(existing) :]
+        qdiscs = {d: parse_qdiscs(text) for d, text in zip(existing, qdisc_outputs, strict=True)}
         filters = {
-            d: parse_ingress_filters(text) for d, text in zip(shown, outputs[1::2], strict=True)
+            d: parse_ingress_filters(text)
+            for d, text in zip(shown, filter_outputs[0::2], strict=True)
         }
         egress = {
-            d: parse_ingress_filters(text)[0] for d, text in zip(shown, outputs[2::2], strict=True)
+            d: parse_ingress_filters(text)[0]
+            for d, text in zip(shown, filter_outputs[1::2], strict=True)
         }
         return {
             d: LinkState(
@@ -183,20 +200,17 @@ class HostObserver:
         needs = set(kinds)
         try:
             running = {d.name: d for d in self._toolstack.domains() if d.name in wanted}
-            if self._list_links is not None:
-                links = self._list_links()
-            else:
-                links = parse_links(self._read(self._tools.ip, "-j", "link", "show"))
-            our_ifbs = tuple(sorted(n for n in links if n.startswith(IFB_PREFIX)))
             network = "network_shape" in needs
             vifs = self._list_vifs() if network else []
             theirs = [vif for vif in vifs if any(vif.domid == d.domid for d in running.values())]
+            # Every vif of the domains asked about, and each domain's one ifb.
+            devices = [vif.name for vif in theirs]
+            devices += [ifb_name(dom.domid) for dom in running.values()]
+            devices += [receive_ifb_name(dom.domid) for dom in running.values()]
+            link_names, links = self._links(devices if network else ())
+            our_ifbs = tuple(sorted(n for n in link_names if n.startswith(IFB_PREFIX)))
             tc: dict[str, LinkState] = {}
             if network and running:
-                # Every vif of the domains asked about, and each domain's one ifb.
-                devices = [vif.name for vif in theirs]
-                devices += [ifb_name(dom.domid) for dom in running.values()]
-                devices += [receive_ifb_name(dom.domid) for dom in running.values()]
                 tc = self._tc_state(links, devices, {vif.name for vif in theirs}, first, ran)
             states = {}
             for name, dom in running.items():

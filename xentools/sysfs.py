@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -97,23 +98,26 @@ def list_vifs(sysfs_root: str = "/sys") -> list[Vif]:
 IFF_UP = 0x1
 
 
-def list_links(sysfs_root: str = "/sys") -> dict[str, bool]:
-    """Every network interface of Dom0 -> administratively up (`IFF_UP` in its `flags`), what
-    `ip -j link show` says, read without starting a process. One that vanishes while being read
-    is left out."""
+def read_links(
+    wanted: Iterable[str], sysfs_root: str = "/sys"
+) -> tuple[frozenset[str], dict[str, bool]]:
+    """Every network interface of Dom0 by name, and for each of `wanted` that exists whether
+    it is administratively up (`IFF_UP` in its `flags`): what `ip -j link show` says, read
+    without starting a process. Only the flags asked for are read (a Dom0 with a hundred
+    guests has hundreds of links; an action looks at a few). One that vanishes while being
+    read is left out of the flags."""
     net = os.path.join(sysfs_root, "class", "net")
     try:
-        names = os.listdir(net)
+        names = frozenset(os.listdir(net))
     except FileNotFoundError:
-        return {}
-    links = {}
-    for name in names:
+        return frozenset(), {}
+    up = {}
+    for name in set(wanted) & names:
         try:
-            with open(os.path.join(net, name, "flags")) as file:
-                links[name] = bool(int(file.read().strip(), 16) & IFF_UP)
+            up[name] = bool(int(_read_attribute(os.path.join(net, name, "flags")), 16) & IFF_UP)
         except (OSError, ValueError):
             continue
-    return links
+    return names, up
 
 
 def _read_nodename(path: str) -> tuple[int, int] | None:

@@ -12,6 +12,7 @@ from xentools.sysfs import (
     list_vifs,
     parse_nodename,
     parse_vif_name,
+    read_links,
     read_vif_stats,
     vbd_device_name,
 )
@@ -42,6 +43,18 @@ def test_vanished_vif_raises() -> None:
 def test_missing_sysfs_means_no_devices(tmp_path: Path) -> None:
     assert list_vifs(str(tmp_path)) == []
     assert list_vbds(str(tmp_path)) == []
+    assert read_links(["vif1.0"], str(tmp_path)) == (frozenset(), {})
+
+
+def test_read_links_reads_only_the_flags_asked_for(tmp_path: Path) -> None:
+    net = tmp_path / "class" / "net"
+    for name, flags in [("vif1.0", "0x1003"), ("vif2.0", "0x1002"), ("jifb1", "0x1003")]:
+        (net / name).mkdir(parents=True)
+        (net / name / "flags").write_text(flags + "\n")
+    (net / "vif3.0").mkdir()  # vanished while being read: no flags file
+    names, up = read_links(["vif1.0", "vif2.0", "vif3.0", "vif9.0"], str(tmp_path))
+    assert names == {"vif1.0", "vif2.0", "vif3.0", "jifb1"}
+    assert up == {"vif1.0": True, "vif2.0": False}
 
 
 def test_list_vbds() -> None:
