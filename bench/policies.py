@@ -147,19 +147,28 @@ def policy_rules(count: int) -> dict[str, Any]:
     return {"groups": [{"name": POLICY_GROUP, "rules": [*rates, *rules]}]}
 
 
-def _evaluation_split(prometheus: Prometheus) -> tuple[float, float]:
-    """Seconds of the policy group's last evaluation spent on recording and alerting rules."""
-    recording = alerting = 0.0
+def _rule_times(prometheus: Prometheus) -> dict[tuple[str, str], tuple[bool, float]]:
+    """(group, rule name) -> (alerting?, seconds of its last evaluation), every group. Rules
+    with one name (an alert's constant and pulsing forms share none; recording rules might)
+    add up."""
+    times: dict[tuple[str, str], tuple[bool, float]] = {}
     for group in prometheus.rules():
-        if group["name"] != POLICY_GROUP:
-            continue
         for rule in group["rules"]:
+            key = (group["name"], rule["name"])
+            alerting = rule.get("type") == "alerting"
             seconds = float(rule.get("evaluationTime", 0.0))
-            if rule.get("type") == "alerting":
-                alerting += seconds
-            else:
-                recording += seconds
-    return recording, alerting
+            times[key] = (alerting, times.get(key, (alerting, 0.0))[1] + seconds)
+    return times
+
+
+def _alerting_seconds(times: dict[tuple[str, str], tuple[bool, float]]) -> float:
+    """Seconds of the policy group's last evaluation spent on its alerting rules."""
+    return sum(
+        s for (group, _), (alerting, s) in times.items() if group == POLICY_GROUP and alerting
+    )
+
+
+SLOWEST_RULES = 12
 
 
 def prometheus_metrics(prometheus: Prometheus) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -350,6 +359,7 @@ def _measure_point(
     durations: dict[str, list[float]] = {}
     per_cycle: list[float] = []
     policy_alerting: list[float] = []
+    rule_seconds: dict[tuple[str, str], list[float]] = {}
     started = time.monotonic()
     last = first
     for _ in range(samples):
@@ -361,7 +371,10 @@ def _measure_point(
         per_cycle.append(
             sum(seconds / 10 if _slow(name) else seconds for name, seconds in groups.items())
         )
-        policy_alerting.append(_evaluation_split(prometheus)[1])
+        times = _rule_times(prometheus)
+        policy_alerting.append(_alerting_seconds(times))
+        for key, (_, seconds) in times.items():
+            rule_seconds.setdefault(key, []).append(seconds)
     elapsed = time.monotonic() - started
     missed_before = _group_values(first, "prometheus_rule_group_iterations_missed_total")
     missed_after = _group_values(last, "prometheus_rule_group_iterations_missed_total")
@@ -383,6 +396,14 @@ def _measure_point(
         "head_series": _one(last, "prometheus_tsdb_head_series"),
         "resident_bytes": _one(last, "process_resident_memory_bytes"),
         "loadavg": os.getloadavg()[0],
+        # Where a cycle goes: the costliest rules, the median of their evaluations.
+        "slowest_rules": [
+            {"group": group, "rule": rule, "seconds": seconds}
+            for (group, rule), seconds in sorted(
+                ((key, median(values) or 0.0) for key, values in rule_seconds.items()),
+                key=lambda item: -item[1],
+            )[:SLOWEST_RULES]
+        ],
     }
     log.info("policies %s", point)
     return point
@@ -597,6 +618,26 @@ def report(points: list[dict[str, Any]]) -> list[str]:
                 "load average",
             ],
             rows,
+        ),
+        *_slowest_table(points),
+    ]
+
+
+def _slowest_table(points: list[dict[str, Any]]) -> list[str]:
+    """Where the largest measured point's cycle goes, rule by rule."""
+    measured = [p for p in points if p.get("slowest_rules")]
+    if not measured:
+        return []
+    largest = max(measured, key=lambda p: (p["domains"], p["policies"]))
+    return [
+        table(
+            f"The costliest rules at {largest['domains']} domains, {largest['policies']}"
+            f" policies ({largest['mode']}): median ms of one evaluation",
+            ["group", "rule", "ms"],
+            [
+                [r["group"], r["rule"], fmt(r["seconds"] * 1000, 3)]
+                for r in largest["slowest_rules"]
+            ],
         )
     ]
 
