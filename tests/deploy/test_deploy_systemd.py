@@ -31,6 +31,9 @@ UNITS = {
     "judicator-remediator.service": "judicator-remediator",
 }
 PORTS = {"judicator-exporter": 10170, "judicator-remediator": 10171}
+# The weekly re-learning of per-domain thresholds: a oneshot service and its timer.
+LEARN = "judicator-policy-learn"
+LEARN_SCRIPT = "judicator-policy"
 
 
 def _exec_start(unit: str) -> list[str]:
@@ -47,7 +50,30 @@ def _own_exec_lines(unit: str) -> list[list[str]]:
 
 
 def test_every_shipped_unit_is_checked() -> None:
-    assert {p.name for p in SYSTEMD_DIR.glob("*.service")} == set(UNITS)
+    assert {p.name for p in SYSTEMD_DIR.glob("*.service")} == {*UNITS, f"{LEARN}.service"}
+    assert {p.name for p in SYSTEMD_DIR.glob("*.timer")} == {f"{LEARN}.timer"}
+    assert {p.suffix for p in SYSTEMD_DIR.iterdir()} == {".service", ".timer"}
+
+
+def test_relearning_writes_a_candidate_and_its_backtest_never_the_rules_in_service() -> None:
+    service_section = unit_file(f"{LEARN}.service")["Service"]
+    learn, backtest = (exec_argv(line) for line in service_section["ExecStart"])
+    assert learn[0] == backtest[0] == INSTALL_PREFIX + LEARN_SCRIPT
+    assert LEARN_SCRIPT in console_scripts()
+    for argv in (learn, backtest):
+        assert cli_problems(LEARN_SCRIPT, argv[1:]) == [], " ".join(argv)
+    learned, tried = flag_values(learn), flag_values(backtest)
+    assert (learn[1], backtest[1]) == ("learn", "backtest")
+    state = "/var/lib/judicator-policy-learn/"
+    assert service_section["StateDirectory"] == ["judicator-policy-learn"]
+    assert learned["--output"] == tried["--candidate"] == state + "thresholds-domains.yml"
+    assert learned["--report"].startswith(state) and tried["--report"].startswith(state)
+    # Bounded drift: each re-learning starts from the file Prometheus loads now.
+    assert learned["--previous"] == learned["--rules.dir"] + "/thresholds-domains.yml"
+    assert learned["--window"] == tried["--window"]
+    assert service_section["Type"] == ["oneshot"]
+    assert service_section["DynamicUser"] == ["yes"]
+    assert unit_file(f"{LEARN}.timer")["Install"]["WantedBy"] == ["timers.target"]
 
 
 @pytest.mark.parametrize(("unit", "script"), UNITS.items())
@@ -93,7 +119,8 @@ def test_systemd_accepts_the_units() -> None:
     analyze = require_binary("systemd-analyze")
     with tempfile.TemporaryDirectory(prefix="judicator-deploy-units-") as scratch:
         copies = []
-        for unit, script in UNITS.items():
+        scripts = {**UNITS, f"{LEARN}.service": LEARN_SCRIPT, f"{LEARN}.timer": LEARN_SCRIPT}
+        for unit, script in scripts.items():
             text = (SYSTEMD_DIR / unit).read_text(encoding="utf-8")
             # systemd checks that ExecStart's program exists: point it at this venv's script.
             text = text.replace(INSTALL_PREFIX + script, str(script_path(script)))
