@@ -26,6 +26,7 @@ from remediator.host import (
     parse_ingress_filters,
     parse_links,
     parse_qdiscs,
+    parse_qdiscs_by_dev,
     receive_ifb_name,
     split_json_lists,
 )
@@ -62,6 +63,11 @@ class Toolstack(Protocol):
 class HostReader(Protocol):
     def observe(self, names: Iterable[str], kinds: Iterable[str]) -> HostState: ...
 
+
+# Up to this many devices, a read asks tc for each one's qdiscs (`qdisc show dev X`, a
+# fraction of a millisecond each); beyond, for every device's in one dump (a few
+# milliseconds whatever their number: the kernel walks every device for either).
+PER_DEVICE_QDISC_READS = 8
 
 # Dom0's interfaces by name, and whether each of those asked about is up
 # (`xentools.sysfs.read_links`).
@@ -108,17 +114,21 @@ class HostObserver:
         ran: list[Result] | None = None,
     ) -> dict[str, LinkState]:
         """The tc state of every device asked about in one `tc -j -batch -` whatever their
-        number: each existing device's qdiscs, then each existing vif's ingress filters (none
-        where it has no ingress qdisc); tc prints one JSON list per line, in order. Only these
-        devices: a Dom0 with a hundred guests has hundreds, and one action looks at a few.
-        `first`: a plan's `tc -batch -` whose lines run before the reads, in the same process
-        (they print nothing); its result is appended to `ran`."""
+        number: the qdiscs (of each existing device when they are few, else of every device:
+        one dump, `PER_DEVICE_QDISC_READS`), then each existing vif's ingress filters (none
+        where it has no ingress qdisc); tc prints one JSON list per line, in order. `first`: a
+        plan's `tc -batch -` whose lines run before the reads, in the same process (they print
+        nothing); its result is appended to `ran`."""
         existing = [d for d in devices if d in links]
         shown = [d for d in existing if d in vifs]
         if not all(batch_word(d) for d in existing):
             raise ObserveError(f"an interface name unfit for a tc -batch line in {existing}")
+        one_by_one = len(existing) <= PER_DEVICE_QDISC_READS
+        qdisc_lines = (
+            [f"qdisc show dev {d}\n" for d in existing] if one_by_one else ["qdisc show\n"]
+        )
         # Per vif: its ingress filters, then those on our root qdisc (none when it is not ours).
-        lines = "".join(f"qdisc show dev {d}\n" for d in existing) + "".join(
+        lines = "".join(qdisc_lines) + "".join(
             f"filter show dev {d} parent {parent}\n"
             for d in shown
             for parent in (INGRESS_HANDLE, QDISC_HANDLE)
@@ -140,11 +150,16 @@ class HostObserver:
                 raise _FirstFailed(result)
             text = result.stdout
         outputs = split_json_lists(text)
-        asked = len(existing) + 2 * len(shown)
+        asked = len(qdisc_lines) + 2 * len(shown)
         if len(outputs) != asked:
             raise ObserveError(f"tc -batch printed {len(outputs)} answers to {asked}")
-        qdisc_outputs, filter_outputs = outputs[: len(existing)], outputs[len(existing) :]
-        qdiscs = {d: parse_qdiscs(text) for d, text in zip(existing, qdisc_outputs, strict=True)}
+        qdisc_outputs, filter_outputs = outputs[: len(qdisc_lines)], outputs[len(qdisc_lines) :]
+        if one_by_one:
+            qdiscs = {
+                d: parse_qdiscs(text) for d, text in zip(existing, qdisc_outputs, strict=True)
+            }
+        else:
+            qdiscs = parse_qdiscs_by_dev(qdisc_outputs[0])
         filters = {
             d: parse_ingress_filters(text)
             for d, text in zip(shown, filter_outputs[0::2], strict=True)
