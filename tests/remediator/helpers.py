@@ -1,4 +1,5 @@
-"""What the remediator tests share besides fixtures: a config, payloads, a hand-moved clock."""
+"""What the remediator tests share besides fixtures: a config, payloads, a hand-moved clock,
+tc and ip run inside a network namespace."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from flask import Flask
 
 from remediator.engine import Engine
+from remediator.plan import Tools
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -118,3 +120,14 @@ def settle(app: Flask, clock: Clock | None = None) -> None:
     assert engine.wait_idle(10)
     engine.tick()
     assert engine.wait_idle(10)
+
+
+def netns_tools(directory: Path, namespace: str) -> Tools:
+    """Tools whose tc and ip run inside `namespace`: two-line wrappers written to `directory`."""
+    paths = {}
+    for tool in ("tc", "ip"):
+        wrapper = directory / tool
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {tool} "$@"\n')
+        wrapper.chmod(0o755)
+        paths[tool] = str(wrapper)
+    return Tools(tc=paths["tc"], ip=paths["ip"], timeout=10.0)

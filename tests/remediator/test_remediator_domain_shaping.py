@@ -22,6 +22,7 @@ from remediator.host import ObservedDomain
 from remediator.observe import HostObserver, ToolstackDomain
 from remediator.plan import Command, Tools, is_applied, is_released, plan_apply, plan_release
 from remediator.runner import SubprocessRunner
+from tests.remediator.helpers import netns_tools
 from tests.support import require_binary, require_root
 from xentools.sysfs import Vif
 
@@ -64,12 +65,6 @@ def dom0(tmp_path: Path) -> Iterator[tuple[str, str, Tools]]:
         require_binary(binary)
     suffix = os.getpid() % 100_000
     ns, guest = f"jt-d0-{suffix}", f"jt-g-{suffix}"
-    tools = {}
-    for tool in ("tc", "ip"):
-        wrapper = tmp_path / tool
-        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns} {tool} "$@"\n')
-        wrapper.chmod(0o755)
-        tools[tool] = str(wrapper)
     try:
         _run("ip", "netns", "add", ns)
         _run("ip", "netns", "add", guest)
@@ -79,7 +74,7 @@ def dom0(tmp_path: Path) -> Iterator[tuple[str, str, Tools]]:
             _run("ip", "-n", ns, "link", "set", vif, "up")
             _run("ip", "-n", guest, "addr", "add", f"{peer}/30", "dev", eth)
             _run("ip", "-n", guest, "link", "set", eth, "up")
-        yield ns, guest, Tools(tc=tools["tc"], ip=tools["ip"], timeout=10.0)
+        yield ns, guest, netns_tools(tmp_path, ns)
     finally:
         for name in (guest, ns):  # the ifbs and veths go with the namespaces
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)

@@ -16,8 +16,8 @@ import pytest
 
 from remediator.host import IFB_PREFIX
 from remediator.observe import PER_DEVICE_QDISC_READS, HostObserver, ToolstackDomain
-from remediator.plan import Tools
 from remediator.runner import SubprocessRunner
+from tests.remediator.helpers import netns_tools
 from tests.support import require_binary, require_root
 from xentools.sysfs import Vif
 
@@ -58,12 +58,6 @@ def observer(tmp_path: Path) -> Iterator[HostObserver]:
     for binary in ("tc", "ip"):
         require_binary(binary)
     namespace = f"jt-reads-{os.getpid() % 100_000}"
-    tools = {}
-    for tool in ("tc", "ip"):
-        wrapper = tmp_path / tool
-        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {tool} "$@"\n')
-        wrapper.chmod(0o755)
-        tools[tool] = str(wrapper)
     try:
         subprocess.run(["ip", "netns", "add", namespace], check=True, timeout=15)
         links, shaping = [], []
@@ -84,7 +78,7 @@ def observer(tmp_path: Path) -> Iterator[HostObserver]:
         yield HostObserver(
             Toolstack(),
             SubprocessRunner(),
-            Tools(tc=tools["tc"], ip=tools["ip"], timeout=10.0),
+            netns_tools(tmp_path, namespace),
             lambda: vifs,
         )
     finally:
