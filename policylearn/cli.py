@@ -44,6 +44,9 @@ from policylearn.thresholdfile import (
 
 log = logging.getLogger("policylearn")
 
+# The shipped prometheus.yml's evaluation_interval (a test holds them equal).
+EVALUATION_INTERVAL = "1s"
+
 DOMAINS_FILE = "thresholds-domains.yml"
 LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -124,13 +127,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     lp.add_argument("--step", default="60s", help="one peak per step: %(default)s")
     lp.add_argument(
         "--resolution",
-        default="2s",
+        default=EVALUATION_INTERVAL,
         help="evaluation interval, for signals that are expressions: %(default)s",
     )
     bp = sub.add_parser("backtest", help="replay history against candidate thresholds")
     add_common(bp)
     bp.add_argument("--candidate", required=True, help=f"a {DOMAINS_FILE} to try")
-    bp.add_argument("--step", default="2s", help="the rules' evaluation interval: %(default)s")
+    bp.add_argument(
+        "--step", default=EVALUATION_INTERVAL, help="the rules' evaluation interval: %(default)s"
+    )
     bp.add_argument("--alert", action="append", default=[], help="only this alert (repeatable)")
     bp.add_argument("--report", help="the human report (Markdown); default: stdout")
     bp.add_argument("--json", help="every episode as JSON")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from policylearn.cli import main
+import yaml
+
+from policylearn.cli import EVALUATION_INTERVAL, main
+from xensim.configs import SHIPPED_PROMETHEUS_CONFIG
 from xensim.services import free_loopback_port
 
 
@@ -32,3 +35,8 @@ def test_a_window_that_ends_before_it_starts(tmp_path):
          "--end", "2026-11-30T00:00:00Z", "--candidate", str(tmp_path / "c.yml")]
     )  # fmt: skip
     assert status == 2
+
+
+def test_the_default_evaluation_interval_is_the_shipped_one():
+    shipped = yaml.safe_load(SHIPPED_PROMETHEUS_CONFIG.read_text())
+    assert shipped["global"]["evaluation_interval"] == EVALUATION_INTERVAL
