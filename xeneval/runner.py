@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from policylearn.cli import DOMAINS_FILE
 from remediator.host import IFB_PREFIX
 from xeneval.scenario import Scenario, WorkloadSpec, workload_argv
 from xeneval.scoring import GuestSample, RunRecord
@@ -52,8 +53,6 @@ READY_TIMEOUT = 90.0
 SERVER_HEADSTART = 1.5
 # The remediator's hold after an alert resolves: short, as in the demo.
 HOLD_SECONDS = 5.0
-# The shipped rule file that per-domain thresholds go to (docs/policies.md).
-DOMAIN_THRESHOLDS_FILE = "thresholds-domains.yml"
 
 Say = Callable[[str], None]
 
@@ -78,7 +77,7 @@ def rules_with_domain_thresholds(thresholds_domains: Path) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="xeneval-rules-") as scratch:
         rules = Path(scratch) / "rules"
         shutil.copytree(SHIPPED_RULES_DIR, rules)
-        shutil.copyfile(thresholds_domains, rules / DOMAIN_THRESHOLDS_FILE)
+        shutil.copyfile(thresholds_domains, rules / DOMAINS_FILE)
         yield rules
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from xeneval.runner import DOMAIN_THRESHOLDS_FILE, rules_with_domain_thresholds
+from policylearn.cli import DOMAINS_FILE
+from xeneval.runner import rules_with_domain_thresholds
 from xeneval.scenario import ScenarioError, discover, load_scenario, select
 from xensim.history import eval_profiles
 from xensim.stack import SHIPPED_RULES_DIR
@@ -142,7 +143,7 @@ def test_learned_thresholds_replace_only_the_per_domain_file(tmp_path: Path) -> 
         assert sorted(p.name for p in rules.iterdir()) == sorted(
             p.name for p in SHIPPED_RULES_DIR.iterdir()
         )
-        assert (rules / DOMAIN_THRESHOLDS_FILE).read_text() == "groups: []\n"
+        assert (rules / DOMAINS_FILE).read_text() == "groups: []\n"
         assert (rules / "policies.yml").read_bytes() == (
             SHIPPED_RULES_DIR / "policies.yml"
         ).read_bytes()
