@@ -304,7 +304,7 @@ def run_settings(
         benign_start = time.time()
         wait_for(
             lambda: stack.prometheus.query(
-                f"instance_domain:xen_domain_network_transmit_packets:rate{window_seconds}s"
+                f"instance_domain:domain_network_transmit_packets:rate{window_seconds}s"
                 '{domain="guest4"} > 0'
             ),
             timeout=60,

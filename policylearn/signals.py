@@ -51,11 +51,11 @@ class Signal:
 _SENT = (
     # The stock flood form fires while both its not-full-sized and its initiated packets are
     # above the bar: the smaller of the two is what the bar must clear.
-    "(instance_domain:xen_domain_network_transmit_small_packets:rate10s"
+    "(instance_domain:domain_network_transmit_small_packets:rate10s"
     " < on (job, instance, domain)"
-    " instance_domain:xen_domain_network_transmit_initiated_packets:rate10s)"
+    " instance_domain:domain_network_transmit_initiated_packets:rate10s)"
     " or on (job, instance, domain)"
-    " instance_domain:xen_domain_network_transmit_initiated_packets:rate10s"
+    " instance_domain:domain_network_transmit_initiated_packets:rate10s"
 )
 
 SIGNALS: tuple[Signal, ...] = (
@@ -78,6 +78,26 @@ SIGNALS: tuple[Signal, ...] = (
         2000,
         20000,
         "context switches on the guest's CPUs",
+    ),
+    Signal(
+        "network_flood",
+        "kvm_irq_injections_per_second",
+        "instance_domain:kvm_vm_irq_injections:rate10s",
+        True,
+        "/s",
+        2000,
+        20000,
+        "interrupts KVM injected into the guest (KVM hosts)",
+    ),
+    Signal(
+        "network_flood",
+        "kvm_halt_wakeups_per_second",
+        "instance_domain:kvm_vm_halt_wakeup:rate10s",
+        True,
+        "/s",
+        2000,
+        20000,
+        "wake-ups of the guest's vCPUs from halt (KVM hosts)",
     ),
     Signal(
         "network_flood",
@@ -105,7 +125,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "cpu_hog",
         "cpu_seconds_per_second_per_vcpu",
-        "instance_domain:xen_domain_cpu_seconds_per_vcpu:irate4s",
+        "instance_domain:domain_cpu_seconds_per_vcpu:irate4s",
         True,
         "CPU s/s per vCPU",
         0.8,
@@ -135,7 +155,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "memory_abuse",
         "memory_growth_bytes_per_second",
-        "instance_domain:xen_domain_memory_bytes:deriv30s",
+        "instance_domain:domain_memory_bytes:deriv30s",
         True,
         "B/s",
         2 * MiB,
@@ -145,7 +165,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "disk_abuse",
         "block_requests_per_second",
-        "instance_domain:xen_domain_block_requests:rate10s",
+        "instance_domain:domain_block_requests:rate10s",
         True,
         "requests/s",
         500,
@@ -158,7 +178,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "disk_abuse",
         "block_bytes_per_second",
-        "instance_domain:xen_domain_block_bytes:rate10s",
+        "instance_domain:domain_block_bytes:rate10s",
         True,
         "B/s",
         25 * MiB,

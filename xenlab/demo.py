@@ -517,10 +517,10 @@ def _after(moment: float | None, start: float) -> float | None:
 def _series(prometheus: Prometheus, start: float) -> dict[str, Any]:
     end = time.time()
     queries = {
-        "sent_packets": "instance_domain:xen_domain_network_transmit_packets:rate10s",
+        "sent_packets": "instance_domain:domain_network_transmit_packets:rate10s",
         "interrupts": "instance_domain:xen_perfc_interrupts:rate10s",
         "context_switches": "instance_domain:xen_perfc_sched_context_switches:rate10s",
-        "initiated": "instance_domain:xen_domain_network_transmit_initiated_packets:rate10s",
+        "initiated": "instance_domain:domain_network_transmit_initiated_packets:rate10s",
         "page_table_operations": "instance_domain:xen_perfc_page_table_operations:rate10s",
         "scrape_duration": 'scrape_duration_seconds{job="xen"}',
         "up": 'up{job="xen"}',

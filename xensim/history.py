@@ -162,22 +162,21 @@ def rates(a: Activity, attack: float = 0.0) -> dict[str, float]:
         "instance_domain:xen_perfc_apic_timer_interrupts:rate10s": a.vcpus * (100 + 1000 * busy),
         "instance_domain:xen_perfc_page_faults:rate10s": a.page_faults,
         "instance_domain:xen_perfc_page_table_operations:rate10s": a.page_table_operations,
-        "instance_domain:xen_domain_cpu_seconds_per_vcpu:rate10s": busy,
-        "instance_domain:xen_domain_cpu_seconds:rate10s": busy * a.vcpus,
+        "instance_domain:domain_cpu_seconds_per_vcpu:rate10s": busy,
+        "instance_domain:domain_cpu_seconds:rate10s": busy * a.vcpus,
         # What the CPU-hog forms (and so their learned thresholds) read: between two scrapes.
         "instance_domain:xen_perfc_apic_timer_interrupts:irate4s": a.vcpus * (100 + 1000 * busy),
-        "instance_domain:xen_domain_cpu_seconds_per_vcpu:irate4s": busy,
-        "instance_domain:xen_domain_network_transmit_packets:rate10s": sent,
-        "instance_domain:xen_domain_network_transmit_bytes:rate10s": bytes_sent,
-        "instance_domain:xen_domain_network_receive_packets:rate10s": a.packets_received,
-        "instance_domain:xen_domain_network_receive_bytes:rate10s": a.packets_received * 300,
-        "instance_domain:xen_domain_network_transmit_requests:rate10s": a.requests_sent,
-        "instance_domain:xen_domain_network_transmit_answers:rate10s": a.answers_sent,
-        "instance_domain:xen_domain_network_transmit_packets:avg2m": sent,
-        "instance_domain:xen_domain_block_requests:rate10s": a.block_requests,
-        "instance_domain:xen_domain_block_bytes:rate10s": a.block_requests
-        * a.block_bytes_per_request,
-        "instance_domain:xen_domain_memory_bytes:deriv30s": a.memory_growth,
+        "instance_domain:domain_cpu_seconds_per_vcpu:irate4s": busy,
+        "instance_domain:domain_network_transmit_packets:rate10s": sent,
+        "instance_domain:domain_network_transmit_bytes:rate10s": bytes_sent,
+        "instance_domain:domain_network_receive_packets:rate10s": a.packets_received,
+        "instance_domain:domain_network_receive_bytes:rate10s": a.packets_received * 300,
+        "instance_domain:domain_network_transmit_requests:rate10s": a.requests_sent,
+        "instance_domain:domain_network_transmit_answers:rate10s": a.answers_sent,
+        "instance_domain:domain_network_transmit_packets:avg2m": sent,
+        "instance_domain:domain_block_requests:rate10s": a.block_requests,
+        "instance_domain:domain_block_bytes:rate10s": a.block_requests * a.block_bytes_per_request,
+        "instance_domain:domain_memory_bytes:deriv30s": a.memory_growth,
         "instance_domain:xen_pcpu_others_share:max": a.others_share,
         "xen_domain_vcpus": float(a.vcpus),
     }
@@ -207,9 +206,7 @@ class History:
                 if metric not in EXACT:
                     value *= max(0.0, 1 + rng.gauss(0, profile.noise))
                 out[(metric, profile.domain)] = value
-            block_total += out[
-                ("instance_domain:xen_domain_block_requests:rate10s", profile.domain)
-            ]
+            block_total += out[("instance_domain:domain_block_requests:rate10s", profile.domain)]
         out[("instance_hypercall:xen_perfc_hypercalls:rate10s", "")] = (
             block_total * GRANT_OPS_PER_BLOCK_REQUEST
         )

@@ -101,12 +101,12 @@ DIAGNOSTIC_RATES = {
     "ctxsw": "instance_domain:xen_perfc_sched_context_switches:rate10s",
     "timer": "instance_domain:xen_perfc_apic_timer_interrupts:rate10s",
     "pagetable": "instance_domain:xen_perfc_page_table_operations:rate10s",
-    "sent": "instance_domain:xen_domain_network_transmit_packets:rate10s",
-    "received": "instance_domain:xen_domain_network_receive_packets:rate10s",
-    "bytes/pkt": "instance_domain:xen_domain_network_transmit_bytes_per_packet:rate10s",
-    "initiated": "instance_domain:xen_domain_network_transmit_initiated_packets:rate10s",
+    "sent": "instance_domain:domain_network_transmit_packets:rate10s",
+    "received": "instance_domain:domain_network_receive_packets:rate10s",
+    "bytes/pkt": "instance_domain:domain_network_transmit_bytes_per_packet:rate10s",
+    "initiated": "instance_domain:domain_network_transmit_initiated_packets:rate10s",
     "others": "instance_domain:xen_pcpu_others_share:max",
-    "cpu/vcpu": "instance_domain:xen_domain_cpu_seconds_per_vcpu:rate10s",
+    "cpu/vcpu": "instance_domain:domain_cpu_seconds_per_vcpu:rate10s",
 }
 
 

@@ -35,13 +35,13 @@ MEASURES = {
         Measure(
             "sent_pps",
             "packets sent/s",
-            "instance_domain:xen_domain_network_transmit_packets:rate10s",
+            "instance_domain:domain_network_transmit_packets:rate10s",
             "sent_packets_per_second",
         ),
         Measure(
             "received_pps",
             "packets received/s",
-            "instance_domain:xen_domain_network_receive_packets:rate10s",
+            "instance_domain:domain_network_receive_packets:rate10s",
         ),
         Measure(
             "interrupts",
@@ -61,7 +61,7 @@ MEASURES = {
             "instance_domain:xen_perfc_apic_timer_interrupts:rate10s",
             "timer_interrupts_per_second_per_vcpu",
         ),
-        Measure("cpu", "CPU s/s", "instance_domain:xen_domain_cpu_seconds:rate10s"),
+        Measure("cpu", "CPU s/s", "instance_domain:domain_cpu_seconds:rate10s"),
         Measure(
             "page_faults",
             "page faults/s",
@@ -71,7 +71,7 @@ MEASURES = {
         Measure(
             "block_requests",
             "block requests/s",
-            "instance_domain:xen_domain_block_requests:rate10s",
+            "instance_domain:domain_block_requests:rate10s",
             "block_requests_per_second",
         ),
     )
