@@ -22,7 +22,7 @@ DIRECTIONS = ("send", "receive", "both")
 PLATFORMS = ("xen", "kvm")
 # Settings that name one platform's tool: given on the other platform they would be silently
 # ignored, so they are refused instead.
-PLATFORM_PATHS = {"xen": ("xl",), "kvm": ("kvmctl", "procfs")}
+PLATFORM_PATHS = {"xen": ("xl",), "kvm": ("kvmctl", "procfs", "debugfs")}
 
 
 class ConfigError(Exception):
@@ -116,6 +116,7 @@ class Config:
     xl_path: str = "xl"
     kvmctl_path: str = "judicator-kvmctl"
     procfs_path: str = "/proc"
+    debugfs_path: str = "/sys/kernel/debug"
     tc_path: str = "tc"
     ip_path: str = "ip"
     sysfs_path: str = "/sys"
@@ -272,7 +273,7 @@ def load_config(raw: Any) -> Config:
         },
     )
     platform = check.get(raw, "", "platform", _platform, "xen")
-    paths = check.section(raw, "paths", {"xl", "tc", "ip", "sysfs", "kvmctl", "procfs"})
+    paths = check.section(raw, "paths", {"xl", "tc", "ip", "sysfs", *PLATFORM_PATHS["kvm"]})
     for other, tools in PLATFORM_PATHS.items():
         for tool in tools:
             if other != platform and tool in paths:
@@ -298,6 +299,7 @@ def load_config(raw: Any) -> Config:
     sysfs_path = check.get(paths, "paths.", "sysfs", _string, "/sys")
     kvmctl_path = check.get(paths, "paths.", "kvmctl", _string, "judicator-kvmctl")
     procfs_path = check.get(paths, "paths.", "procfs", _string, "/proc")
+    debugfs_path = check.get(paths, "paths.", "debugfs", _string, "/sys/kernel/debug")
     if check.problems:
         raise ConfigError(check.problems)
     return Config(
@@ -321,6 +323,7 @@ def load_config(raw: Any) -> Config:
         xl_path=xl_path,
         kvmctl_path=kvmctl_path,
         procfs_path=procfs_path,
+        debugfs_path=debugfs_path,
         tc_path=tc_path,
         ip_path=ip_path,
         sysfs_path=sysfs_path,
