@@ -7,9 +7,12 @@ covers them); what differs is the `DomainControl` the plans take their argv from
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from remediator.alerts import Action
 from remediator.config import ConfigError, load_config
@@ -63,6 +66,10 @@ def test_platform_defaults_to_xen_and_kvm_takes_kvmctl(tmp_path: Path) -> None:
             {"paths": {"procfs": "/proc"}},
             "paths.procfs: means nothing on platform xen (only on kvm)",
         ),
+        (
+            {"paths": {"debugfs": "/sys/kernel/debug"}},
+            "paths.debugfs: means nothing on platform xen (only on kvm)",
+        ),
     ],
 )
 def test_a_platform_mismatch_is_named_at_start(
@@ -72,6 +79,19 @@ def test_a_platform_mismatch_is_named_at_start(
     with pytest.raises(ConfigError) as error:
         load_config(base_config(tmp_path / "s.db", **overrides))
     assert problem in error.value.problems
+
+
+def test_serve_refuses_the_other_platforms_tool_flag(tmp_path: Path) -> None:
+    config = tmp_path / "kvm.yml"
+    raw = base_config(tmp_path / "s.db", platform="kvm", paths={"tc": "tc"})
+    config.write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "remediator", "--config.file", str(config), "serve",
+         "--xl.path", "/usr/sbin/xl"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--xl.path: means nothing on platform kvm" in result.stderr
 
 
 def test_cap_pause_and_pin_are_kvmctl_by_pid_and_name() -> None:
