@@ -15,9 +15,10 @@ from remediator import webhook
 from remediator.config import Config
 from remediator.engine import Engine
 from remediator.metrics import ActiveThrottles, Metrics
-from remediator.observe import HostObserver, HostReader, SharedReads
+from remediator.observe import HostObserver, HostReader, SharedReads, Toolstack
 from remediator.runner import Runner
 from remediator.store import Store
+from xentools.sysfs import Vif
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,36 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def host_observer(config: Config, runner: Runner) -> HostObserver:
+    """The platform's reader of the host: xl and Dom0's vifs on Xen, /proc, QMP, cgroups and
+    the VMs' taps on KVM; links and tc the same on both."""
+    from remediator.engine import tools_from
+    from xentools.sysfs import list_vifs, read_links
+
+    tools = tools_from(config)
+    toolstack: Toolstack
+    if config.platform == "kvm":
+        from remediator.kvmtoolstack import KvmToolstack
+
+        kvm = KvmToolstack(config.procfs_path, config.debugfs_path, tools.timeout)
+        toolstack, interfaces = kvm, kvm.list_taps
+    else:
+        from remediator.xltoolstack import XlToolstack
+
+        toolstack = XlToolstack(runner, tools)
+
+        def interfaces() -> list[Vif]:
+            return list_vifs(config.sysfs_path)
+
+    return HostObserver(
+        toolstack,
+        runner,
+        tools,
+        interfaces,
+        lambda wanted: read_links(wanted, config.sysfs_path),
+    )
+
+
 def create_app(
     config: Config,
     runner: Runner,
@@ -69,20 +100,7 @@ def create_app(
     metrics = Metrics()
     store = Store(config.state_path)
     if host is None:
-        from remediator.engine import tools_from
-        from remediator.xltoolstack import XlToolstack
-        from xentools.sysfs import list_vifs, read_links
-
-        tools = tools_from(config)
-        host = SharedReads(
-            HostObserver(
-                XlToolstack(runner, tools),
-                runner,
-                tools,
-                lambda: list_vifs(config.sysfs_path),
-                lambda wanted: read_links(wanted, config.sysfs_path),
-            )
-        )
+        host = SharedReads(host_observer(config, runner))
     engine = Engine(config, store, host, runner, metrics, dry_run=dry_run, clock=clock)
     metrics.registry.register(ActiveThrottles(store.live))
     app.extensions["remediator"] = engine

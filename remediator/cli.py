@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from flask import Flask
 
-from remediator.config import Config, ConfigError, load_config
+from remediator.config import PLATFORM_PATHS, Config, ConfigError, load_config
 from remediator.store import StateLocked, Store, lock_state
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ DEFAULT_LISTEN = "127.0.0.1:10171"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="judicator-remediator",
-        description="Alertmanager webhook receiver that throttles the offending Xen guest.",
+        description="Alertmanager webhook receiver that throttles the offending Xen or KVM guest.",
     )
     parser.add_argument("--config.file", dest="config_file", required=True)
     parser.add_argument(
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="plan and log every action, run nothing on the host"
     )
     serve.add_argument("--xl.path", dest="xl_path", help="xl binary (overrides paths.xl)")
+    serve.add_argument(
+        "--kvmctl.path", dest="kvmctl_path", help="judicator-kvmctl (overrides paths.kvmctl)"
+    )
     serve.add_argument("--tc.path", dest="tc_path", help="tc binary (overrides paths.tc)")
     serve.add_argument("--ip.path", dest="ip_path", help="ip binary (overrides paths.ip)")
     serve.add_argument("--path.sysfs", dest="sysfs_path", help="sysfs root (overrides paths.sysfs)")
@@ -159,9 +162,12 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
     overrides = {
         key: getattr(args, key)
-        for key in ("xl_path", "tc_path", "ip_path", "sysfs_path")
+        for key in ("xl_path", "kvmctl_path", "tc_path", "ip_path", "sysfs_path")
         if getattr(args, key) is not None
     }
+    for key, tool in (("xl_path", "xl"), ("kvmctl_path", "kvmctl")):
+        if key in overrides and tool not in PLATFORM_PATHS[config.platform]:
+            raise ConfigError([f"--{tool}.path: means nothing on platform {config.platform}"])
     config = dataclasses.replace(config, **overrides)
     token = read_token(config)
     try:

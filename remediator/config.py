@@ -19,6 +19,10 @@ T = TypeVar("T")
 DOM0_NAME = "Domain-0"
 ACTION_KINDS = ("network_shape", "cpu_cap", "cpu_pin", "pause", "command")
 DIRECTIONS = ("send", "receive", "both")
+PLATFORMS = ("xen", "kvm")
+# Settings that name one platform's tool: given on the other platform they would be silently
+# ignored, so they are refused instead.
+PLATFORM_PATHS = {"xen": ("xl",), "kvm": ("kvmctl", "procfs", "debugfs")}
 
 
 class ConfigError(Exception):
@@ -108,7 +112,11 @@ class Config:
     command_timeout_seconds: float = 5.0
     reconcile_interval_seconds: float = 60.0
     workers: int = 8
+    platform: str = "xen"
     xl_path: str = "xl"
+    kvmctl_path: str = "judicator-kvmctl"
+    procfs_path: str = "/proc"
+    debugfs_path: str = "/sys/kernel/debug"
     tc_path: str = "tc"
     ip_path: str = "ip"
     sysfs_path: str = "/sys"
@@ -124,6 +132,7 @@ _KNOWN_TOP = {
     "limits",
     "actions",
     "paths",
+    "platform",
 }
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -195,6 +204,12 @@ def _argv(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _platform(value: Any) -> str:
+    if value not in PLATFORMS:
+        raise ValueError(f"must be one of {', '.join(PLATFORMS)}, got {value!r}")
+    return str(value)
+
+
 def _string_set(value: Any) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("must be a list of non-empty strings")
@@ -257,7 +272,14 @@ def load_config(raw: Any) -> Config:
             "retention",
         },
     )
-    paths = check.section(raw, "paths", {"xl", "tc", "ip", "sysfs"})
+    platform = check.get(raw, "", "platform", _platform, "xen")
+    paths = check.section(raw, "paths", {"xl", "tc", "ip", "sysfs", *PLATFORM_PATHS["kvm"]})
+    for other, tools in PLATFORM_PATHS.items():
+        for tool in tools:
+            if other != platform and tool in paths:
+                check.problems.append(
+                    f"paths.{tool}: means nothing on platform {platform} (only on {other})"
+                )
     actions = _load_actions(check, raw)
 
     max_active = check.get(limits, "limits.", "max_active_throttles", _positive_int, 4)
@@ -275,6 +297,9 @@ def load_config(raw: Any) -> Config:
     tc_path = check.get(paths, "paths.", "tc", _string, "tc")
     ip_path = check.get(paths, "paths.", "ip", _string, "ip")
     sysfs_path = check.get(paths, "paths.", "sysfs", _string, "/sys")
+    kvmctl_path = check.get(paths, "paths.", "kvmctl", _string, "judicator-kvmctl")
+    procfs_path = check.get(paths, "paths.", "procfs", _string, "/proc")
+    debugfs_path = check.get(paths, "paths.", "debugfs", _string, "/sys/kernel/debug")
     if check.problems:
         raise ConfigError(check.problems)
     return Config(
@@ -294,7 +319,11 @@ def load_config(raw: Any) -> Config:
         command_timeout_seconds=timeout,
         reconcile_interval_seconds=reconcile,
         workers=workers,
+        platform=platform,
         xl_path=xl_path,
+        kvmctl_path=kvmctl_path,
+        procfs_path=procfs_path,
+        debugfs_path=debugfs_path,
         tc_path=tc_path,
         ip_path=ip_path,
         sysfs_path=sysfs_path,

@@ -25,6 +25,8 @@ from remediator.metrics import Metrics
 from remediator.observe import HostReader, ObserveError
 from remediator.plan import (
     Command,
+    DomainControl,
+    KvmctlControl,
     PlanError,
     Tools,
     capture_prior,
@@ -64,7 +66,13 @@ def tools_from(config: Config) -> Tools:
         timeout=config.command_timeout_seconds,
         latency_ms=latency,
         commands=config.actions.commands,
+        control=control_from(config),
     )
+
+
+def control_from(config: Config) -> DomainControl | None:
+    """The platform's `DomainControl` (None: Xen's, `Tools.xl`)."""
+    return KvmctlControl(config.kvmctl_path) if config.platform == "kvm" else None
 
 
 class Engine:
@@ -288,7 +296,10 @@ class Engine:
 
     def _observe(self, throttle: Throttle) -> ObservedDomain | None:
         state = self.host.observe([throttle.domain], [throttle.kind])
-        return state.domains.get(throttle.domain)
+        dom = state.domains.get(throttle.domain)
+        if dom is not None and dom.paused is None and throttle.kind == "pause":
+            raise ObserveError(f"the run state of {throttle.domain} is unknown")
+        return dom
 
     def _run(self, throttle: Throttle, phase: str, commands: Iterable[Command]) -> Result | None:
         """Run commands in order; the first failure is returned, None when all succeeded.
@@ -447,7 +458,7 @@ class Engine:
             if throttle.state == "pending" or throttle.domid != dom.domid:
                 # First attempt, or the domain rebooted since: what to restore is what
                 # this incarnation has now.
-                prior = capture_prior(throttle.action, dom)
+                prior = capture_prior(throttle.action, dom, self.tools)
             elif kind == "pause" and prior.get("pause_pending"):
                 # Crashed around `xl pause`: its effect is visible in xl list, its exit
                 # status never says anything.
@@ -622,7 +633,9 @@ class Engine:
         if dom is None:
             return None
         if throttle.kind == "pause":
-            return {"pauses": 1} if dom.paused else None
+            if not dom.paused:
+                return None
+            return prior if prior.get("paused_before") else {"pauses": 1}
         return prior if is_applied(throttle.action, dom, prior, self.tools) else None
 
     def _release(self, throttle_id: int) -> None:
@@ -803,7 +816,7 @@ class Engine:
                 self._submit(throttle.id, self._release)
             return
         if throttle.kind == "pause":
-            if not dom.paused:
+            if dom.paused is False:  # None: unknown this time, not unpaused
                 self.store.request_release(throttle.id, self._clock(), "unpaused_elsewhere")
                 self._submit(throttle.id, self._release)
             return

@@ -99,9 +99,9 @@ class ObservedDomain:
 
     name: str
     domid: int
-    paused: bool
+    paused: bool | None  # None: unknown (a KVM VM whose QMP monitor is absent or silent)
     vcpus: int
-    scheduler: str | None = None  # "credit" or "credit2"; None when not read
+    scheduler: str | None = None  # "credit", "credit2" or (KVM) "cgroup"; None when not read
     cap: int | None = None
     hard_affinity: tuple[str, ...] = ()  # per vCPU, as xl prints it ("all", "2-3")
     vifs: tuple[VifState, ...] = ()

@@ -45,7 +45,9 @@ class ObserveError(Exception):
 class ToolstackDomain:
     name: str
     domid: int
-    paused: bool
+    # None: not known from the listing (a KVM VM's run state is QEMU's, asked over QMP only
+    # when a pause needs it: `Toolstack.paused`).
+    paused: bool | None
     vcpus: int
     uuid: str | None = None  # survives a reboot; tells a reboot from a new domain of that name
 
@@ -58,6 +60,10 @@ class Toolstack(Protocol):
     def cap(self, domid: int, scheduler: str) -> int: ...
 
     def hard_affinity(self, domid: int) -> list[str]: ...
+
+    def paused(self, domid: int) -> bool:
+        """The run state `domains` left unknown; ObserveError when it cannot be told."""
+        ...
 
 
 class HostReader(Protocol):
@@ -229,6 +235,9 @@ class HostObserver:
                 tc = self._tc_state(links, devices, {vif.name for vif in theirs}, first, ran)
             states = {}
             for name, dom in running.items():
+                paused = dom.paused
+                if paused is None and "pause" in needs:
+                    paused = self._paused(dom)
                 scheduler = cap = None
                 affinity: tuple[str, ...] = ()
                 if "cpu_cap" in needs:
@@ -246,7 +255,7 @@ class HostObserver:
                 states[name] = ObservedDomain(
                     name=name,
                     domid=dom.domid,
-                    paused=dom.paused,
+                    paused=paused,
                     vcpus=dom.vcpus,
                     uuid=dom.uuid,
                     scheduler=scheduler,
@@ -262,6 +271,15 @@ class HostObserver:
         except (OSError, ValueError, KeyError) as error:
             raise ObserveError(f"reading the host failed: {error}") from error
         return HostState(domains=states, our_ifbs=our_ifbs)
+
+    def _paused(self, dom: ToolstackDomain) -> bool | None:
+        # Unknown for one domain only: the other domains of the read (a reconcile reads every
+        # live throttle's) are still known; the pause of this one waits (`Engine._observe`).
+        try:
+            return self._toolstack.paused(dom.domid)
+        except ObserveError as error:
+            log.warning("the run state of %s (%d) is unknown: %s", dom.name, dom.domid, error)
+            return None
 
 
 class _FirstFailed(Exception):

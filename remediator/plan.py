@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from remediator.alerts import Action
 from remediator.config import OperatorCommand
@@ -46,6 +46,92 @@ class Command:
     stdin: str | None = None  # `tc -batch -` / `ip -batch -` lines, built from argv lists
 
 
+class DomainControl(Protocol):
+    """The argv of the commands that change a domain's CPU share, affinity or run state: the
+    one place a plan differs between platforms (shaping is the same tc chain on a Xen vif and
+    a KVM tap). Each raises PlanError for a domain the platform cannot act on."""
+
+    @property
+    def counts_pauses(self) -> bool:
+        """Xen counts pauses (one unpause per pause); QEMU's stop/cont do not: a VM someone
+        else paused must not be continued by our release."""
+        ...
+
+    def check_cap(self, dom: ObservedDomain) -> None: ...
+
+    def set_cap(self, dom: ObservedDomain, cap: int) -> tuple[str, ...]: ...
+
+    def pause(self, dom: ObservedDomain) -> tuple[str, ...]: ...
+
+    def unpause(self, dom: ObservedDomain) -> tuple[str, ...]: ...
+
+    def pin(self, dom: ObservedDomain, vcpu: int | str, cpus: str) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class XlControl:
+    """Xen: `xl`, by domid (`xentools.xl` builds the argv)."""
+
+    xl: str = "xl"
+    counts_pauses: bool = True
+
+    def check_cap(self, dom: ObservedDomain) -> None:
+        if dom.scheduler not in ("credit", "credit2"):
+            raise PlanError("unsupported_scheduler", f"scheduler {dom.scheduler!r} has no cap")
+
+    def set_cap(self, dom: ObservedDomain, cap: int) -> tuple[str, ...]:
+        self.check_cap(dom)
+        assert dom.scheduler is not None
+        return set_cap_argv(self.xl, dom.scheduler, str(dom.domid), cap)
+
+    def pause(self, dom: ObservedDomain) -> tuple[str, ...]:
+        return pause_argv(self.xl, str(dom.domid))
+
+    def unpause(self, dom: ObservedDomain) -> tuple[str, ...]:
+        return unpause_argv(self.xl, str(dom.domid))
+
+    def pin(self, dom: ObservedDomain, vcpu: int | str, cpus: str) -> tuple[str, ...]:
+        return vcpu_pin_argv(self.xl, str(dom.domid), vcpu, cpus)
+
+
+# The scheduler a KVM toolstack reports for a VM whose own cgroup has CPU bandwidth control.
+KVM_CGROUP_SCHEDULER = "cgroup"
+
+
+@dataclass(frozen=True)
+class KvmctlControl:
+    """KVM: `judicator-kvmctl`, by QEMU pid AND name: kvmctl refuses a pid that is no longer
+    that VM when it runs (the pid may have been reused since the host was read)."""
+
+    kvmctl: str = "judicator-kvmctl"
+    counts_pauses: bool = False
+
+    def _target(self, verb: str, dom: ObservedDomain) -> tuple[str, ...]:
+        return (self.kvmctl, verb, "--pid", str(dom.domid), "--name", dom.name)
+
+    def check_cap(self, dom: ObservedDomain) -> None:
+        if dom.scheduler != KVM_CGROUP_SCHEDULER:
+            raise PlanError(
+                "unsupported_scheduler",
+                f"VM {dom.name!r} has no cgroup of its own with the cpu controller",
+            )
+
+    def set_cap(self, dom: ObservedDomain, cap: int) -> tuple[str, ...]:
+        self.check_cap(dom)
+        if cap < 0:
+            raise ValueError(f"CPU cap must be >= 0, not {cap}")
+        return (*self._target("cap", dom), str(cap))
+
+    def pause(self, dom: ObservedDomain) -> tuple[str, ...]:
+        return self._target("pause", dom)
+
+    def unpause(self, dom: ObservedDomain) -> tuple[str, ...]:
+        return self._target("unpause", dom)
+
+    def pin(self, dom: ObservedDomain, vcpu: int | str, cpus: str) -> tuple[str, ...]:
+        return (*self._target("pin", dom), "--vcpu", str(vcpu), cpus)
+
+
 @dataclass(frozen=True)
 class Tools:
     xl: str = "xl"
@@ -54,6 +140,12 @@ class Tools:
     timeout: float = 5.0
     latency_ms: int = 50
     commands: Mapping[str, OperatorCommand] = field(default_factory=dict)
+    # None: Xen's, with `xl` above.
+    control: DomainControl | None = None
+
+    @property
+    def domain_control(self) -> DomainControl:
+        return self.control if self.control is not None else XlControl(self.xl)
 
     def cmd(self, *argv: str) -> Command:
         return Command(argv=argv, timeout=self.timeout)
@@ -86,7 +178,9 @@ def _refuse_dom0(dom: ObservedDomain) -> None:
         raise PlanError("protected_domain", f"domain {dom.name!r} is domid 0 (Dom0)")
 
 
-def capture_prior(action: Action, dom: ObservedDomain) -> dict[str, Any]:
+def capture_prior(
+    action: Action, dom: ObservedDomain, tools: Tools | None = None
+) -> dict[str, Any]:
     """What the release must restore, read before the first apply step runs."""
     _refuse_dom0(dom)
     if action.kind == "network_shape":
@@ -101,6 +195,10 @@ def capture_prior(action: Action, dom: ObservedDomain) -> dict[str, Any]:
             raise PlanError("host_state", "the domain's vCPU affinity could not be read")
         return {"hard_affinity": list(dom.hard_affinity)}
     if action.kind == "pause":
+        control = (tools or Tools()).domain_control
+        if not control.counts_pauses and dom.paused:
+            # Paused by someone else: nothing for us to do, and our release must not resume it.
+            return {"pauses": 0, "paused_before": 1}
         return {"pauses": 0}
     return {}
 
@@ -113,24 +211,26 @@ def plan_apply(
     params = action.params
     if action.kind == "network_shape":
         return _plan_shape(params, dom, tools)
+    control = tools.domain_control
     if action.kind == "cpu_cap":
-        scheduler = _scheduler(dom)
+        control.check_cap(dom)
         cap = cap_target(params, prior)
         if cap > 100 * dom.vcpus:
             raise PlanError("bad_parameter", f"cap {cap} above 100 x {dom.vcpus} vCPUs")
         if dom.cap is not None and 0 < dom.cap <= cap:
             return []  # as strict or stricter (someone tightened it further): leave it
-        return [tools.argv(set_cap_argv(tools.xl, scheduler, str(dom.domid), cap))]
+        return [tools.argv(control.set_cap(dom, cap))]
     if action.kind == "cpu_pin":
         target = format_cpu_list(frozenset(int(c) for c in params["cpus"]))
         if dom.hard_affinity and all(a == target for a in dom.hard_affinity):
             return []
-        return [tools.argv(vcpu_pin_argv(tools.xl, str(dom.domid), "all", target))]
+        return [tools.argv(control.pin(dom, "all", target))]
     if action.kind == "pause":
-        # xl refcounts pauses: we issue exactly one, whatever else paused the domain.
-        if int(prior.get("pauses", 0)) > 0:
+        # xl refcounts pauses: we issue exactly one, whatever else paused the domain. QEMU
+        # does not: a VM paused before us is left to whoever paused it (`capture_prior`).
+        if int(prior.get("pauses", 0)) > 0 or prior.get("paused_before"):
             return []
-        return [tools.argv(pause_argv(tools.xl, str(dom.domid)))]
+        return [tools.argv(control.pause(dom))]
     if action.kind == "command":
         command = _operator_command(params, tools)
         return [_operator_run(command, command.apply, dom, "apply")]
@@ -144,12 +244,13 @@ def plan_release(
     _refuse_dom0(dom)
     if action.kind == "network_shape":
         return _plan_unshape(dom, prior, tools)
+    control = tools.domain_control
     if action.kind == "cpu_cap":
-        scheduler = _scheduler(dom)
+        control.check_cap(dom)
         previous = int(prior["cap"])
         if dom.cap == previous or dom.cap != cap_target(action.params, prior):
             return []  # back where it was, or changed by someone else since: theirs now
-        return [tools.argv(set_cap_argv(tools.xl, scheduler, str(dom.domid), previous))]
+        return [tools.argv(control.set_cap(dom, previous))]
     if action.kind == "cpu_pin":
         affinity = [str(a) for a in prior["hard_affinity"]]
         commands = []
@@ -157,12 +258,10 @@ def plan_release(
             if vcpu < len(affinity) and now != affinity[vcpu]:
                 if not is_cpulist(affinity[vcpu]):
                     raise PlanError("host_state", f"recorded affinity {affinity[vcpu]!r}")
-                commands.append(
-                    tools.argv(vcpu_pin_argv(tools.xl, str(dom.domid), vcpu, affinity[vcpu]))
-                )
+                commands.append(tools.argv(control.pin(dom, vcpu, affinity[vcpu])))
         return commands
     if action.kind == "pause":
-        unpause = tools.argv(unpause_argv(tools.xl, str(dom.domid)))
+        unpause = tools.argv(control.unpause(dom))
         return [unpause] * int(prior.get("pauses", 0))
     if action.kind == "command":
         command = _operator_command(action.params, tools)
@@ -175,7 +274,7 @@ def plan_release(
 def is_applied(action: Action, dom: ObservedDomain, prior: Mapping[str, Any], tools: Tools) -> bool:
     """Does the observed state carry the throttle? (Operator commands cannot be checked.)"""
     if action.kind == "pause":
-        return dom.paused
+        return dom.paused is True
     if action.kind == "command":
         return True
     return not plan_apply(action, dom, prior, tools)
@@ -196,12 +295,6 @@ def cap_target(params: Mapping[str, Any], prior: Mapping[str, Any]) -> int:
     cap = int(params["cap"])
     before = int(prior.get("cap", 0) or 0)
     return min(cap, before) if before > 0 else cap
-
-
-def _scheduler(dom: ObservedDomain) -> str:
-    if dom.scheduler not in ("credit", "credit2"):
-        raise PlanError("unsupported_scheduler", f"scheduler {dom.scheduler!r} has no cap")
-    return dom.scheduler
 
 
 def _operator_command(params: Mapping[str, Any], tools: Tools) -> OperatorCommand:

@@ -38,6 +38,13 @@ class XlToolstack:
             for d in rows
         ]
 
+    def paused(self, domid: int) -> bool:
+        # xl's listing always says; asked only if a listing left it unknown.
+        for dom in self.domains():
+            if dom.domid == domid and dom.paused is not None:
+                return dom.paused
+        raise ObserveError(f"domain {domid} is not running")
+
     def scheduler(self, domid: int) -> str:
         try:
             return self._toolstack.scheduler(domid, self._timeout)

@@ -1,0 +1,413 @@
+"""KVM VMs found in /proc: a process holding a KVM VM file descriptor is a VM (docs/kvm.md).
+
+No agent and no libvirt: a VM is any process with an fd whose link reads ``anon_inode:kvm-vm``
+(what ``KVM_CREATE_VM`` returns, virt/kvm/kvm_main.c ``kvm_dev_ioctl_create_vm``). What is
+known of it comes from its QEMU command line (``-name``, ``-uuid``, the QMP socket), its
+threads (``CPU <n>/KVM``), its tun fds (``iff:`` in fdinfo, drivers/net/tun.c
+``tun_chr_show_fdinfo``) and its cgroup (``0::/...``). KVM creates the VM's debugfs directory
+``kvm/<pid>-<fd>`` (``kvm_create_vm_debugfs``), which names the VM's statistics.
+
+Parsers here are pure (text in, values out); the readers take every path through the `proc`
+and `debugfs` roots (``--path.procfs``, ``--path.debugfs``). Every value read from a process
+is validated: a VM's name and its interfaces' names become labels and argv elements later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+VM_FD_LINK = "anon_inode:kvm-vm"
+# QEMU names a vCPU thread "CPU <index>/KVM" (accel/kvm/kvm-accel-ops.c), but only with
+# `-name ...,debug-threads=on` (libvirt always passes it); without it every thread is "qemu-...".
+_VCPU_COMM = re.compile(r"CPU (\d{1,4})/KVM")
+# Linux interface names: 1-15 bytes, no '/', ':' or whitespace (net/core/dev.c dev_valid_name).
+_IFNAME = re.compile(r"[^/:\s]{1,15}")
+# A name becomes a label value and an argv element of judicator-kvmctl: printable, bounded.
+MAX_NAME = 255
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class VcpuThread:
+    index: int
+    tid: int
+
+
+@dataclass(frozen=True)
+class KvmVm:
+    name: str
+    pid: int
+    uuid: str | None
+    vcpus: tuple[VcpuThread, ...]
+    taps: tuple[str, ...]
+    qmp_socket: str | None
+    cgroup: str | None
+    stats_dir: str | None
+
+
+@dataclass(frozen=True)
+class QemuCmdline:
+    name: str | None
+    uuid: str | None
+    qmp_socket: str | None
+
+
+# -- pure parsers ---------------------------------------------------------------------------
+
+
+def split_qemu_opts(text: str) -> list[str]:
+    """QEMU's option list syntax (util/qemu-option.c): items split at ',', where ',,' is a
+    literal comma (libvirt writes a name `a,b` as `guest=a,,b`)."""
+    items: list[str] = []
+    current: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == ",":
+            if text.startswith(",,", index):
+                current.append(",")
+                index += 2
+                continue
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    items.append("".join(current))
+    return items
+
+
+def _opts(text: str, implied: str) -> dict[str, str]:
+    """`key=value` items as a dict; a first item without '=' is `implied`'s value, a later one
+    is a flag (`server` = `server=on`)."""
+    values: dict[str, str] = {}
+    for position, item in enumerate(split_qemu_opts(text)):
+        key, equals, value = item.partition("=")
+        if not equals:
+            if position == 0:
+                values[implied] = item
+            else:
+                values[item] = "on"
+        else:
+            values[key] = value
+    return values
+
+
+def _options(argv: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """(option, value) pairs of a QEMU command line; `--name` is `-name` (QEMU takes both)."""
+    for index in range(1, len(argv) - 1):
+        option = argv[index]
+        if option.startswith("--"):
+            option = option[1:]
+        if option.startswith("-"):
+            yield option, argv[index + 1]
+
+
+def valid_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_NAME and name.isprintable()
+
+
+def _qmp_path(chardev: str) -> str | None:
+    """The path of a `unix:PATH[,server=on,...]` chardev spec, absolute only."""
+    if not chardev.startswith("unix:"):
+        return None
+    path = split_qemu_opts(chardev[len("unix:") :])[0]
+    return path if _valid_socket_path(path) else None
+
+
+def _valid_socket_path(path: str) -> bool:
+    # relative paths are QEMU's working directory's; sun_path holds 107 bytes and a NUL
+    return path.startswith("/") and len(path.encode()) <= 107 and path.isprintable()
+
+
+def parse_qemu_cmdline(argv: Sequence[str]) -> QemuCmdline:
+    """The VM's name, uuid and QMP control socket from QEMU's argv (pure).
+
+    `-name guest=NAME,debug-threads=on` (libvirt) or `-name NAME`; `-uuid U`; the control
+    monitor: `-qmp unix:PATH,server=on,wait=off` (or `,server,nowait`), or
+    `-chardev socket,id=X,path=PATH,server=on` with `-mon chardev=X,mode=control`. A monitor on
+    a passed fd (libvirt's `fd=N`) or TCP has no path: None. Invalid values are None.
+    """
+    name = uuid = qmp = None
+    sockets: dict[str, str] = {}
+    control: list[str] = []
+    for option, value in _options(argv):
+        if option == "-name":
+            candidate = _opts(value, "guest").get("guest")
+            name = candidate if candidate is not None and valid_name(candidate) else None
+        elif option == "-uuid":
+            uuid = _parse_uuid(value)
+        elif option == "-qmp" and qmp is None:
+            qmp = _qmp_path(value)
+        elif option == "-chardev":
+            opts = _opts(value, "backend")
+            path = opts.get("path")
+            if opts.get("backend") == "socket" and "id" in opts and path is not None:
+                sockets[opts["id"]] = path
+        elif option == "-mon":
+            opts = _opts(value, "chardev")
+            if opts.get("mode") == "control" and "chardev" in opts:
+                control.append(opts["chardev"])
+    if qmp is None:
+        for chardev in control:
+            path = sockets.get(chardev)
+            if path is not None and _valid_socket_path(path):
+                qmp = path
+                break
+    return QemuCmdline(name=name, uuid=uuid, qmp_socket=qmp)
+
+
+def _parse_uuid(text: str) -> str | None:
+    try:
+        return str(uuidlib.UUID(text))
+    except ValueError:
+        return None
+
+
+def parse_cmdline_bytes(data: bytes) -> list[str]:
+    """/proc/<pid>/cmdline: NUL-terminated arguments."""
+    return [part.decode(errors="replace") for part in data.split(b"\0")[:-1]]
+
+
+def parse_fdinfo_iff(text: str) -> str | None:
+    """The tap/tun interface of a /dev/net/tun fd (`iff:\\t<name>`), None when the fd is not
+    a tun fd or not attached (the kernel then prints an empty name)."""
+    for line in text.splitlines():
+        if line.startswith("iff:"):
+            name = line[len("iff:") :].strip()
+            return name if _IFNAME.fullmatch(name) and name not in (".", "..") else None
+    return None
+
+
+def parse_cgroup_v2(text: str) -> str | None:
+    """The unified (v2) cgroup path from /proc/<pid>/cgroup (`0::/machine.slice/...`)."""
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            path = line[3:]
+            if path.startswith("/") and "/../" not in path + "/" and path.isprintable():
+                return path
+    return None
+
+
+def parse_stat_cpu_ticks(text: str) -> int:
+    """utime + stime (clock ticks) from /proc/<pid>/task/<tid>/stat (fs/proc/array.c).
+
+    The command name (field 2) is in parentheses and may hold spaces and parentheses itself
+    ("CPU 0/KVM"), so fields are counted after its last ')'.
+    """
+    _, paren, rest = text.rpartition(")")
+    fields = rest.split()
+    if not paren or len(fields) < 13:
+        raise ValueError(f"not a /proc stat line: {text[:80]!r}")
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
+
+
+def parse_status_field(text: str, key: str) -> str | None:
+    """The value of `key:` in /proc/<pid>/status, stripped."""
+    prefix = key + ":"
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    return None
+
+
+def parse_status_rss_bytes(text: str) -> int | None:
+    """VmRSS in bytes (the kernel prints kB); None for a process without memory (a zombie)."""
+    value = parse_status_field(text, "VmRSS")
+    if value is None:
+        return None
+    number, _, unit = value.partition(" ")
+    if unit.strip() != "kB":
+        raise ValueError(f"VmRSS: unexpected unit in {value!r}")
+    return int(number) * 1024
+
+
+def parse_io(text: str) -> dict[str, int]:
+    """/proc/<pid>/io as a dict (rchar, wchar, syscr, syscw, read_bytes, write_bytes, ...)."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon:
+            values[key.strip()] = int(value)
+    return values
+
+
+def parse_vcpu_comm(comm: str) -> int | None:
+    match = _VCPU_COMM.fullmatch(comm.strip())
+    return int(match[1]) if match else None
+
+
+# -- readers of the live host ---------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _text(path: str) -> str:
+    return _read(path).decode(errors="replace")
+
+
+def is_vm_link(target: str) -> bool:
+    return target == VM_FD_LINK
+
+
+def _vm_fd(pid_dir: str, is_vm: Callable[[str], bool]) -> int | None:
+    """The fd number of the process's first KVM VM fd, None if it holds none."""
+    fds = os.path.join(pid_dir, "fd")
+    found: list[int] = []
+    try:
+        entries = os.listdir(fds)
+    except OSError:
+        return None  # gone, or not ours to read
+    for entry in entries:
+        try:
+            if is_vm(os.readlink(os.path.join(fds, entry))):
+                found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return min(found) if found else None
+
+
+def _taps(pid_dir: str) -> tuple[str, ...]:
+    """Interfaces of the process's tun fds (QEMU's own, and those libvirt opened and passed)."""
+    taps: set[str] = set()
+    fds = os.path.join(pid_dir, "fd")
+    try:
+        entries = os.listdir(fds)
+    except OSError:
+        return ()
+    for entry in entries:
+        try:
+            if os.readlink(os.path.join(fds, entry)) != "/dev/net/tun":
+                continue
+            name = parse_fdinfo_iff(_text(os.path.join(pid_dir, "fdinfo", entry)))
+        except OSError:
+            continue
+        if name is not None:
+            taps.add(name)
+    return tuple(sorted(taps))
+
+
+def _vcpus(pid_dir: str, stats_dir: str | None) -> tuple[VcpuThread, ...]:
+    vcpus: dict[int, int] = {}
+    tasks = os.path.join(pid_dir, "task")
+    try:
+        tids = os.listdir(tasks)
+    except OSError:
+        tids = []
+    for tid in tids:
+        try:
+            index = parse_vcpu_comm(_text(os.path.join(tasks, tid, "comm")))
+        except OSError:
+            continue
+        if index is not None and tid.isdigit():
+            vcpus[index] = int(tid)
+    if not vcpus and stats_dir is not None:
+        vcpus = _debugfs_vcpus(stats_dir)
+    return tuple(VcpuThread(index, tid) for index, tid in sorted(vcpus.items()))
+
+
+def _debugfs_vcpus(stats_dir: str) -> dict[int, int]:
+    """QEMU without debug-threads=on leaves its vCPU threads unnamed; KVM's debugfs has each
+    vCPU's thread in `vcpu<n>/pid` (0 until the vCPU first ran: such vCPUs are left out)."""
+    vcpus: dict[int, int] = {}
+    try:
+        entries = os.listdir(stats_dir)
+    except OSError:
+        return vcpus
+    for entry in entries:
+        if entry.startswith("vcpu") and entry[4:].isdigit():
+            try:
+                tid = int(_read(os.path.join(stats_dir, entry, "pid")))
+            except (OSError, ValueError):
+                continue
+            if tid > 0:
+                vcpus[int(entry[4:])] = tid
+    return vcpus
+
+
+def _candidates(proc: str) -> list[str]:
+    try:
+        return [entry for entry in os.listdir(proc) if entry.isdigit()]
+    except OSError as error:
+        raise OSError(f"cannot list {proc}: {error}") from error
+
+
+def list_vms(
+    proc: str = "/proc",
+    debugfs: str = "/sys/kernel/debug",
+    *,
+    is_vm: Callable[[str], bool] = is_vm_link,
+) -> list[KvmVm]:
+    """Every process holding a KVM VM fd, sorted by pid.
+
+    `is_vm` decides from an fd's link text whether it is the VM's fd (tests on a host without
+    KVM pass their own). A process that exits while being read is left out.
+    """
+    vms = []
+    for pid_text in _candidates(proc):
+        pid_dir = os.path.join(proc, pid_text)
+        fd = _vm_fd(pid_dir, is_vm)
+        if fd is None:
+            continue
+        try:
+            vm = _read_vm(pid_dir, int(pid_text), fd, debugfs)
+        except OSError as error:
+            log.debug("process %s vanished while being read: %s", pid_text, error)
+            continue
+        vms.append(vm)
+    return sorted(vms, key=lambda vm: vm.pid)
+
+
+def _read_vm(pid_dir: str, pid: int, fd: int, debugfs: str) -> KvmVm:
+    cmdline = parse_qemu_cmdline(parse_cmdline_bytes(_read(os.path.join(pid_dir, "cmdline"))))
+    path = os.path.join(debugfs, "kvm", f"{pid}-{fd}")
+    # absent when debugfs is not mounted, or KVM could not make the directory
+    stats_dir = path if os.path.isdir(path) else None
+    try:
+        cgroup = parse_cgroup_v2(_text(os.path.join(pid_dir, "cgroup")))
+    except OSError:
+        cgroup = None
+    return KvmVm(
+        name=cmdline.name or f"qemu-{pid}",
+        pid=pid,
+        uuid=cmdline.uuid,
+        vcpus=_vcpus(pid_dir, stats_dir),
+        taps=_taps(pid_dir),
+        qmp_socket=cmdline.qmp_socket,
+        cgroup=cgroup,
+        stats_dir=stats_dir,
+    )
+
+
+def read_thread_cpu_seconds(pid: int, tid: int, proc: str = "/proc") -> float:
+    """CPU time the thread used, user and system (utime + stime / CLK_TCK)."""
+    text = _text(os.path.join(proc, str(pid), "task", str(tid), "stat"))
+    return parse_stat_cpu_ticks(text) / _CLK_TCK
+
+
+def read_thread_affinity(pid: int, tid: int, proc: str = "/proc") -> str:
+    """The thread's allowed CPUs as the kernel lists them (Cpus_allowed_list, e.g. "0-3")."""
+    text = _text(os.path.join(proc, str(pid), "task", str(tid), "status"))
+    value = parse_status_field(text, "Cpus_allowed_list")
+    if value is None:
+        raise ValueError(f"no Cpus_allowed_list for thread {tid} of {pid}")
+    return value
+
+
+def read_rss_bytes(pid: int, proc: str = "/proc") -> int | None:
+    return parse_status_rss_bytes(_text(os.path.join(proc, str(pid), "status")))
+
+
+def read_io(pid: int, proc: str = "/proc") -> dict[str, int]:
+    """/proc/<pid>/io (readable by root or the process's owner)."""
+    return parse_io(_text(os.path.join(proc, str(pid), "io")))
