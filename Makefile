@@ -132,3 +132,25 @@ lab-demo: lab-deps
 # The lab's tests alone (they are part of `make test` too; ~5 min on a quiet machine).
 lab-test: lab-deps
 	$(BIN)/pytest tests/lab $(PYTEST_ARGS)
+
+# --- The KVM lab (docs/kvm-lab.md): real KVM guests nested in a KVM host under QEMU ----------
+# L1 = Debian's kernel (the Xen lab's fetch) under QEMU TCG with AMD SVM, kvm_amd; L2 = the
+# host's Debian qemu-system-x86 -enable-kvm inside it. Every target tears the VM down itself.
+KVMLAB := $(BIN)/python -m kvmlab
+.PHONY: kvmlab-deps kvmlab-up kvmlab-down kvmlab-test
+
+# Host packages, Debian's kernel (shared with the Xen lab, fetched once) and the two images
+# (seconds when up to date).
+kvmlab-deps: deps
+	$(KVMLAB) deps
+
+# Boot L1 + two KVM guests and leave them running (`make kvmlab-down` stops them); ~2 min.
+kvmlab-up: kvmlab-deps
+	$(KVMLAB) up
+
+kvmlab-down:
+	$(KVMLAB) down
+
+# The KVM lab's tests alone (one boot; ~4-6 min on a quiet machine).
+kvmlab-test: kvmlab-deps
+	$(BIN)/pytest tests/kvmlab $(PYTEST_ARGS)

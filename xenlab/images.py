@@ -102,7 +102,7 @@ def _is_elf(path: Path) -> bool:
         return False
 
 
-def _copy(src: Path, dst: Path) -> None:
+def copy_file(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.is_symlink() or dst.exists():
         dst.unlink()
@@ -132,9 +132,9 @@ def copy_libraries(root: Path) -> None:
             continue
         target = root / lib.lstrip("/")
         if not target.exists():
-            _copy(Path(lib), target)
+            copy_file(Path(lib), target)
     # glibc dlopen()s libgcc_s for pthread_cancel; ldd cannot see it and xl aborts without it.
-    _copy(Path("/usr/lib/x86_64-linux-gnu/libgcc_s.so.1"), root / LIB_DIR / "libgcc_s.so.1")
+    copy_file(Path("/usr/lib/x86_64-linux-gnu/libgcc_s.so.1"), root / LIB_DIR / "libgcc_s.so.1")
 
 
 def skeleton(root: Path) -> None:
@@ -181,9 +181,9 @@ def add_modules(paths: LabPaths, root: Path, names: Iterable[str]) -> None:
             log.info("module %s is built in or absent in %s", name, release)
             continue
         for rel in (found, *deps[found]):
-            _copy(source / rel, target / rel)
+            copy_file(source / rel, target / rel)
     for index in source.glob("modules.*"):
-        _copy(index, target / index.name)
+        copy_file(index, target / index.name)
 
 
 def _script(name: str) -> str:
@@ -214,7 +214,7 @@ def build_domu(paths: LabPaths) -> None:
     root = paths.cache / "rootfs-domu"
     skeleton(root)
     for binary in DOMU_HOST_BINARIES:
-        _copy(Path(binary), root / "usr/bin" / Path(binary).name)
+        copy_file(Path(binary), root / "usr/bin" / Path(binary).name)
     add_modules(paths, root, DOMU_MODULES)
     (root / "init").write_text(_script("domu-init.sh"))
     (root / "ctl.sh").write_text(_script("domu-ctl.sh"))
@@ -224,29 +224,19 @@ def build_domu(paths: LabPaths) -> None:
     pack(root, paths.domu_initrd)
 
 
-def _copy_tree(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def copy_tree(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     shutil.copytree(
         src, dst, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skip)
     )
 
 
-def build_dom0(paths: LabPaths) -> None:
-    root = paths.cache / "rootfs-dom0"
-    skeleton(root)
-    x = paths.root
-    _copy_tree(x / "usr/lib/xen-4.17", root / "usr/lib/xen-4.17", {"boot", "python"})
-    _copy_tree(x / LIB_DIR, root / LIB_DIR)
-    _copy_tree(x / "etc/xen", root / "etc/xen")
-    for store_tool in (x / "usr/bin").glob("xenstore*"):
-        _copy(store_tool, root / "usr/bin" / store_tool.name)
-    for d in ("var/lib/xen", "var/lib/xenstored", "var/log/xen", "etc/xenlab", "opt/judicator"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    for tool in ("xl", "xenperf", "xentop"):
-        (root / "usr/sbin" / tool).symlink_to(f"/usr/lib/xen-4.17/bin/{tool}")
-    for binary in DOM0_HOST_BINARIES:
-        _copy(Path(binary), root / "usr/bin" / Path(binary).name)
+def add_python(root: Path, packages: Iterable[str]) -> None:
+    """Debian's Python 3.11 (the host's: the image's binary is the host's /usr/bin/python3.11),
+    the runtime requirements of the project (from the venv) and the project's `packages`,
+    byte-compiled, under /opt/judicator."""
+    copy_file(DOM0_PYTHON, root / "usr/bin/python3.11")
     (root / "usr/bin/python3").symlink_to("python3.11")
-    _copy_tree(PYTHON_STDLIB, root / "usr/lib/python3.11", PYTHON_STDLIB_SKIP)
+    copy_tree(PYTHON_STDLIB, root / "usr/lib/python3.11", PYTHON_STDLIB_SKIP)
     site = Path(
         subprocess.run(
             [str(REPO_ROOT / ".venv/bin/python"), "-c",
@@ -256,15 +246,15 @@ def build_dom0(paths: LabPaths) -> None:
     )  # fmt: skip
     for name in runtime_modules(DISTRIBUTION):
         if (site / name).is_dir():
-            _copy_tree(site / name, root / "opt/judicator/site-packages" / name, {"__pycache__"})
+            copy_tree(site / name, root / "opt/judicator/site-packages" / name, {"__pycache__"})
         elif (site / f"{name}.py").is_file():
-            _copy(site / f"{name}.py", root / "opt/judicator/site-packages" / f"{name}.py")
+            copy_file(site / f"{name}.py", root / "opt/judicator/site-packages" / f"{name}.py")
         elif not list(site.glob(f"{name}*.so")):
             raise ImageError(f"{name} not in {site}: run `make deps` first")
         for extra in site.glob(f"{name}*.so"):
-            _copy(extra, root / "opt/judicator/site-packages" / extra.name)
-    for package in PROJECT_PACKAGES:
-        _copy_tree(REPO_ROOT / package, root / "opt/judicator" / package, {"__pycache__"})
+            copy_file(extra, root / "opt/judicator/site-packages" / extra.name)
+    for package in packages:
+        copy_tree(REPO_ROOT / package, root / "opt/judicator" / package, {"__pycache__"})
     # Byte-compile what Debian's Python will import: under emulation, compiling the imports
     # at every start costs minutes.
     subprocess.run(
@@ -273,13 +263,31 @@ def build_dom0(paths: LabPaths) -> None:
         timeout=600,
         check=True,
     )
+
+
+def build_dom0(paths: LabPaths) -> None:
+    root = paths.cache / "rootfs-dom0"
+    skeleton(root)
+    x = paths.root
+    copy_tree(x / "usr/lib/xen-4.17", root / "usr/lib/xen-4.17", {"boot", "python"})
+    copy_tree(x / LIB_DIR, root / LIB_DIR)
+    copy_tree(x / "etc/xen", root / "etc/xen")
+    for store_tool in (x / "usr/bin").glob("xenstore*"):
+        copy_file(store_tool, root / "usr/bin" / store_tool.name)
+    for d in ("var/lib/xen", "var/lib/xenstored", "var/log/xen", "etc/xenlab", "opt/judicator"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for tool in ("xl", "xenperf", "xentop"):
+        (root / "usr/sbin" / tool).symlink_to(f"/usr/lib/xen-4.17/bin/{tool}")
+    for binary in DOM0_HOST_BINARIES:
+        copy_file(Path(binary), root / "usr/bin" / Path(binary).name)
+    add_python(root, PROJECT_PACKAGES)
     add_modules(paths, root, DOM0_MODULES)
     # ifb makes two devices by default; the remediator creates its own
     modules = [f"{m} numifbs=0" if m == "ifb" else m for m in DOM0_MODULES]
     (root / "etc/xenlab/modules").write_text("\n".join(modules) + "\n")
     (root / "guest").mkdir()
-    _copy(paths.vmlinuz, root / "guest/vmlinuz")
-    _copy(paths.domu_initrd, root / "guest/domu.cpio.gz")
+    copy_file(paths.vmlinuz, root / "guest/vmlinuz")
+    copy_file(paths.domu_initrd, root / "guest/domu.cpio.gz")
     (root / "init").write_text(_script("dom0-init.sh"))
     (root / "init").chmod(0o755)
     for script in ("vif-xenlab", "block-xenlab"):

@@ -115,7 +115,7 @@ class Result:
         return self
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -154,19 +154,17 @@ def qemu_argv(paths: LabPaths, state: LabState, memory_mib: int) -> list[str]:
     ]  # fmt: skip
 
 
-class Lab:
-    """A running lab: Dom0's agent over HTTP, the guests, and the QEMU process behind them."""
+class AgentClient:
+    """The lab agent (xenlab.agent) of a VM, reached on a forwarded port of the host's loopback;
+    shared by the Xen lab's Dom0 and the KVM lab's L1 (kvmlab)."""
 
-    def __init__(self, paths: LabPaths, state: LabState) -> None:
-        self.paths = paths
-        self.state = state
-        self.guests = [GuestSpec(**g) for g in state.guests]
-        self._losetup = threading.Lock()
+    def __init__(self, agent_port: int, console: str) -> None:
+        self.agent_port = agent_port
+        self.console_path = console
 
-    # --- the agent -----------------------------------------------------------------------
     def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.state.agent_port}{path}",
+            f"http://127.0.0.1:{self.agent_port}{path}",
             data=json.dumps(body).encode(),
             method="POST",
             headers={"Content-Type": "application/json"},
@@ -177,14 +175,14 @@ class Lab:
 
     def healthy(self) -> bool:
         try:
-            url = f"http://127.0.0.1:{self.state.agent_port}/healthy"
+            url = f"http://127.0.0.1:{self.agent_port}/healthy"
             with urllib.request.urlopen(url, timeout=5) as response:
                 return bool(json.loads(response.read()).get("ok"))
         except (OSError, ValueError):
             return False
 
     def run(self, *argv: str, timeout: float = 60.0, stdin: str | None = None) -> Result:
-        """Runs argv in Dom0 (no shell) and returns its exit code and output."""
+        """Runs argv in the VM (no shell) and returns its exit code and output."""
         body: dict[str, Any] = {"argv": list(argv), "timeout": timeout}
         if stdin is not None:
             body["input"] = stdin
@@ -206,10 +204,27 @@ class Lab:
         self._post("/kill", {"name": name}, 30)
 
     def spawned_log(self, name: str) -> str:
-        url = f"http://127.0.0.1:{self.state.agent_port}/log?name={name}"
+        url = f"http://127.0.0.1:{self.agent_port}/log?name={name}"
         with urllib.request.urlopen(url, timeout=30) as response:
             text: str = json.loads(response.read())["text"]
             return text
+
+    def console(self) -> str:
+        try:
+            return Path(self.console_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class Lab(AgentClient):
+    """A running lab: Dom0's agent over HTTP, the guests, and the QEMU process behind them."""
+
+    def __init__(self, paths: LabPaths, state: LabState) -> None:
+        super().__init__(state.agent_port, state.console)
+        self.paths = paths
+        self.state = state
+        self.guests = [GuestSpec(**g) for g in state.guests]
+        self._losetup = threading.Lock()
 
     # --- guests --------------------------------------------------------------------------
     def guest(self, name: str) -> GuestSpec:
@@ -285,12 +300,6 @@ class Lab:
         """The guest's disk in Dom0's sysfs (/sys/bus/xen-backend/devices/)."""
         return f"vbd-{self.domid(name)}-{XVDA_DEVICE_NUMBER}"
 
-    def console(self) -> str:
-        try:
-            return Path(self.state.console).read_text(errors="replace")
-        except OSError:
-            return ""
-
 
 def qemu_alive(pid: int) -> bool:
     try:
@@ -330,9 +339,9 @@ def start(
     console = paths.run / f"console-{time.strftime('%Y%m%d-%H%M%S')}.log"
     state = LabState(
         pid=0,
-        agent_port=_free_port(),
-        exporter_port=_free_port(),
-        remediator_port=_free_port(),
+        agent_port=free_port(),
+        exporter_port=free_port(),
+        remediator_port=free_port(),
         console=str(console),
         hypervisor=hypervisor,
         smp=max(4, len(guests) + DOM0_VCPUS),
@@ -383,14 +392,19 @@ def attach(paths: LabPaths) -> Lab:
 
 def stop(paths: LabPaths) -> None:
     """Powers Dom0 off through the agent, then makes sure QEMU is gone (by its pid only)."""
-    state_file = paths.run / "state.json"
+    stop_state(paths.run / "state.json")
+
+
+def stop_state(state_file: Path) -> None:
+    """Stops the lab VM `state_file` describes: a power-off through its agent, then SIGTERM and
+    SIGKILL by its pid; removes the file. Safe when nothing runs."""
     if not state_file.exists():
         return
     state = LabState.load(state_file)
     if qemu_alive(state.pid):
-        lab = Lab(paths, state)
+        agent = AgentClient(state.agent_port, state.console)
         with contextlib.suppress(OSError, ValueError):
-            lab._post("/poweroff", {}, 10)
+            agent._post("/poweroff", {}, 10)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         while qemu_alive(state.pid) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -1,0 +1,5 @@
+import sys
+
+from kvmlab.cli import main
+
+sys.exit(main())
