@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kvmtools import qmp
-from kvmtools.proc import list_vms, parse_cgroup_v2, read_thread_cpu_seconds
+from kvmtools.proc import KvmVm, list_vms, parse_cgroup_v2, read_thread_cpu_seconds
 from tests.support import require, require_binary, require_root, wait_for
 
 QEMU = "qemu-system-x86_64"
@@ -72,6 +72,12 @@ def own_cgroup(pid: int) -> str | None:
 
 def test_tcg_qemu_is_no_kvm_vm_but_reads_like_one(start_qemu: Start, tmp_path: Path) -> None:
     process = start_qemu("t1", "-accel", "tcg")
+    task = Path(f"/proc/{process.pid}/task")
+    wait_for(
+        lambda: any((t / "comm").read_text() == "CPU 0/TCG\n" for t in task.iterdir()),
+        20,
+        "QEMU's TCG vCPU thread",
+    )
     assert process.pid not in {vm.pid for vm in list_vms()}
     # any fd QEMU surely holds stands in for the VM fd: everything else is read for real
     vms = list_vms(is_vm=lambda link: link == "anon_inode:[eventfd]")
@@ -114,8 +120,14 @@ def kvm_creates_vms() -> bool:
 def test_kvm_qemu_is_listed_for_real(start_qemu: Start, tmp_path: Path) -> None:
     require(kvm_creates_vms(), "needs a /dev/kvm that opens")
     process = start_qemu("k1", "-accel", "kvm", "-smp", "2")
-    vms = {vm.pid: vm for vm in list_vms(debugfs=str(tmp_path / "no-debugfs"))}
-    vm = vms[process.pid]
+
+    def listed() -> KvmVm | None:
+        # QEMU opens its QMP socket before it creates the VM and its vCPU threads
+        vms = {vm.pid: vm for vm in list_vms(debugfs=str(tmp_path / "no-debugfs"))}
+        vm = vms.get(process.pid)
+        return vm if vm is not None and len(vm.vcpus) == 2 else None
+
+    vm = wait_for(listed, 20, "the VM and its two vCPU threads")
     assert (vm.name, vm.qmp_socket) == ("k1", str(tmp_path / "k1.qmp"))
     assert [vcpu.index for vcpu in vm.vcpus] == [0, 1]
     for vcpu in vm.vcpus:
@@ -137,11 +149,12 @@ def test_tap_of_a_real_qemu(start_qemu: Start) -> None:
             "-device",
             "virtio-net-pci,netdev=n0,romfile=",
         )
-        (vm,) = [
-            vm
-            for vm in list_vms(is_vm=lambda link: link == "anon_inode:[eventfd]")
-            if vm.pid == process.pid
-        ]
-        assert vm.taps == (tap,)  # from the kernel's own tun fdinfo
+
+        def taps() -> tuple[str, ...]:
+            # QEMU opens its taps (late backends) after its QMP socket (early ones)
+            vms = list_vms(is_vm=lambda link: link == "anon_inode:[eventfd]")
+            return next((vm.taps for vm in vms if vm.pid == process.pid), ())
+
+        assert wait_for(taps, 20, "the tap in QEMU's fds") == (tap,)  # from tun's own fdinfo
     finally:
         subprocess.run(["ip", "link", "del", tap], check=False, timeout=10)
