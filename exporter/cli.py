@@ -18,7 +18,7 @@ import yaml
 
 from exporter.collector import Exporter, SourceCollector, package_version
 from exporter.domains import BlockCollector, DomainCollector, NetworkCollector
-from exporter.flowdirection import DEFAULT_SINK, FlowDirectionCollector
+from exporter.flowdirection import DEFAULT_SINK, FlowDirectionCollector, XenVifs
 from exporter.perfc import DEFAULT_INCLUDE, PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.web import create_app, hypercorn_config, run_server
@@ -189,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.collector_flowdirection:
         collectors.append(
             FlowDirectionCollector(
-                args.sysfs, sink=args.flowdirection_sink, command_timeout=args.command_timeout
+                XenVifs(args.sysfs),
+                sink=args.flowdirection_sink,
+                command_timeout=args.command_timeout,
             )
         )
     try:
