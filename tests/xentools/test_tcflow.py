@@ -99,7 +99,7 @@ class _TimedReads(FlowDirectionCollector):
     """Reads that take `seconds` and count 1, 2, 3, ... echo requests on one vif."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__("/nonexistent")
+        super().__init__(XenVifs("/nonexistent"))
         self.seconds = seconds
         self.reads = 0
 
