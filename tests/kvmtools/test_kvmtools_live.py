@@ -10,12 +10,22 @@ the VM stays stopped with -S), the list is checked with no injection at all.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from exporter.collector import Exporter, SourceCollector
+from exporter.kvm import (
+    KvmBlockCollector,
+    KvmDomainCollector,
+    KvmHost,
+    KvmNetworkCollector,
+    KvmStatCollector,
+    NoXenToolstack,
+)
 from kvmtools import qmp
 from kvmtools.proc import KvmVm, list_vms, parse_cgroup_v2, read_thread_cpu_seconds
 from tests.support import require, require_binary, require_root, wait_for
@@ -156,5 +166,55 @@ def test_tap_of_a_real_qemu(start_qemu: Start) -> None:
             return next((vm.taps for vm in vms if vm.pid == process.pid), ())
 
         assert wait_for(taps, 20, "the tap in QEMU's fds") == (tap,)  # from tun's own fdinfo
+    finally:
+        subprocess.run(["ip", "link", "del", tap], check=False, timeout=10)
+
+
+def test_exporter_on_a_real_kvm_process_and_tap(start_qemu: Start, tmp_path: Path) -> None:
+    """The KVM collectors on this machine's real /proc and sysfs: a QEMU holding a real KVM VM
+    (stopped with -S: the PVM-flavoured /dev/kvm here cannot run a guest) and a real tap,
+    which the host sends packets into. debugfs is not mounted here, so kvmstat must fail."""
+    require_root()
+    require(kvm_creates_vms(), "needs a /dev/kvm that opens")
+    tap = f"jke{os.getpid() % 100000}"
+    subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, timeout=10)
+    try:
+        process = start_qemu(
+            "k2",
+            "-accel",
+            "kvm",
+            "-netdev",
+            f"tap,id=n0,ifname={tap},script=no,downscript=no",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        )
+        wait_for(lambda: any(vm.taps for vm in list_vms() if vm.pid == process.pid), 20, "the tap")
+        subprocess.run(["ip", "link", "set", tap, "up"], check=True, timeout=10)
+        subprocess.run(["ip", "addr", "add", "169.254.77.1/30", "dev", tap], timeout=10)
+        # the host sends into the tap: what the guest receives (tap tx)
+        subprocess.run(
+            ["ping", "-c", "3", "-i", "0.2", "-W", "1", "169.254.77.2"],
+            capture_output=True,
+            timeout=20,
+        )
+        host = KvmHost(debugfs=str(tmp_path / "no-debugfs"))
+        collectors: list[SourceCollector] = [
+            KvmDomainCollector(host),
+            KvmNetworkCollector(host, "/sys"),
+            KvmBlockCollector(host),
+            KvmStatCollector(host, re.compile("exits")),
+        ]
+        registry = Exporter(collectors, NoXenToolstack(), 2, 5).registry()
+        value = registry.get_sample_value
+        info = {"domain": "k2", "pid": str(process.pid), "uuid": ""}
+        assert value("kvm_domain_info", info) == 1
+        assert value("kvm_domain_vcpus", {"domain": "k2"}) == 1
+        assert value("kvm_domain_memory_bytes", {"domain": "k2"}) > 0
+        labels = {"domain": "k2", "interface": tap}
+        assert value("kvm_domain_network_receive_packets_total", labels) > 0
+        assert value("kvm_domain_network_transmit_packets_total", labels) is not None
+        assert value("kvm_domain_block_read_bytes_total", {"domain": "k2"}) is not None
+        assert value("xen_exporter_collector_success", {"collector": "domain"}) == 1
+        assert value("xen_exporter_collector_success", {"collector": "kvmstat"}) == 0
     finally:
         subprocess.run(["ip", "link", "del", tap], check=False, timeout=10)
