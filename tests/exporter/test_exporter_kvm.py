@@ -24,7 +24,7 @@ from exporter.kvm import (
 )
 from exporter.toolstack import Scrape
 from kvmtools import debugfs
-from tests.kvmtools.fakehost import FakeVm, build, probe_debugfs, read_args
+from tests.kvmtools.fakehost import FakeVm, build, guest1
 
 UUID = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
 
@@ -33,13 +33,7 @@ UUID = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
 def host(tmp_path: Path) -> tuple[KvmHost, str]:
     proc, debug = build(
         tmp_path,
-        FakeVm(
-            4240,
-            read_args("handmade-plain-kvmlab.args"),
-            vcpus={0: (100, 50), 1: (10, 5)},
-            taps=["kvmtap1"],
-            debugfs=probe_debugfs(),
-        ),
+        guest1(),
         FakeVm(
             5100,
             ["qemu-system-x86_64", "-name", "guest=web,,01", "-uuid", UUID],

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from exporter.cli import build_parser, resolve_platform
-from tests.exporter.test_exporter_serving import free_port, get
+from tests.exporter.test_exporter_serving import get, serving
 from tests.kvmtools.fakehost import FakeVm, build, probe_debugfs, read_args
 from tests.support import REPO
-from xensim.stack import stop_process_group
 
 
 @pytest.mark.parametrize(
@@ -69,42 +66,6 @@ def test_platform_defaults(flags: list[str], enabled: dict[str, object], off: li
         assert getattr(args, dest) is False
 
 
-@contextmanager
-def kvm_exporter(*flags: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--platform=kvm",
-            f"--web.listen-address=127.0.0.1:{port}",
-            *flags,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"exporter exited {process.returncode}")
-            try:
-                if get(base + "/", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("exporter did not start listening")
-            time.sleep(0.1)
-        yield base
-    finally:
-        stop_process_group(process)
-
-
 def test_kvm_exporter_serves_a_fake_host(tmp_path: Path) -> None:
     proc, debug = build(
         tmp_path,
@@ -115,7 +76,8 @@ def test_kvm_exporter_serves_a_fake_host(tmp_path: Path) -> None:
             debugfs=probe_debugfs(),
         ),
     )
-    with kvm_exporter(
+    with serving(
+        "--platform=kvm",
         f"--path.procfs={proc}",
         f"--path.debugfs={debug}",
         f"--path.sysfs={tmp_path / 'sys'}",

@@ -76,6 +76,18 @@ def start_qemu(tmp_path: Path) -> Iterator[Start]:
             process.wait(timeout=10)
 
 
+@pytest.fixture
+def tap() -> Iterator[str]:
+    """A tap device of this test's own (root), deleted afterwards."""
+    require_root()
+    name = f"jkt{os.getpid() % 100000}"
+    subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], check=True, timeout=10)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False, timeout=10)
+
+
 def own_cgroup(pid: int) -> str | None:
     return parse_cgroup_v2(Path(f"/proc/{pid}/cgroup").read_text())
 
@@ -145,76 +157,64 @@ def test_kvm_qemu_is_listed_for_real(start_qemu: Start, tmp_path: Path) -> None:
     assert qmp.query_status(str(tmp_path / "k1.qmp")) == "prelaunch"
 
 
-def test_tap_of_a_real_qemu(start_qemu: Start) -> None:
-    require_root()
-    tap = f"jkt{os.getpid() % 100000}"
-    subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, timeout=10)
-    try:
-        process = start_qemu(
-            "t3",
-            "-accel",
-            "tcg",
-            "-netdev",
-            f"tap,id=n0,ifname={tap},script=no,downscript=no",
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile=",
-        )
+def test_tap_of_a_real_qemu(start_qemu: Start, tap: str) -> None:
+    process = start_qemu(
+        "t3",
+        "-accel",
+        "tcg",
+        "-netdev",
+        f"tap,id=n0,ifname={tap},script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,romfile=",
+    )
 
-        def taps() -> tuple[str, ...]:
-            # QEMU opens its taps (late backends) after its QMP socket (early ones)
-            vms = list_vms(is_vm=lambda link: link == "anon_inode:[eventfd]")
-            return next((vm.taps for vm in vms if vm.pid == process.pid), ())
+    def taps() -> tuple[str, ...]:
+        # QEMU opens its taps (late backends) after its QMP socket (early ones)
+        vms = list_vms(is_vm=lambda link: link == "anon_inode:[eventfd]")
+        return next((vm.taps for vm in vms if vm.pid == process.pid), ())
 
-        assert wait_for(taps, 20, "the tap in QEMU's fds") == (tap,)  # from tun's own fdinfo
-    finally:
-        subprocess.run(["ip", "link", "del", tap], check=False, timeout=10)
+    assert wait_for(taps, 20, "the tap in QEMU's fds") == (tap,)  # from tun's own fdinfo
 
 
-def test_exporter_on_a_real_kvm_process_and_tap(start_qemu: Start, tmp_path: Path) -> None:
+def test_exporter_on_a_real_kvm_process_and_tap(
+    start_qemu: Start, tap: str, tmp_path: Path
+) -> None:
     """The KVM collectors on this machine's real /proc and sysfs: a QEMU holding a real KVM VM
     (stopped with -S: the PVM-flavoured /dev/kvm here cannot run a guest) and a real tap,
     which the host sends packets into. debugfs is not mounted here, so kvmstat must fail."""
-    require_root()
     require(kvm_creates_vms(), "needs a /dev/kvm that opens")
-    tap = f"jke{os.getpid() % 100000}"
-    subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, timeout=10)
-    try:
-        process = start_qemu(
-            "k2",
-            "-accel",
-            "kvm",
-            "-netdev",
-            f"tap,id=n0,ifname={tap},script=no,downscript=no",
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile=",
-        )
-        wait_for(lambda: any(vm.taps for vm in list_vms() if vm.pid == process.pid), 20, "the tap")
-        subprocess.run(["ip", "link", "set", tap, "up"], check=True, timeout=10)
-        subprocess.run(["ip", "addr", "add", "169.254.77.1/30", "dev", tap], timeout=10)
-        # the host sends into the tap: what the guest receives (tap tx)
-        subprocess.run(
-            ["ping", "-c", "3", "-i", "0.2", "-W", "1", "169.254.77.2"],
-            capture_output=True,
-            timeout=20,
-        )
-        host = KvmHost(debugfs=str(tmp_path / "no-debugfs"))
-        collectors: list[SourceCollector] = [
-            KvmDomainCollector(host),
-            KvmNetworkCollector(host, "/sys"),
-            KvmBlockCollector(host),
-            KvmStatCollector(host, re.compile("exits")),
-        ]
-        registry = Exporter(collectors, NoXenToolstack(), 2, 5).registry()
-        value = registry.get_sample_value
-        info = {"domain": "k2", "pid": str(process.pid), "uuid": ""}
-        assert value("kvm_domain_info", info) == 1
-        assert value("kvm_domain_vcpus", {"domain": "k2"}) == 1
-        assert value("kvm_domain_memory_bytes", {"domain": "k2"}) > 0
-        labels = {"domain": "k2", "interface": tap}
-        assert value("kvm_domain_network_receive_packets_total", labels) > 0
-        assert value("kvm_domain_network_transmit_packets_total", labels) is not None
-        assert value("kvm_domain_block_read_bytes_total", {"domain": "k2"}) is not None
-        assert value("xen_exporter_collector_success", {"collector": "domain"}) == 1
-        assert value("xen_exporter_collector_success", {"collector": "kvmstat"}) == 0
-    finally:
-        subprocess.run(["ip", "link", "del", tap], check=False, timeout=10)
+    process = start_qemu(
+        "k2",
+        "-accel",
+        "kvm",
+        "-netdev",
+        f"tap,id=n0,ifname={tap},script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,romfile=",
+    )
+    wait_for(lambda: any(vm.taps for vm in list_vms() if vm.pid == process.pid), 20, "the tap")
+    subprocess.run(["ip", "link", "set", tap, "up"], check=True, timeout=10)
+    subprocess.run(["ip", "addr", "add", "169.254.77.1/30", "dev", tap], check=True, timeout=10)
+    # the host sends into the tap: what the guest receives (tap tx)
+    subprocess.run(
+        ["ping", "-c", "3", "-i", "0.2", "-W", "1", "169.254.77.2"],
+        capture_output=True,
+        timeout=20,
+    )
+    host = KvmHost(debugfs=str(tmp_path / "no-debugfs"))
+    collectors: list[SourceCollector] = [
+        KvmDomainCollector(host),
+        KvmNetworkCollector(host, "/sys"),
+        KvmBlockCollector(host),
+        KvmStatCollector(host, re.compile("exits")),
+    ]
+    value = Exporter(collectors, NoXenToolstack(), 2, 5).registry().get_sample_value
+    assert value("kvm_domain_info", {"domain": "k2", "pid": str(process.pid), "uuid": ""}) == 1
+    assert value("kvm_domain_vcpus", {"domain": "k2"}) == 1
+    assert value("kvm_domain_memory_bytes", {"domain": "k2"}) > 0
+    labels = {"domain": "k2", "interface": tap}
+    assert value("kvm_domain_network_receive_packets_total", labels) > 0
+    assert value("kvm_domain_network_transmit_packets_total", labels) is not None
+    assert value("kvm_domain_block_read_bytes_total", {"domain": "k2"}) is not None
+    assert value("xen_exporter_collector_success", {"collector": "domain"}) == 1
+    assert value("xen_exporter_collector_success", {"collector": "kvmstat"}) == 0

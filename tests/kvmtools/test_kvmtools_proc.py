@@ -14,19 +14,13 @@ from kvmtools.proc import (
     read_thread_affinity,
     read_thread_cpu_seconds,
 )
-from tests.kvmtools.fakehost import FakeVm, build, probe_debugfs, read_args
+from tests.kvmtools.fakehost import FakeVm, build, guest1, probe_debugfs, read_args
 
 
 def test_list_vms_finds_the_kvm_vm_holders(tmp_path: Path) -> None:
     proc, debug = build(
         tmp_path,
-        FakeVm(
-            4240,
-            read_args("handmade-plain-kvmlab.args"),
-            vcpus={0: (100, 50), 1: (10, 5)},
-            taps=["kvmtap1"],
-            debugfs=probe_debugfs(),
-        ),
+        guest1(),
         FakeVm(5000, read_args("handmade-libvirt-fd-monitor.args"), vm_fd=None),  # TCG
         FakeVm(
             3100,
