@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from prometheus_client.core import Metric
 
 from exporter.collector import Degraded
-from exporter.exposition import SeriesCache, counter_family, gauge_family
+from exporter.exposition import SeriesCache, SeriesFamily, counter_family, gauge_family
 from exporter.toolstack import CPU_IDLE, DOMAIN_STATES, DOMAINS, Scrape
 from xentools.sysfs import SECTOR_BYTES, list_vbds, list_vifs, read_vif_stats
 
@@ -121,9 +121,42 @@ class DomainCollector:
 
 
 _NETWORK_HELP = (
-    "{what} on the domain's backend interface{detail} (Dom0 sysfs class/net statistics "
-    "{source}; restarts at 0 when the interface is recreated)"
+    "{what} on the domain's {interface} ({host} sysfs class/net statistics {source}; "
+    "restarts at 0 when the interface is recreated)"
 )
+
+
+def network_families(
+    prefix: str, interface: str, host: str, series: SeriesCache
+) -> dict[tuple[str, str], tuple[str, SeriesFamily]]:
+    """`<prefix>_domain_network_{transmit,receive}_{bytes,packets,dropped}_total` by
+    (direction, unit), each with the `VifStats` attribute it takes: the guest's direction, so
+    transmit is the host interface's rx. Shared by Xen's vifs and KVM's taps."""
+    families = {}
+    for direction, source, what in (
+        ("transmit", "rx", "sent by the guest"),
+        ("receive", "tx", "received by the guest"),
+    ):
+        for unit, field, noun in (
+            ("bytes", "bytes", "Bytes"),
+            ("packets", "packets", "Packets"),
+            ("dropped", "dropped", "Packets dropped"),
+        ):
+            families[direction, unit] = (
+                f"{source}_{field}",
+                counter_family(
+                    f"{prefix}_domain_network_{direction}_{unit}_total",
+                    _NETWORK_HELP.format(
+                        what=f"{noun} {what}",
+                        interface=interface,
+                        host=host,
+                        source=f"{source}_{field}",
+                    ),
+                    ["domain", "interface"],
+                    series,
+                ),
+            )
+    return families
 
 
 class _SysfsCollector:
@@ -151,29 +184,7 @@ class NetworkCollector(_SysfsCollector):
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         names = {domain.domid: domain.name for domain in scrape.domains()}
-        families = {}
-        for direction, source, what in (
-            ("transmit", "rx", "sent by the guest"),
-            ("receive", "tx", "received by the guest"),
-        ):
-            for unit, field, noun in (
-                ("bytes", "bytes", "Bytes"),
-                ("packets", "packets", "Packets"),
-                ("dropped", "dropped", "Packets dropped"),
-            ):
-                families[direction, unit] = (
-                    f"{source}_{field}",
-                    counter_family(
-                        f"xen_domain_network_{direction}_{unit}_total",
-                        _NETWORK_HELP.format(
-                            what=f"{noun} {what}",
-                            detail="",
-                            source=f"{source}_{field}",
-                        ),
-                        ["domain", "interface"],
-                        self._series,
-                    ),
-                )
+        families = network_families("xen", "backend interface", "Dom0", self._series)
         for vif in list_vifs(self._sysfs):
             domain = names.get(vif.domid)
             if domain is None:

@@ -18,9 +18,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
@@ -45,6 +46,40 @@ DEFAULT_SINK = "jdflowsink"
 _Counts = dict[Vif, dict[str, int]]
 
 
+class InterfaceLister(Protocol):
+    """Which host interfaces carry what a guest sends, and whose they are.
+
+    `interfaces()` runs in the collector's background thread (never waits on a scrape);
+    `owners(scrape)` maps an interface's `domid` to the domain's name in the scrape's thread.
+    """
+
+    kind: str  # what the HELP calls one: vif, tap
+
+    def prefetch(self, scrape: Scrape) -> None: ...
+
+    def interfaces(self) -> Sequence[Vif]: ...
+
+    def owners(self, scrape: Scrape) -> Mapping[int, str]: ...
+
+
+class XenVifs:
+    """Dom0's vifs (sysfs) and the toolstack's domain list."""
+
+    kind = "vif"
+
+    def __init__(self, sysfs_root: str) -> None:
+        self._sysfs = sysfs_root
+
+    def prefetch(self, scrape: Scrape) -> None:
+        scrape.start(DOMAINS)
+
+    def interfaces(self) -> Sequence[Vif]:
+        return list_vifs(self._sysfs)
+
+    def owners(self, scrape: Scrape) -> Mapping[int, str]:
+        return {domain.domid: domain.name for domain in scrape.domains()}
+
+
 class FlowDirectionCollector:
     """Sample::
 
@@ -56,13 +91,15 @@ class FlowDirectionCollector:
 
     def __init__(
         self,
-        sysfs_root: str,
+        lister: InterfaceLister,
         tc: str = "tc",
         ip: str = "ip",
         sink: str = DEFAULT_SINK,
         command_timeout: float = 3.0,
+        prefix: str = "xen",
     ) -> None:
-        self._sysfs = sysfs_root
+        self._lister = lister
+        self._prefix = prefix
         self._tc = tc
         self._ip = ip
         self._sink = sink
@@ -80,7 +117,7 @@ class FlowDirectionCollector:
         self._last_read_seconds = 0.0
 
     def prefetch(self, scrape: Scrape) -> None:
-        scrape.start(DOMAINS)
+        self._lister.prefetch(scrape)
         self._start()
 
     def _start(self) -> Future[tuple[_Counts, list[str]]]:
@@ -98,7 +135,7 @@ class FlowDirectionCollector:
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         running = self._start()
-        names = {domain.domid: domain.name for domain in scrape.domains()}
+        names = self._lister.owners(scrape)
         # A read that outlives this scrape (a busy Dom0, or the first installation) leaves the
         # last counts read in place: still true counter values, only older. When the last read
         # took longer than this scrape has left, it is not waited for at all: waiting would
@@ -109,11 +146,11 @@ class FlowDirectionCollector:
         with contextlib.suppress(FutureTimeout):
             self._last = running.result(timeout=wait)  # or the read's own error
         family = CounterMetricFamily(
-            "xen_domain_network_transmit_flow_packets_total",
+            f"{self._prefix}_domain_network_transmit_flow_packets_total",
             "Packets sent by the guest that open an exchange (echo_request: ICMP/ICMPv6 echo "
             "requests; syn: TCP SYN without ACK) or answer one (echo_reply, syn_ack), and IP "
             "fragments after a datagram's first (fragment), counted by tc u32 filters on the "
-            "vif's ingress; restarts at 0 when they are reinstalled",
+            f"{self._lister.kind}'s ingress; restarts at 0 when they are reinstalled",
             labels=["domain", "interface", "packet"],
         )
         if self._last is None:
@@ -137,7 +174,7 @@ class FlowDirectionCollector:
             self._last_read_seconds = time.monotonic() - started
 
     def _read_counts(self) -> tuple[_Counts, list[str]]:
-        vifs = list_vifs(self._sysfs)
+        vifs = self._lister.interfaces()
         self._indexes = {k: v for k, v in self._indexes.items() if k in {x.name for x in vifs}}
         actions = self._actions()
         counts: _Counts = {}

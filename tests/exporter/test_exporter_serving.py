@@ -58,21 +58,38 @@ def get(
 def exporter_process(
     host: StaticHost, *flags: str, scheme: str = "http", context: ssl.SSLContext | None = None
 ) -> Iterator[str]:
+    with serving(
+        f"--xl.path={host.xl}",
+        f"--xenperf.path={host.xenperf}",
+        f"--path.sysfs={host.sysfs}",
+        *flags,
+        env=dict(os.environ, **host.environment(), PYTHONPATH=str(REPO)),
+        scheme=scheme,
+        context=context,
+    ) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serving(
+    *flags: str,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    context: ssl.SSLContext | None = None,
+) -> Iterator[str]:
+    """`judicator-exporter FLAGS` on a free port, until it answers; its base URL. Stopped after."""
     port = free_port()
     argv = [
         sys.executable,
         "-m",
         "exporter",
         f"--web.listen-address=127.0.0.1:{port}",
-        f"--xl.path={host.xl}",
-        f"--xenperf.path={host.xenperf}",
-        f"--path.sysfs={host.sysfs}",
         *flags,
     ]
-    env = dict(os.environ, **host.environment(), PYTHONPATH=str(REPO))
     process = subprocess.Popen(
         argv,
         env=env,
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

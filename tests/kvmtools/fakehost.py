@@ -104,3 +104,15 @@ def probe_debugfs() -> dict[str, tuple[int, int]]:
         stat: (mode, int(value))
         for stat, mode, value in debugfs_lines("handmade-probe-run6-debugfs.txt")
     }
+
+
+def guest1() -> FakeVm:
+    """The lab's guest1 (handmade-plain-kvmlab.args): two vCPUs that ran, tap kvmtap1, the
+    probe's debugfs statistics."""
+    return FakeVm(
+        4240,
+        read_args("handmade-plain-kvmlab.args"),
+        vcpus={0: (100, 50), 1: (10, 5)},
+        taps=["kvmtap1"],
+        debugfs=probe_debugfs(),
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kvmtools.proc import (
@@ -162,3 +164,25 @@ def test_zombie_status_has_no_rss() -> None:
 )
 def test_vcpu_comm(comm: str, index: int | None) -> None:
     assert parse_vcpu_comm(comm) == index
+
+
+# Every capture dropped into the folder (captured-*, real-*) is read by these, by name pattern.
+CAPTURES = [p for p in sorted(FIXTURES.iterdir()) if p.name.startswith(("captured-", "real-"))]
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in CAPTURES if p.name.endswith("-fdinfo-tun-" + p.name.split("-")[-1])]
+)
+def test_every_captured_tun_fdinfo_names_its_tap(path: Path) -> None:
+    tap = path.name.rsplit("-fdinfo-tun-", 1)[1].removesuffix(".txt")
+    assert parse_fdinfo_iff(path.read_text()) == tap
+
+
+@pytest.mark.parametrize("path", [p for p in CAPTURES if p.name.endswith("-cmdline.bin")])
+def test_every_captured_cmdline_has_a_name(path: Path) -> None:
+    assert parse_qemu_cmdline(parse_cmdline_bytes(path.read_bytes())).name
+
+
+@pytest.mark.parametrize("path", [p for p in CAPTURES if p.name.endswith("-stat.txt")])
+def test_every_captured_thread_stat_parses(path: Path) -> None:
+    assert parse_stat_cpu_ticks(path.read_text()) >= 0

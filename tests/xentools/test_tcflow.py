@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter.flowdirection import FlowDirectionCollector
+from exporter.flowdirection import FlowDirectionCollector, XenVifs
 from tests.support import require_binary, require_root
 from xentools.sysfs import Vif
 from xentools.tcflow import (
@@ -73,7 +73,7 @@ def test_collector_counts_echo_requests_on_a_real_vif() -> None:
         run("ip", "link", "set", vif, "up")
         run("ip", "-n", ns, "addr", "add", "198.19.252.2/30", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
-        collector = FlowDirectionCollector("/sys", sink=sink)
+        collector = FlowDirectionCollector(XenVifs("/sys"), sink=sink)
         counts, failed = collector._read()  # installs
         assert not failed
         ours = next(v for v in counts if v.name == vif)
@@ -99,7 +99,7 @@ class _TimedReads(FlowDirectionCollector):
     """Reads that take `seconds` and count 1, 2, 3, ... echo requests on one vif."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__("/nonexistent")
+        super().__init__(XenVifs("/nonexistent"))
         self.seconds = seconds
         self.reads = 0
 
