@@ -144,12 +144,13 @@ def test_kvmstat_counters_and_gauges(host: tuple[KvmHost, str]) -> None:
     assert success == {"kvmstat": "1.0"}
     assert text == (
         "# HELP kvm_vm_exits_total KVM statistic exits (cumulative, summed over the VM's vCPUs "
-        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd>; restarts at 0 with the VM)\n"
+        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd> or QMP query-stats; restarts at 0 "
+        "with the VM)\n"
         "# TYPE kvm_vm_exits_total counter\n"
         'kvm_vm_exits_total{domain="guest1"} 84882.0\n'
         'kvm_vm_exits_total{domain="web,01"} 7.0\n'
         "# HELP kvm_vm_pages_4k KVM statistic pages_4k (instant value, summed over the VM's vCPUs "
-        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd>)\n"
+        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd> or QMP query-stats)\n"
         "# TYPE kvm_vm_pages_4k gauge\n"
         'kvm_vm_pages_4k{domain="guest1"} 61440.0\n'
         'kvm_vm_pages_4k{domain="web,01"} 512.0\n'
