@@ -3,11 +3,7 @@ fake QMP monitors answering from fixtures (tests/kvmtools/fakeqmp.py) or staying
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -15,13 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import build_parser, resolve_platform
 from exporter.collector import Exporter
 from exporter.kvm import KvmHost, KvmStatCollector, NoXenToolstack
-from kvmtools import debugfs
-from tests.kvmtools.fakehost import FakeVm, build, probe_debugfs
+from tests.kvmtools.fakehost import FakeVm, build, lock_down_debugfs, probe_debugfs
 from tests.kvmtools.fakeqmp import FakeQmp, fake_qmp, qmp_answers
-from tests.support import REPO
 
 INCLUDE = re.compile("exits|blocking|pages_4k")
 
@@ -111,14 +104,7 @@ def test_auto_reads_debugfs_where_it_works_and_asks_no_qmp(host: Host) -> None:
 def test_auto_under_lockdown_takes_the_counters_from_qmp(
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = os.open
-
-    def locked_down(path: str, flags: int, *args: int) -> int:
-        if os.stat(path).st_mode & 0o222:  # debugfs under lockdown opens 0444 files only
-            raise PermissionError(errno.EPERM, "Operation not permitted", path)
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(debugfs.os, "open", locked_down)
+    lock_down_debugfs(monkeypatch)
     assert "kvm_vm_exits_total" not in scrape(host, "debugfs")
     text = scrape(host, "auto")
     assert 'xen_exporter_collector_success{collector="kvmstat"} 1.0' in text
@@ -166,29 +152,3 @@ def test_a_silent_monitor_costs_at_most_the_timeout_and_is_reported(
         assert 'xen_exporter_kvmstat_qmp_success{domain="a"} 0.0' in text
     else:
         assert 'kvm_vm_exits_total{domain="a"} 84885.0' in text
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--kvmstat.source=qmp"], "--kvmstat.source is for --platform=kvm, not xen"),
-        (["--platform=kvm", "--kvmstat.source=stats-fd"], "invalid choice: 'stats-fd'"),
-    ],
-)
-def test_source_flag_fails_at_start(flags: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "exporter", *flags],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
-    assert result.returncode == 2
-    assert message in result.stderr
-
-
-@pytest.mark.parametrize(("flags", "source"), [([], "auto"), (["--kvmstat.source=qmp"], "qmp")])
-def test_source_flag_default(flags: list[str], source: str) -> None:
-    args = build_parser().parse_args(["--platform=kvm", *flags])
-    assert resolve_platform(args) == []
-    assert args.kvmstat_source == source
