@@ -5,9 +5,10 @@ and for the per-vCPU statistics debugfs does not have.
 Per scrape, each VM asked is one short connection to its QMP socket (kvmtools.qmpstats), all
 VMs in parallel threads: a VM whose QEMU does not answer costs its own connection's timeout
 (the command timeout, within the scrape's budget), never the other VMs' answers, and is
-reported in `xen_exporter_kvmstat_qmp_success{domain} 0`. Measured on this machine (QEMU 7.2,
-2 vCPUs each, docs/kvm.md): about 3 ms per VM for a connection and two query-stats; 16 VMs
-take ~45 ms one after another and ~20 ms with 8 threads.
+reported in `xen_exporter_kvmstat_qmp_success{domain} 0`. Threads rather than one VM after
+another within the deadline because a hung VM then delays nobody; on speed they measured even
+to 2x better (bench/kvmqmp.py, docs/kvm.md "Two sources": ~1 ms of exporter CPU per 2-vCPU
+VM, ~5 ms per 16-vCPU VM, QEMU's JSON being most of it).
 """
 
 from __future__ import annotations
