@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from kvmlab.paths import KvmLabPaths
-from kvmlab.vm import EmulationFault, KvmLab, L2Spec, booted, standard_guests
+from kvmlab.vm import BRIDGE, EmulationFault, KvmLab, L2Spec, booted, standard_guests
 from xenlab.demo import host_stack, remediator_shaping
 from xenlab.vm import EXPORTER_PORT, REMEDIATOR_PORT, LabError
 from xensim.stack import SHIPPED_REMEDIATOR_CONFIG, Prometheus, wait_until
@@ -52,14 +52,17 @@ FLOOD_ALERTS = ("KvmNetworkFloodExits", "XenNetworkFloodVif")
 # KVM's per-VM statistics the report reads (debugfs /sys/kernel/debug/kvm/<pid>-<fd>/).
 STATS = ("exits", "irq_injections", "halt_wakeup", "halt_exits", "io_exits")
 TAP_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
-# The shipped policy shapes to 1mbit. Nested, a ping flood is bound by its cost per ping (about
-# 100-170 pings/s), not per byte: 56-byte pings would send ~130 kbit/s, under the rate, and tc
-# would have nothing to cut. 1400-byte pings (one full-sized frame each) send 1.2-1.9 Mbit/s.
-# Larger ones go out as IP fragments, and 4000-byte ones killed the victim's QEMU within 30 s
-# (2026-12-02 13:53, the first run of this experiment: its process gone, nothing logged), as
-# small-packet UDP floods did in the lab probe: the packet rate, not the bytes, is what the
-# nested emulation does not survive.
-FLOOD_PAYLOAD_BYTES = 1400
+# The shipped policy shapes to 1mbit. Nested, a ping flood is bound by its cost per ping (15 to
+# 170 pings/s), not per byte: 56-byte pings send ~130 kbit/s at most, under the rate, and tc
+# would have nothing to cut; 1400-byte ones 170-460 kbit/s (measured 2026-12-02 14:11-14:17).
+# Larger pings at the usual 1500-byte MTU go out as IP fragments, and 4000-byte ones (three
+# fragments each) killed the victim's QEMU within 30 s (13:53, the first run: its process gone,
+# nothing logged), as small-packet UDP floods did in the lab probe: the packet rate, not the
+# bytes, is what the nested emulation does not survive. So, as the Xen lab does, the guests'
+# link takes jumbo frames (MTU 9000, as many data centres do) and each ping is one packet of
+# 8028 bytes, under the shaper's 32 KB burst.
+FLOOD_PAYLOAD_BYTES = 8000
+JUMBO_MTU = 9000
 FLOOD_COUNT = 1_000_000
 FLOOD_DEADLINE_SECONDS = 360
 BASELINE_SECONDS = 20.0
@@ -69,8 +72,12 @@ SHAPED_SECONDS = 20.0
 POLL_SECONDS = 3.0
 FLOOD_START_TIMEOUT_SECONDS = 30.0
 FLOOD_START_PACKETS = 50
-# As the Xen lab (xenlab.demo): 1 s scrapes are too fast for an exporter under emulation, 5 s
-# too slow for the shipped rules' 10 s windows.
+# As the Xen lab (xenlab.demo), the shipped 1 s scrape is too fast for an exporter under
+# emulation. 2 s was too fast here too: L1's two emulated vCPUs run three guests, the
+# exporter and the remediator, and scrapes took 1.4-2 s (2026-12-02 14:13, load 7: half of
+# them timed out at 2 s, and the guests' flood fell from 40 to 15 pings/s while the exporter
+# ran). At 3 s each 10 s rate window still holds three samples.
+SCRAPE_INTERVAL = "3s"
 EXPORTER_FLAGS = (
     "--platform=kvm",
     "--collector.flowdirection",
@@ -125,6 +132,17 @@ def rates(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]
         row["received_kbit_s"] = tap["tx_bytes"] * 8 / 1000 / seconds
         per_guest[name] = {k: round(v, 1) for k, v in row.items()}
     return {"seconds": round(seconds, 1), "guests": per_guest}
+
+
+def enable_jumbo_frames(lab: KvmLab) -> int:
+    """MTU JUMBO_MTU on the guests' link: the bridge, every tap and every guest's eth0."""
+    for dev in (BRIDGE, *(g.tap for g in lab.guests)):
+        lab.run("ip", "link", "set", "dev", dev, "mtu", str(JUMBO_MTU)).check(f"mtu of {dev}")
+    for guest in lab.guests:
+        reply = lab.l2_command(guest.name, "mtu", str(JUMBO_MTU)).strip()
+        if reply.splitlines()[-1:] != [str(JUMBO_MTU)]:
+            raise LabError(f"{guest.name}: eth0 refused MTU {JUMBO_MTU}: {reply}")
+    return JUMBO_MTU
 
 
 def _sent_packets(lab: KvmLab, guest: L2Spec) -> int:
@@ -341,13 +359,15 @@ def run_once(paths: KvmLabPaths, out: Path, token: str, results: dict[str, Any])
             if found is None:
                 raise LabError(f"no KVM statistics in debugfs for {guest.name}")
             dirs[guest.name] = found
+        results["mtu"] = enable_jumbo_frames(lab)
         lab.l2_command(ATTACKER, "ping", lab.guest(VICTIM).ip, "3")
         results["windows"] = measure_unmanaged(lab, dirs)
         workdir = Path(tempfile.mkdtemp(prefix="kvmlab-demo-"))
         try:
             start_services(lab, token)
             with host_stack(lab.state, workdir, token, thresholds=LAB_THRESHOLDS,
-                            exporter_job=EXPORTER_JOB) as prometheus:  # fmt: skip
+                            exporter_job=EXPORTER_JOB,
+                            scrape_interval=SCRAPE_INTERVAL) as prometheus:  # fmt: skip
                 _experiment(lab, prometheus, dirs, results)
             try:
                 results["kvmctl_actions"] = exercise_kvmctl(lab)

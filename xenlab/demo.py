@@ -85,7 +85,6 @@ SHAPED_SECONDS = 30.0
 # within its 1.6 s budget (the tc reading goes on in the background and the newest finished one
 # is served) and a 10 s window always holds four samples or more.
 SCRAPE_INTERVAL = "2s"
-SCRAPE_TIMEOUT = "2s"
 # The direction counters, as deployed: the flood policies tell sender from answerer by them.
 EXPORTER_FLAGS = (
     "--command.timeout=4.5",
@@ -158,6 +157,7 @@ def host_stack(
     *,
     thresholds: Path = LAB_THRESHOLDS,
     exporter_job: str = "xen",
+    scrape_interval: str = SCRAPE_INTERVAL,
 ) -> Iterator[Prometheus]:
     """Prometheus and Alertmanager on the host, with the shipped configuration and rules (a
     lab's threshold values), scraping the lab's exporter and remediator through its forwarded
@@ -179,8 +179,8 @@ def host_stack(
     for job in prometheus_settings["scrape_configs"]:
         if job["job_name"] == "xen":
             job["job_name"] = exporter_job
-    prometheus_settings["global"]["scrape_interval"] = SCRAPE_INTERVAL
-    prometheus_settings["global"]["scrape_timeout"] = SCRAPE_TIMEOUT
+    prometheus_settings["global"]["scrape_interval"] = scrape_interval
+    prometheus_settings["global"]["scrape_timeout"] = scrape_interval
     alertmanager_settings = render_alertmanager_config(
         yaml.safe_load(SHIPPED_ALERTMANAGER_CONFIG.read_text()),
         remediator_url=f"http://127.0.0.1:{state.remediator_port}/alerts",
