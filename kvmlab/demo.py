@@ -345,12 +345,15 @@ def _experiment(
     results["figure_series"] = _series(prometheus, timeline.flood_start - 60)
 
 
-def run_once(paths: KvmLabPaths, out: Path, token: str, results: dict[str, Any]) -> None:
+def run_once(
+    paths: KvmLabPaths, out: Path, token: str, results: dict[str, Any], l1_pids: list[int]
+) -> None:
     """One run: boot, measure, the experiment, the kvmctl actions, written into `results` as
-    they come; L1 stopped whatever happens. EmulationFault propagates (the caller retries);
-    the report is the caller's."""
+    they come (L1's QEMU pid into `l1_pids`); L1 stopped whatever happens. EmulationFault
+    propagates (the caller retries); the report is the caller's."""
     started = time.monotonic()
     with booted(paths, guests=standard_guests(3)) as lab:
+        l1_pids.append(lab.state.pid)
         results["timings"] = dict(lab.timings)
         results["l2_pids"] = {g.name: lab.l2_pid(g.name) for g in lab.guests}
         dirs = {}
@@ -390,7 +393,12 @@ def run_demo(paths: KvmLabPaths, out: Path, attempts: int = RUN_ATTEMPTS) -> dic
     out.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
     faults: list[str] = []
-    results: dict[str, Any] = {"host_load": {"start": os.getloadavg()}, "faults": faults}
+    l1_pids: list[int] = []
+    results: dict[str, Any] = {
+        "host_load": {"start": os.getloadavg()},
+        "faults": faults,
+        "l1_pids": l1_pids,
+    }
     started = time.monotonic()
     run: dict[str, Any] = {}
     try:
@@ -398,7 +406,7 @@ def run_demo(paths: KvmLabPaths, out: Path, attempts: int = RUN_ATTEMPTS) -> dic
             results["runs"] = attempt
             run = {}
             try:
-                run_once(paths, out, token, run)
+                run_once(paths, out, token, run, l1_pids)
                 break
             except EmulationFault as fault:
                 run.clear()  # a faulted run's findings are not the experiment's

@@ -64,14 +64,17 @@ def _window_rows(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def shaping_ratio(results: Mapping[str, Any]) -> float | None:
-    """What the attacker sent once shaped over what it sent unshaped (kbit/s)."""
+def sent_kbit_s(results: Mapping[str, Any], window: str) -> float | None:
+    """What the attacker sent in a window, kbit/s."""
+    found = (results.get("windows") or {}).get(window) or results.get(window)
     try:
-        before = results["windows"]["flood"]["guests"]["l2a"]["sent_kbit_s"]
-        after = results["shaped"]["guests"]["l2a"]["sent_kbit_s"]
+        return float(found["guests"]["l2a"]["sent_kbit_s"])  # type: ignore[index]
     except (KeyError, TypeError):
         return None
-    return after / before if before else None
+
+
+def _ratio(after: float | None, before: float | None) -> float | None:
+    return after / before if after is not None and before else None
 
 
 def render(results: Mapping[str, Any]) -> str:
@@ -79,7 +82,7 @@ def render(results: Mapping[str, Any]) -> str:
     faults = results.get("faults") or []
     actions = results.get("kvmctl_actions") or {}
     timings = results.get("timings") or {}
-    ratio = shaping_ratio(results)
+    unshaped, until, shaped = (sent_kbit_s(results, w) for w in ("flood", "until_shaped", "shaped"))
     lines = [
         "# Judicator on real KVM guests (nested under QEMU): the published experiment",
         "",
@@ -109,7 +112,11 @@ def render(results: Mapping[str, Any]) -> str:
         f"- after the flood started: pending {_fmt(timeline.get('pending_after_s'))} s, firing "
         f"{_fmt(timeline.get('firing_after_s'))} s, l2a's tap shaped "
         f"{_fmt(timeline.get('shaped_after_s'))} s (through {timeline.get('shaper') or '-'})",
-        f"- l2a's sending rate shaped / unshaped: {_fmt(ratio, 2)}",
+        f"- l2a's sending rate: unshaped {_fmt(unshaped)} kbit/s with L1 quiet, "
+        f"{_fmt(until)} kbit/s with the exporter and remediator running in L1 until shaped, "
+        f"{_fmt(shaped)} kbit/s shaped (shipped rate 1mbit): shaped / unshaped "
+        f"{_fmt(_ratio(shaped, unshaped), 2)}, shaped / until shaped "
+        f"{_fmt(_ratio(shaped, until), 2)}",
         f"- the victim l2b shaped: {results.get('victim_shaped_by') or 'no'}; the idle l2c "
         f"shaped: {results.get('idle_shaped_by') or 'no'}",
         "",
