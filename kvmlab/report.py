@@ -10,7 +10,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-ROLES = (("l2a", "attacker"), ("l2b", "victim"), ("l2c", "idle"))
+ROLES = (("l2a", "attacker"), ("l2b", "victim"))
 WINDOWS = (
     ("baseline", "quiet, no Judicator"),
     ("flood", "flood, no Judicator"),
@@ -87,7 +87,8 @@ def render(results: Mapping[str, Any]) -> str:
         "# Judicator on real KVM guests (nested under QEMU): the published experiment",
         "",
         "l2a ping-floods l2b (iputils `ping -f -s "
-        f"{results.get('flood_payload_bytes', '-')}`); l2c idles. Three real KVM guests "
+        f"{results.get('flood_payload_bytes', '-')}`, link MTU {results.get('mtu', '-')}). "
+        "Two real KVM guests "
         "(Debian's qemu-system-x86 `-enable-kvm`) in a KVM host (L1) that runs under QEMU's "
         "software emulation. Phase 1 measures with nothing of Judicator running (`quiet`, "
         "`flood`); phase 2 runs the exporter (`--platform=kvm`) and the remediator "
@@ -117,14 +118,13 @@ def render(results: Mapping[str, Any]) -> str:
         f"{_fmt(shaped)} kbit/s shaped (shipped rate 1mbit): shaped / unshaped "
         f"{_fmt(_ratio(shaped, unshaped), 2)}, shaped / until shaped "
         f"{_fmt(_ratio(shaped, until), 2)}",
-        f"- the victim l2b shaped: {results.get('victim_shaped_by') or 'no'}; the idle l2c "
-        f"shaped: {results.get('idle_shaped_by') or 'no'}",
+        f"- the victim l2b shaped: {results.get('victim_shaped_by') or 'no'}",
         "",
         "## Rates",
         "",
         *_window_rows(results),
         "",
-        "## The remediator's other KVM actions (judicator-kvmctl, on l2c)",
+        "## The remediator's other KVM actions (judicator-kvmctl, on l2b after the flood)",
         "",
     ]
     if actions:
