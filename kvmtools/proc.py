@@ -53,6 +53,15 @@ class KvmVm:
 
 
 @dataclass(frozen=True)
+class Schedstat:
+    """A thread's /proc schedstat (fs/proc/base.c `proc_pid_schedstat`), nanoseconds."""
+
+    run_ns: int  # time on a CPU (se.sum_exec_runtime)
+    wait_ns: int  # time runnable on a runqueue, waiting for a CPU (sched_info.run_delay)
+    timeslices: int  # times it was switched in (sched_info.pcount)
+
+
+@dataclass(frozen=True)
 class QemuCmdline:
     name: str | None
     uuid: str | None
@@ -207,6 +216,20 @@ def parse_stat_cpu_ticks(text: str) -> int:
     if not paren or len(fields) < 13:
         raise ValueError(f"not a /proc stat line: {text[:80]!r}")
     return int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
+
+
+def parse_schedstat(text: str) -> Schedstat:
+    """/proc/<pid>/task/<tid>/schedstat: `run_ns wait_ns timeslices` on one line.
+
+    Documentation/scheduler/sched-stats.rst: "1) time spent on the cpu (in nanoseconds)
+    2) time spent waiting on a runqueue (in nanoseconds) 3) # of timeslices run on this cpu".
+    A kernel without CONFIG_SCHED_INFO has no such file (every KVM host has it: x86 KVM
+    selects SCHED_INFO, its steal time is this very run_delay).
+    """
+    fields = text.split()[:3]  # a field a newer kernel might add is not ours to refuse
+    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+        raise ValueError(f"not a /proc schedstat line: {text[:80]!r}")
+    return Schedstat(int(fields[0]), int(fields[1]), int(fields[2]))
 
 
 def parse_status_field(text: str, key: str) -> str | None:
@@ -393,6 +416,12 @@ def read_thread_cpu_seconds(pid: int, tid: int, proc: str = "/proc") -> float:
     """CPU time the thread used, user and system (utime + stime / CLK_TCK)."""
     text = _text(os.path.join(proc, str(pid), "task", str(tid), "stat"))
     return parse_stat_cpu_ticks(text) / _CLK_TCK
+
+
+def read_thread_wait_seconds(pid: int, tid: int, proc: str = "/proc") -> float:
+    """Time the thread spent runnable but waiting for a CPU (schedstat run_delay), seconds."""
+    text = _text(os.path.join(proc, str(pid), "task", str(tid), "schedstat"))
+    return parse_schedstat(text).wait_ns / 1e9
 
 
 def read_thread_affinity(pid: int, tid: int, proc: str = "/proc") -> str:

@@ -13,6 +13,7 @@ from kvmtools.proc import (
     read_rss_bytes,
     read_thread_affinity,
     read_thread_cpu_seconds,
+    read_thread_wait_seconds,
 )
 from tests.kvmtools.fakehost import FakeVm, build, guest1, probe_debugfs, read_args
 
@@ -80,9 +81,18 @@ def test_a_process_that_vanishes_is_left_out(tmp_path: Path) -> None:
 def test_thread_and_process_readers(tmp_path: Path) -> None:
     proc, _ = build(
         tmp_path,
-        FakeVm(50, ["qemu"], vcpus={0: (250, 150)}, cpus="2-3", read_bytes=7, write_bytes=9),
+        FakeVm(
+            50,
+            ["qemu"],
+            vcpus={0: (250, 150)},
+            cpus="2-3",
+            read_bytes=7,
+            write_bytes=9,
+            waits_ns={0: 1_250_000_000},
+        ),
     )
     assert read_thread_cpu_seconds(50, 60, proc) == 4.0  # (250 + 150) / CLK_TCK 100
+    assert read_thread_wait_seconds(50, 60, proc) == 1.25
     assert read_thread_affinity(50, 60, proc) == "2-3"
     assert read_rss_bytes(50, proc) == 262144 * 1024
     io = read_io(50, proc)
