@@ -22,6 +22,7 @@ from exporter.exposition import SeriesCache, SeriesFamily, counter_family, gauge
 from exporter.toolstack import DomainStats, HostInfo, Scrape, VcpuPlacement
 from kvmtools.debugfs import DebugfsLockedDown, Kind, classify, read_vm_stats
 from kvmtools.proc import (
+    BoundedCmdlines,
     KvmVm,
     VcpuThread,
     list_vms,
@@ -68,14 +69,21 @@ class NoXenToolstack:
 
 
 class KvmHost:
-    """The host's roots, and the VM list of a scrape (listed at most once per scrape)."""
+    """The host's roots, and the VM list of a scrape (listed at most once per scrape).
+
+    The VMs' command lines are read once each, never waited on for more than a second: a
+    QEMU stuck in D state must not hang every scrape (`kvmtools.proc.BoundedCmdlines`).
+    """
 
     def __init__(self, proc: str = "/proc", debugfs: str = "/sys/kernel/debug") -> None:
         self.proc = proc
         self.debugfs = debugfs
+        self._cmdlines = BoundedCmdlines()
 
     def vms(self, scrape: Scrape) -> Sequence[KvmVm]:
-        return scrape.once(VMS, lambda timeout: list_vms(self.proc, self.debugfs))
+        return scrape.once(
+            VMS, lambda timeout: list_vms(self.proc, self.debugfs, cmdlines=self._cmdlines)
+        )
 
 
 class _KvmCollector:

@@ -203,9 +203,9 @@ def test_one_vm_list_per_scrape_and_fresh_families(
     calls = []
     real = kvm.list_vms
 
-    def counted(proc: str, debug: str) -> object:
+    def counted(proc: str, debug: str, **options: object) -> object:
         calls.append(proc)
-        return real(proc, debug)
+        return real(proc, debug, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(kvm, "list_vms", counted)
     collectors = [

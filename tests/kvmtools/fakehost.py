@@ -19,10 +19,10 @@ IO = (
 )
 
 
-def stat_line(tid: int, comm: str, utime: int, stime: int) -> str:
+def stat_line(tid: int, comm: str, utime: int, stime: int, start: int = 6892169) -> str:
     return (
         f"{tid} ({comm}) S 1 {tid} 1 0 -1 138412096 120 0 0 0 {utime} {stime} 0 0 20 0 3 0 "
-        "6892169 441020416 8427 18446744073709551615 1 1 0 0 0 0 0 4100 16963 0 0 0 -1 1 0 0 0\n"
+        f"{start} 441020416 8427 18446744073709551615 1 1 0 0 0 0 0 4100 16963 0 0 0 -1 1 0 0 0\n"
     )
 
 
@@ -55,6 +55,7 @@ class FakeVm:
     debugfs: dict[str, tuple[int, int]] | None = None  # stat -> (mode, value)
     waits_ns: dict[int, int] = field(default_factory=dict)  # vCPU index -> schedstat run_delay
     schedstat: bool = True  # False: a kernel without CONFIG_SCHED_INFO
+    start_ticks: int = 6892169  # the process's start time (a reused pid has another)
 
 
 def build(root: Path, *vms: FakeVm) -> tuple[str, str]:
@@ -71,6 +72,7 @@ def build(root: Path, *vms: FakeVm) -> tuple[str, str]:
         (base / "cgroup").write_text(vm.cgroup)
         (base / "status").write_text(STATUS.format(pid=vm.pid, rss_kb=vm.rss_kb, cpus=vm.cpus))
         (base / "io").write_text(IO.format(read=vm.read_bytes, write=vm.write_bytes))
+        (base / "stat").write_text(stat_line(vm.pid, "qemu-system-x86", 5, 2, vm.start_ticks))
         os.symlink("/dev/null", base / "fd" / "0")
         os.symlink("/dev/kvm", base / "fd" / "8")
         if vm.vm_fd is not None:

@@ -16,6 +16,7 @@ from kvmtools.proc import (
     parse_qemu_cmdline,
     parse_schedstat,
     parse_stat_cpu_ticks,
+    parse_stat_start_ticks,
     parse_status_field,
     parse_status_rss_bytes,
     parse_vcpu_comm,
@@ -143,9 +144,18 @@ def test_thread_cpu_ticks(fixture: str, ticks: int) -> None:
     assert parse_stat_cpu_ticks((FIXTURES / fixture).read_text()) == ticks
 
 
+def test_stat_start_time() -> None:
+    """Field 22: what tells a reused pid from the process that had it before."""
+    text = (FIXTURES / "captured-pvm-kvm-S-vcpu0-stat.txt").read_text()
+    assert parse_stat_start_ticks(text) == 6892931
+    assert parse_stat_start_ticks((FIXTURES / "handmade-odd-comm-stat.txt").read_text()) > 0
+
+
 def test_stat_without_fields_is_an_error() -> None:
     with pytest.raises(ValueError, match="not a /proc stat line"):
         parse_stat_cpu_ticks("12 (x) S 1")
+    with pytest.raises(ValueError, match="not a /proc stat line"):
+        parse_stat_start_ticks("12 (x) S 1")
 
 
 @pytest.mark.parametrize(
