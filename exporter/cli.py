@@ -29,6 +29,7 @@ from exporter.kvm import (
     KvmTaps,
     NoXenToolstack,
 )
+from exporter.kvmqmp import SOURCES
 from exporter.perfc import DEFAULT_INCLUDE, PerfcCollector
 from exporter.readers import READERS, open_reader
 from exporter.toolstack import Toolstack
@@ -47,8 +48,8 @@ COLLECTORS = {
     "block": "per-vbd blkback counters (sysfs bus/xen-backend)",
     "flowdirection": "per-vif counts of echo requests/replies and TCP SYN/SYN-ACK the guest "
     "sends (installs counting tc filters on each vif's ingress; off by default)",
-    "kvmstat": "KVM's per-VM statistics: exits, interrupt injections, halts, ... (debugfs; "
-    "--platform=kvm only)",
+    "kvmstat": "KVM's per-VM and per-vCPU statistics: exits, interrupt injections, halts, ... "
+    "(debugfs or QMP, --kvmstat.source; --platform=kvm only)",
 }
 # Collectors that change Dom0's state are off unless asked for.
 OPT_IN_COLLECTORS = frozenset({"flowdirection"})
@@ -69,6 +70,7 @@ PLATFORM_FLAGS = {
         "kvmstat_include": "--collector.kvmstat.include",
         "procfs": "--path.procfs",
         "debugfs": "--path.debugfs",
+        "kvmstat_source": "--kvmstat.source",
     },
 }
 PLATFORM_DEFAULTS = {
@@ -82,6 +84,7 @@ PLATFORM_DEFAULTS = {
     "kvmstat_include": DEFAULT_KVMSTAT_INCLUDE,
     "procfs": "/proc",
     "debugfs": "/sys/kernel/debug",
+    "kvmstat_source": "auto",
 }
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
 LOG_LEVELS["error"] = logging.ERROR
@@ -159,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--path.debugfs", dest="debugfs", help="KVM only; default /sys/kernel/debug"
     )
     sources.add_argument(
+        "--kvmstat.source",
+        dest="kvmstat_source",
+        choices=SOURCES,
+        help="where the kvmstat collector reads KVM's statistics: debugfs; qmp (each VM's QMP "
+        "unix socket, query-stats: also per vCPU); auto: debugfs, and QMP for each VM whose "
+        "debugfs directory is absent or refuses its counters (kernel lockdown). KVM only; "
+        "default auto (docs/kvm.md)",
+    )
+    sources.add_argument(
         "--flowdirection.sink",
         dest="flowdirection_sink",
         default=DEFAULT_SINK,
@@ -170,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command_timeout",
         type=float,
         default=3.0,
-        help="seconds any one xl/xenperf run may take (default %(default)s)",
+        help="seconds any one xl/xenperf run, or one VM's QMP query-stats on KVM, may take "
+        "(default %(default)s)",
     )
     sources.add_argument(
         "--scrape.timeout",
@@ -323,7 +336,7 @@ def kvm_collectors(
     if args.collector_block:
         collectors.append(KvmBlockCollector(host))
     if args.collector_kvmstat:
-        collectors.append(KvmStatCollector(host, include))
+        collectors.append(KvmStatCollector(host, include, args.kvmstat_source))
     if args.collector_flowdirection:
         collectors.append(
             FlowDirectionCollector(

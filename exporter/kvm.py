@@ -2,8 +2,8 @@
 
 The VMs are QEMU processes holding a KVM VM fd (`kvmtools.proc.list_vms`), listed once per
 scrape and shared by every collector through the scrape (`KvmHost.vms`), as the Xen collectors
-share one `xl list`. Everything is read from /proc, sysfs and debugfs: no QMP (a hung QEMU
-must not stall a scrape; libvirt owns its monitor), no process per scrape. Every series is
+share one `xl list`. Everything is read from /proc, sysfs and debugfs, no process per scrape;
+KVM's statistics also from QMP where asked (`--kvmstat.source`, exporter.kvmqmp). Every series is
 labelled by the VM's name; its pid (the "domid", which changes when the VM restarts) and
 uuid are in `kvm_domain_info`.
 """
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import Metric
 
 from exporter.collector import Degraded
 from exporter.domains import network_families
 from exporter.exposition import SeriesCache, SeriesFamily, counter_family, gauge_family
+from exporter.kvmqmp import QmpSource, VcpuFamilies, success_family
 from exporter.toolstack import DomainStats, HostInfo, Scrape, VcpuPlacement
-from kvmtools.debugfs import DebugfsLockedDown, Kind, classify, read_vm_stats
+from kvmtools.debugfs import DebugfsLockedDown, Kind, VmStat, classify, read_vm_stats
 from kvmtools.proc import (
     BoundedCmdlines,
     KvmVm,
@@ -255,10 +256,12 @@ class KvmBlockCollector(_KvmCollector):
 
 
 class KvmStatCollector(_KvmCollector):
-    """KVM's per-VM statistics from debugfs (vCPU ones summed over the VM's vCPUs by KVM):
-    cumulative ones as counters, instant ones as gauges (kvmtools.debugfs has which is which,
-    from the kernel's descriptors); those `include` matches (the name without kvm_vm_ and
-    _total).
+    """KVM's per-VM statistics (vCPU ones summed over the VM's vCPUs, as debugfs has them):
+    cumulative ones as counters, instant ones as gauges, from the kernel's descriptors
+    (kvmtools.debugfs) or QEMU's schema (kvmtools.qmpstats); those `include` matches (the name
+    without kvm_vm_ and _total). `source` (docs/kvm.md, "Two sources"): debugfs, qmp (also
+    kvm_vcpu_<stat> per vCPU, exporter.kvmqmp), or auto: debugfs, and QMP for each VM whose
+    debugfs directory is absent or refuses its counters (kernel lockdown).
 
     Sample::
 
@@ -268,54 +271,94 @@ class KvmStatCollector(_KvmCollector):
         # TYPE kvm_vm_pages_4k gauge
         kvm_vm_pages_4k{domain="guest1"} 61440.0
 
-    A VM without a debugfs directory (debugfs not mounted) or whose counters debugfs refuses
-    (kernel lockdown) fails the collector for the scrape, with what could be read still served.
+    A VM whose statistics no source gave fails the collector for the scrape, with what could
+    be read still served.
     """
 
     name = "kvmstat"
 
-    def __init__(self, host: KvmHost, include: re.Pattern[str]) -> None:
+    def __init__(self, host: KvmHost, include: re.Pattern[str], source: str = "debugfs") -> None:
         super().__init__(host)
         self._include = include
+        self._source = source
+        self._qmp = QmpSource() if source != "debugfs" else None
 
     def collect(self, scrape: Scrape) -> Iterator[Metric]:
         families: dict[str, SeriesFamily] = {}
         problems: list[str] = []
-        for vm in self._host.vms(scrape):
-            if vm.stats_dir is None:
-                problems.append(f"{vm.name}: no KVM debugfs directory (is debugfs mounted?)")
+        vms = self._host.vms(scrape)
+        by_qmp: list[KvmVm] = []
+        # auto: what debugfs gave of a VM asked over QMP, served if QMP does not answer
+        fallback: dict[int, Sequence[VmStat]] = {}
+        for vm in vms:
+            stats, problem = self._debugfs(vm) if self._source != "qmp" else ([], "")
+            if self._source == "qmp" and vm.qmp_socket is None:
+                problem = f"{vm.name}: no QMP unix socket on its command line"
+            if (
+                self._qmp is not None
+                and vm.qmp_socket is not None
+                and (problem or self._source == "qmp")
+            ):
+                by_qmp.append(vm)
+                fallback[vm.pid] = stats
                 continue
-            try:
-                values = read_vm_stats(vm.stats_dir)
-            except FileNotFoundError:
-                continue  # the VM ended since it was listed
-            except DebugfsLockedDown as error:
-                problems.append(f"{vm.name}: {error}")
-                values = error.partial
-            for stat in classify(vm.stats_dir, values):
-                # peaks and histograms are not published: see kvmtools.debugfs
-                if stat.kind in _PUBLISHED and self._include.fullmatch(stat.name):
-                    family = families.get(stat.name)
-                    if family is None:
-                        family = families[stat.name] = self._family(stat.name, stat.kind)
-                    family.add_metric([vm.name], stat.value)
+            self._add(families, vm.name, stats)
+            if problem:
+                problems.append(problem)
+        vcpus = VcpuFamilies(self._series)
+        if by_qmp and self._qmp is not None:
+            answers = self._qmp.read(by_qmp, scrape, [vm.pid for vm in vms])
+            problems.extend(answers.problems)
+            for vm in by_qmp:
+                qmp_stats = answers.stats.get(vm.pid)
+                if qmp_stats is None:
+                    self._add(families, vm.name, fallback[vm.pid])
+                else:
+                    self._add(families, vm.name, qmp_stats.vm)
+                    vcpus.add(vm.name, qmp_stats, self._include)
+            yield success_family(answers.success)
         yield from (families[name] for name in sorted(families))
+        yield from vcpus
         if problems:
             raise Degraded("; ".join(problems))
+
+    def _debugfs(self, vm: KvmVm) -> tuple[Sequence[VmStat], str]:
+        """The VM's statistics from debugfs, and what went wrong ("" if nothing)."""
+        if vm.stats_dir is None:
+            return [], f"{vm.name}: no KVM debugfs directory (is debugfs mounted?)"
+        problem = ""
+        try:
+            values = read_vm_stats(vm.stats_dir)
+        except FileNotFoundError:
+            return [], ""  # the VM ended since it was listed
+        except DebugfsLockedDown as error:
+            problem = f"{vm.name}: {error}"
+            values = error.partial
+        return classify(vm.stats_dir, values), problem
+
+    def _add(self, families: dict[str, SeriesFamily], vm: str, stats: Iterable[VmStat]) -> None:
+        for stat in stats:
+            # peaks and histograms are not published: see kvmtools.debugfs
+            if stat.kind in _PUBLISHED and self._include.fullmatch(stat.name):
+                family = families.get(stat.name)
+                if family is None:
+                    family = families[stat.name] = self._family(stat.name, stat.kind)
+                family.add_metric([vm], stat.value)
 
     def _family(self, name: str, kind: Kind) -> SeriesFamily:
         if kind is Kind.CUMULATIVE:
             return counter_family(
                 f"kvm_vm_{name}_total",
                 f"KVM statistic {name} (cumulative, summed over the VM's vCPUs where it is "
-                "a vCPU statistic; debugfs kvm/<pid>-<fd>; restarts at 0 with the VM)",
+                "a vCPU statistic; debugfs kvm/<pid>-<fd> or QMP query-stats; restarts at 0 "
+                "with the VM)",
                 ["domain"],
                 self._series,
             )
         return gauge_family(
             f"kvm_vm_{name}",
             f"KVM statistic {name} (instant value, summed over the VM's vCPUs where it is "
-            "a vCPU statistic; debugfs kvm/<pid>-<fd>)",
+            "a vCPU statistic; debugfs kvm/<pid>-<fd> or QMP query-stats)",
             ["domain"],
             self._series,
         )

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop the running KVM lab (always safe to call)")
     run = sub.add_parser("run", help="run a command in the running L1")
     run.add_argument("argv", nargs="+")
+    demo = sub.add_parser("demo", help="the published experiment on real KVM guests")
+    demo.add_argument("--out", type=Path, default=Path("kvmlab-output"))
     flood = sub.add_parser("test-flood", help="boot, flood, measure, shape; JSON on stdout")
     flood.add_argument("--attempts", type=int, default=2)
     return parser
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         deps(paths)
         return 0
-    if args.command in ("images", "up", "test-flood"):
+    if args.command in ("images", "up", "test-flood", "demo"):
         from kvmlab.images import build
 
         build(paths)  # seconds when the images are newer than the sources
@@ -85,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.rc
+    if args.command == "demo":
+        from kvmlab.demo import run_demo
+
+        results = run_demo(paths, args.out)
+        print((args.out / "report.md").read_text())
+        return 1 if "error" in results else 0
     if args.command == "test-flood":
         from kvmlab.flood import run_checks
 

@@ -155,6 +155,14 @@ def parse_counters(text: str) -> dict[str, int]:
     return values
 
 
+def proc_state(stat: str) -> str:
+    """The state letter of a /proc/<pid>/stat line ("175 (qemu-system-x86) S 1 ..." -> "S"),
+    "" when it cannot be read; the command may hold spaces and parentheses."""
+    _, sep, rest = stat.rpartition(")")
+    fields = rest.split()
+    return fields[0] if sep and fields else ""
+
+
 def find_stats_dir(listing: str, pid: int) -> str | None:
     """The per-VM debugfs directory of QEMU `pid` in `ls /sys/kernel/debug/kvm` ("<pid>-<fd>")."""
     for name in listing.split():
@@ -206,8 +214,18 @@ class KvmLab(AgentClient):
         return int(result.stdout.strip())
 
     def l2_process_alive(self, name: str, pid: int) -> bool:
-        cmdline = self.run("cat", f"/proc/{pid}/cmdline").stdout
-        return QEMU in cmdline and f"guest={name}" in cmdline
+        """Whether guest `name`'s QEMU (or l2-start before its exec) runs: /proc/<pid>/stat
+        exists and is not a zombie's. A death is confirmed by a second look 2 s later (a read
+        can fail while the agent is slow; a look at /proc/<pid>/cmdline during the wrapper's
+        exec could see an empty command line)."""
+        for look in range(2):
+            if look:
+                time.sleep(2)
+            result = self.run("cat", f"/proc/{pid}/stat")
+            if result.rc == 0 and proc_state(result.stdout) not in ("Z", "X", ""):
+                return True
+        log.warning("%s: its QEMU (pid %d in L1) is gone", name, pid)
+        return False
 
     def check_alive(self, step: str) -> None:
         """L1 (its QEMU and agent) and each L2 (its QEMU in L1 and its `up` answer) are alive
@@ -254,8 +272,10 @@ class KvmLab(AgentClient):
                 pid = self.run("cat", self.guest(name).pid_file).stdout.strip()
                 if pid.isdigit() and not self.l2_process_alive(name, int(pid)):
                     raise EmulationFault(
-                        f"{name}'s QEMU died while booting: "
+                        f"{name}'s QEMU (pid {pid} in L1) died while booting: "
                         f"{self.spawned_log(f'l2-{name}')[-1500:]}\n{self.l2_console(name)[-1500:]}"
+                        f"\nL1 processes:\n{self.run('ps').stdout[-1500:]}"
+                        f"\nL1 dmesg:\n{self.run('dmesg').stdout[-1500:]}"
                     )
             if pending and time.monotonic() > deadline:
                 consoles = {n: self.l2_console(n)[-1000:] for n in pending}

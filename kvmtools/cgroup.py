@@ -20,6 +20,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from kvmtools.proc import parse_stat_is_kernel_thread
+
 log = logging.getLogger(__name__)
 
 # The kernel refuses a quota below 1 ms and a period outside 1 ms .. 1 s (kernel/sched/core.c
@@ -199,15 +201,24 @@ def vm_cgroup(pid: int, proc: str = "/proc") -> tuple[CpuCgroup, str]:
     return cgroup, os.path.join(point, relative)
 
 
-def foreign_processes(directory: str, pid: int) -> list[int]:
+def foreign_processes(directory: str, pid: int, proc: str = "/proc") -> list[int]:
     """Processes other than `pid` in the cgroup at `directory` or below it (fails closed: an
-    unreadable cgroup.procs raises OSError)."""
+    unreadable cgroup.procs raises OSError). Kernel threads are the VM's own: KVM's per-VM
+    worker (`kvm-nx-lpage-recovery`, kvm_vm_create_worker_thread) and vhost's workers join
+    their VM's cgroups (cgroup_attach_task_all) so that a cap on the VM covers its work too."""
     others: set[int] = set()
     for current, _dirs, files in os.walk(directory):
         if "cgroup.procs" in files:
             others.update(parse_procs(_read(os.path.join(current, "cgroup.procs"))))
     others.discard(pid)
-    return sorted(others)
+    return sorted(other for other in others if not _kernel_thread(other, proc))
+
+
+def _kernel_thread(pid: int, proc: str) -> bool:
+    try:
+        return parse_stat_is_kernel_thread(_read(os.path.join(proc, str(pid), "stat")))
+    except FileNotFoundError:
+        return True  # gone since it was listed: it holds nothing of anyone's any more
 
 
 def read_cpu_max(directory: str, version: int) -> CpuMax:

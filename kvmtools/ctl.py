@@ -161,7 +161,7 @@ def _qmp(vm: KvmVm, command: Callable[[str, float], None], timeout: float) -> No
 def _cap(vm: KvmVm, percent: int, proc: str) -> None:
     try:
         group, directory = cgroup.vm_cgroup(vm.pid, proc)
-        others = cgroup.foreign_processes(directory, vm.pid)
+        others = cgroup.foreign_processes(directory, vm.pid, proc)
         if others:
             raise CtlError(
                 f"cgroup {group.path} of VM {vm.name!r} also holds processes {others[:5]}: "

@@ -244,6 +244,19 @@ def parse_stat_start_ticks(text: str) -> int:
     return int(fields[19])
 
 
+# include/linux/sched.h: the task flag of a kernel thread (field 9 of /proc/<pid>/stat).
+PF_KTHREAD = 0x00200000
+
+
+def parse_stat_is_kernel_thread(text: str) -> bool:
+    """Whether a /proc/<pid>/stat line is a kernel thread's (PF_KTHREAD in its flags)."""
+    _, paren, rest = text.rpartition(")")
+    fields = rest.split()
+    if not paren or len(fields) < 7:
+        raise ValueError(f"not a /proc stat line: {text[:80]!r}")
+    return bool(int(fields[6]) & PF_KTHREAD)  # field 9: flags
+
+
 def parse_status_field(text: str, key: str) -> str | None:
     """The value of `key:` in /proc/<pid>/status, stripped."""
     prefix = key + ":"

@@ -78,7 +78,7 @@ class KvmToolstack:
     def _cgroup(self, domid: int) -> tuple[cgroup.CpuCgroup, str] | None:
         try:
             found = cgroup.vm_cgroup(domid, self._proc)
-            if cgroup.foreign_processes(found[1], domid):
+            if cgroup.foreign_processes(found[1], domid, self._proc):
                 return None
             return found
         except cgroup.CgroupError as error:

@@ -39,6 +39,7 @@ from xenlab.vm import (
     REMEDIATOR_PORT,
     Lab,
     LabError,
+    LabState,
     Result,
     booted,
     standard_guests,
@@ -84,7 +85,6 @@ SHAPED_SECONDS = 30.0
 # within its 1.6 s budget (the tc reading goes on in the background and the newest finished one
 # is served) and a 10 s window always holds four samples or more.
 SCRAPE_INTERVAL = "2s"
-SCRAPE_TIMEOUT = "2s"
 # The direction counters, as deployed: the flood policies tell sender from answerer by them.
 EXPORTER_FLAGS = (
     "--command.timeout=4.5",
@@ -115,11 +115,11 @@ def render_thresholds(shipped: Path, overrides: Mapping[str, Mapping[str, float]
     return yaml.safe_dump(settings, sort_keys=False)
 
 
-def rules_dir(into: Path) -> Path:
-    """A copy of the shipped rules with the lab's threshold values."""
+def rules_dir(into: Path, thresholds: Path = LAB_THRESHOLDS) -> Path:
+    """A copy of the shipped rules with a lab's threshold values (`thresholds`)."""
     target = into / "rules"
     shutil.copytree(SHIPPED_RULES_DIR, target)
-    overrides = yaml.safe_load(LAB_THRESHOLDS.read_text())
+    overrides = yaml.safe_load(thresholds.read_text())
     text = render_thresholds(SHIPPED_RULES_DIR / "thresholds.yml", overrides)
     (target / "thresholds.yml").write_text(text)
     return target
@@ -150,26 +150,40 @@ def start_dom0_services(lab: Lab, token: str) -> None:
 
 
 @contextlib.contextmanager
-def host_stack(lab: Lab, workdir: Path, token: str) -> Iterator[Prometheus]:
+def host_stack(
+    state: LabState,
+    workdir: Path,
+    token: str,
+    *,
+    thresholds: Path = LAB_THRESHOLDS,
+    exporter_job: str = "xen",
+    scrape_interval: str = SCRAPE_INTERVAL,
+) -> Iterator[Prometheus]:
+    """Prometheus and Alertmanager on the host, with the shipped configuration and rules (a
+    lab's threshold values), scraping the lab's exporter and remediator through its forwarded
+    ports; `exporter_job` names the shipped exporter job (`xen`) as the lab's platform."""
     token_file = workdir / "remediator.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
-    rules = rules_dir(workdir)
+    rules = rules_dir(workdir, thresholds)
     prometheus_settings = render_prometheus_config(
         yaml.safe_load(SHIPPED_PROMETHEUS_CONFIG.read_text()),
         targets={
-            "xen": f"127.0.0.1:{lab.state.exporter_port}",
-            "judicator-remediator": f"127.0.0.1:{lab.state.remediator_port}",
+            "xen": f"127.0.0.1:{state.exporter_port}",
+            "judicator-remediator": f"127.0.0.1:{state.remediator_port}",
             "prometheus": "{listen}",
         },
         rules_dir=rules,
         credentials_files={"judicator-remediator": token_file},
     )
-    prometheus_settings["global"]["scrape_interval"] = SCRAPE_INTERVAL
-    prometheus_settings["global"]["scrape_timeout"] = SCRAPE_TIMEOUT
+    for job in prometheus_settings["scrape_configs"]:
+        if job["job_name"] == "xen":
+            job["job_name"] = exporter_job
+    prometheus_settings["global"]["scrape_interval"] = scrape_interval
+    prometheus_settings["global"]["scrape_timeout"] = scrape_interval
     alertmanager_settings = render_alertmanager_config(
         yaml.safe_load(SHIPPED_ALERTMANAGER_CONFIG.read_text()),
-        remediator_url=f"http://127.0.0.1:{lab.state.remediator_port}/alerts",
+        remediator_url=f"http://127.0.0.1:{state.remediator_port}/alerts",
         token_file="{workdir}/token",
     )
     with run_alertmanager(
@@ -334,7 +348,7 @@ def run_demo(paths: LabPaths, out: Path, fixtures: Path | None = None) -> dict[s
         workdir = Path(tempfile.mkdtemp(prefix="xenlab-demo-"))
         try:
             start_dom0_services(lab, token)
-            with host_stack(lab, workdir, token) as prometheus:
+            with host_stack(lab.state, workdir, token) as prometheus:
                 results.update(_experiment(lab, prometheus, vifs, out, results["windows"]))
         except (LabError, TimeoutError, OSError) as error:
             log.error("phase 2 (Judicator against the lab) failed: %s", error)

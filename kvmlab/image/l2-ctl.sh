@@ -28,6 +28,8 @@ case "$cmd" in
   cpuburn) # cpuburn SECONDS: one busy loop
          (timeout "$a1" sh -c 'while :; do :; done') </dev/null >/dev/null 2>&1 &
          echo "started cpuburn at $(up)";;
+  mtu)   # mtu BYTES: eth0's MTU (virtio-net takes up to 65535 with mergeable receive buffers)
+         ip link set eth0 mtu "$a1" && cat /sys/class/net/eth0/mtu;;
   log)   cat "/tmp/$a1.out" 2>/dev/null | tail -5;;
   stop)  killall ping iperf 2>/dev/null; echo stopped;;
   stat)  echo "uptime $(up)"; grep -E '^Icmp:' /proc/net/snmp

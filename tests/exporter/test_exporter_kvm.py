@@ -3,8 +3,6 @@ exact exposition text, one VM list per scrape, failures through the collector su
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import shutil
 from pathlib import Path
@@ -23,8 +21,7 @@ from exporter.kvm import (
     NoXenToolstack,
 )
 from exporter.toolstack import Scrape
-from kvmtools import debugfs
-from tests.kvmtools.fakehost import FakeVm, build, guest1
+from tests.kvmtools.fakehost import FakeVm, build, guest1, lock_down_debugfs
 
 UUID = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d"
 
@@ -161,12 +158,13 @@ def test_kvmstat_counters_and_gauges(host: tuple[KvmHost, str]) -> None:
     assert success == {"kvmstat": "1.0"}
     assert text == (
         "# HELP kvm_vm_exits_total KVM statistic exits (cumulative, summed over the VM's vCPUs "
-        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd>; restarts at 0 with the VM)\n"
+        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd> or QMP query-stats; restarts at 0 "
+        "with the VM)\n"
         "# TYPE kvm_vm_exits_total counter\n"
         'kvm_vm_exits_total{domain="guest1"} 84882.0\n'
         'kvm_vm_exits_total{domain="web,01"} 7.0\n'
         "# HELP kvm_vm_pages_4k KVM statistic pages_4k (instant value, summed over the VM's vCPUs "
-        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd>)\n"
+        "where it is a vCPU statistic; debugfs kvm/<pid>-<fd> or QMP query-stats)\n"
         "# TYPE kvm_vm_pages_4k gauge\n"
         'kvm_vm_pages_4k{domain="guest1"} 61440.0\n'
         'kvm_vm_pages_4k{domain="web,01"} 512.0\n'
@@ -176,14 +174,7 @@ def test_kvmstat_counters_and_gauges(host: tuple[KvmHost, str]) -> None:
 def test_kvmstat_under_lockdown_serves_the_instant_values_and_fails(
     host: tuple[KvmHost, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_open = os.open
-
-    def locked_down(path: str, flags: int, *args: int) -> int:
-        if os.stat(path).st_mode & 0o222:  # debugfs under lockdown opens 0444 files only
-            raise PermissionError(errno.EPERM, "Operation not permitted", path)
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(debugfs.os, "open", locked_down)
+    lock_down_debugfs(monkeypatch)
     text, success = render(KvmStatCollector(host[0], re.compile("exits|pages_4k")))
     assert success == {"kvmstat": "0.0"}
     assert "kvm_vm_exits_total" not in text

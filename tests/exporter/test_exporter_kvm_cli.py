@@ -34,6 +34,8 @@ from tests.support import REPO
         (["--path.debugfs=/d"], "--path.debugfs is for --platform=kvm, not xen"),
         (["--collector.kvmstat.include=x"], "--collector.kvmstat.include is for --platform=kvm"),
         (["--platform=kvm", "--collector.kvmstat.include=("], "--collector.kvmstat.include '('"),
+        (["--kvmstat.source=qmp"], "--kvmstat.source is for --platform=kvm, not xen"),
+        (["--platform=kvm", "--kvmstat.source=stats-fd"], "invalid choice: 'stats-fd'"),
         (["--platform=hyperv"], "invalid choice: 'hyperv'"),
     ],
 )
@@ -55,6 +57,8 @@ def test_platform_flags_fail_at_start(flags: Sequence[str], message: str) -> Non
         ([], {"collector_perfc": True}, ["collector_kvmstat"]),
         (["--platform=kvm"], {"collector_kvmstat": True, "procfs": "/proc"}, ["collector_perfc"]),
         (["--platform=kvm", "--no-collector.kvmstat"], {"collector_kvmstat": False}, []),
+        (["--platform=kvm"], {"kvmstat_source": "auto"}, []),
+        (["--platform=kvm", "--kvmstat.source=qmp"], {"kvmstat_source": "qmp"}, []),
     ],
 )
 def test_platform_defaults(flags: list[str], enabled: dict[str, object], off: list[str]) -> None:

@@ -20,6 +20,7 @@ from kvmlab.vm import (
     l1_argv,
     l2_argv,
     parse_counters,
+    proc_state,
     standard_guests,
 )
 from tests.support import require
@@ -84,6 +85,12 @@ def test_standard_guests_stay_in_the_lab_network_with_distinct_macs_and_short_ta
 def test_parse_counters_reads_grep_h_output() -> None:
     text = "/sys/kernel/debug/kvm/175-9/exits:7736\n/x/halt_exits:12\ngarbage\n/x/name:abc\n"
     assert parse_counters(text) == {"exits": 7736, "halt_exits": 12}
+
+
+def test_proc_state_reads_the_letter_after_the_command() -> None:
+    assert proc_state("175 (qemu-system-x86) S 1 175 175 0 -1") == "S"
+    assert proc_state("42 (a (b) c) Z 1 0") == "Z"
+    assert proc_state("") == ""
 
 
 def test_find_stats_dir_matches_the_pid_exactly() -> None:

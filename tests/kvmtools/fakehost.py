@@ -6,9 +6,14 @@ fd links are real symlinks whose text is what the kernel shows (`anon_inode:kvm-
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
+
+from kvmtools import debugfs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kvm"
 
@@ -126,3 +131,17 @@ def guest1() -> FakeVm:
         debugfs=probe_debugfs(),
         waits_ns={0: 250_000_000, 1: 1_500},
     )
+
+
+def lock_down_debugfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kvmtools.debugfs opens files as under kernel lockdown: every file whose mode is not
+    0444 refused with EPERM (fs/debugfs/file.c `debugfs_locked_down`); root here otherwise
+    opens anything, so the refusal is simulated."""
+    real_open = os.open
+
+    def locked_down(path: str, flags: int, *args: int) -> int:
+        if os.stat(path).st_mode & 0o222:
+            raise PermissionError(errno.EPERM, "Operation not permitted", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(debugfs.os, "open", locked_down)

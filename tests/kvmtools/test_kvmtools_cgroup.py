@@ -13,6 +13,7 @@ import pytest
 
 from kvmtools import cgroup
 from kvmtools.cgroup import CpuCgroup, CpuMax
+from kvmtools.proc import parse_stat_is_kernel_thread
 from tests.support import require, require_root
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -131,9 +132,21 @@ def test_the_vms_cgroup_and_whoever_else_is_in_it(tmp_path: Path) -> None:
     found, directory = cgroup.vm_cgroup(40, proc)
     assert found == CpuCgroup(2, scope)
     assert directory == str(tmp_path / "cgroup" / "machine.slice" / "vm.scope")
-    assert cgroup.foreign_processes(directory, 40) == []
+    assert cgroup.foreign_processes(directory, 40, proc) == []
+    # KVM's per-VM worker, a kernel thread KVM attached to the VM's cgroup: the VM's own.
+    _stat(proc, 778, "kvm-nx-lpage-re", flags=0x00208040)
+    (Path(directory) / "emulator" / "cgroup.procs").write_text("40\n778\n")
+    assert cgroup.foreign_processes(directory, 40, proc) == []
+    _stat(proc, 777, "sleep", flags=0x00400000)
     (Path(directory) / "vcpu0" / "cgroup.procs").write_text("40\n777\n")
-    assert cgroup.foreign_processes(directory, 40) == [777]
+    assert cgroup.foreign_processes(directory, 40, proc) == [777]
+
+
+def _stat(proc: str, pid: int, comm: str, flags: int) -> None:
+    """A /proc/<pid>/stat line with its comm and flags (field 9), the rest zeros."""
+    Path(proc, str(pid)).mkdir(parents=True, exist_ok=True)
+    rest = " ".join(["S", "2", "0", "0", "0", "-1", str(flags)] + ["0"] * 44)
+    Path(proc, str(pid), "stat").write_text(f"{pid} ({comm}) {rest}\n")
 
 
 def test_a_process_in_the_root_cgroup_has_none_to_cap(tmp_path: Path) -> None:
@@ -195,3 +208,14 @@ def test_a_real_cgroup_is_capped_read_back_and_uncapped() -> None:
             assert cgroup.foreign_processes(directory, sleeper.pid) == [os.getpid()]
         finally:
             Path(os.path.dirname(directory), "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+
+def test_kernel_threads_are_told_from_processes_on_the_real_proc() -> None:
+    assert not parse_stat_is_kernel_thread(Path(f"/proc/{os.getpid()}/stat").read_text())
+    # kthreadd, the parent of every kernel thread, where this pid namespace shows it.
+    kthreadd = []
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if (pid_dir / "comm").read_text().strip() == "kthreadd":
+                kthreadd.append((pid_dir / "stat").read_text())
+    assert all(parse_stat_is_kernel_thread(text) for text in kthreadd)

@@ -3,13 +3,11 @@ descriptors (built in tmp_path from the `*-debugfs.txt` fixtures, modes included
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 import pytest
 
-from kvmtools import debugfs
 from kvmtools.debugfs import (
     STAT_KINDS,
     DebugfsLockedDown,
@@ -18,7 +16,7 @@ from kvmtools.debugfs import (
     read_vm_stats,
     stat_kind,
 )
-from tests.kvmtools.fakehost import FIXTURES, debugfs_lines
+from tests.kvmtools.fakehost import FIXTURES, debugfs_lines, lock_down_debugfs
 
 
 def build_dir(tmp_path: Path, fixture: str) -> tuple[str, dict[str, str]]:
@@ -76,14 +74,7 @@ def test_lockdown_refuses_writable_files(tmp_path: Path, monkeypatch: pytest.Mon
     """The captured lockdown: debugfs refuses every file that is not 0444 with EPERM (root here
     cannot be refused by tmpfs, so open() says what debugfs said on the capture's kernel)."""
     stats_dir, captured = build_dir(tmp_path, "captured-pvm-kvm-S-debugfs.txt")
-    real_open = os.open
-
-    def locked_down_open(path: str, flags: int, *args: int) -> int:
-        if os.stat(path).st_mode & 0o222:
-            raise PermissionError(errno.EPERM, "Operation not permitted", path)
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(debugfs.os, "open", locked_down_open)
+    lock_down_debugfs(monkeypatch)
     with pytest.raises(DebugfsLockedDown) as raised:
         read_vm_stats(stats_dir)
     # mmu_rmaps_stat is x86's text file beside the statistics: never read
