@@ -23,11 +23,14 @@ from exporter.kvmqmp import QmpSource, VcpuFamilies, success_family
 from exporter.toolstack import DomainStats, HostInfo, Scrape, VcpuPlacement
 from kvmtools.debugfs import DebugfsLockedDown, Kind, VmStat, classify, read_vm_stats
 from kvmtools.proc import (
+    BoundedCmdlines,
     KvmVm,
+    VcpuThread,
     list_vms,
     read_io,
     read_rss_bytes,
     read_thread_cpu_seconds,
+    read_thread_wait_seconds,
 )
 from xentools.sysfs import Vif, read_vif_stats
 
@@ -67,14 +70,21 @@ class NoXenToolstack:
 
 
 class KvmHost:
-    """The host's roots, and the VM list of a scrape (listed at most once per scrape)."""
+    """The host's roots, and the VM list of a scrape (listed at most once per scrape).
+
+    The VMs' command lines are read once each, never waited on for more than a second: a
+    QEMU stuck in D state must not hang every scrape (`kvmtools.proc.BoundedCmdlines`).
+    """
 
     def __init__(self, proc: str = "/proc", debugfs: str = "/sys/kernel/debug") -> None:
         self.proc = proc
         self.debugfs = debugfs
+        self._cmdlines = BoundedCmdlines()
 
     def vms(self, scrape: Scrape) -> Sequence[KvmVm]:
-        return scrape.once(VMS, lambda timeout: list_vms(self.proc, self.debugfs))
+        return scrape.once(
+            VMS, lambda timeout: list_vms(self.proc, self.debugfs, cmdlines=self._cmdlines)
+        )
 
 
 class _KvmCollector:
@@ -96,6 +106,12 @@ class KvmDomainCollector(_KvmCollector):
         kvm_domain_cpu_seconds_total{domain="guest1"} 12.3
         # TYPE kvm_vcpu_cpu_seconds_total counter
         kvm_vcpu_cpu_seconds_total{domain="guest1",vcpu="0"} 10.1
+        # TYPE kvm_vcpu_wait_seconds_total counter
+        kvm_vcpu_wait_seconds_total{domain="guest1",vcpu="0"} 0.42
+
+    The wait is what the CPU-hog policy's KVM form judges contention by (docs/kvm.md#cpu-hog-
+    on-kvm): a vCPU thread waits on a runqueue only while it wants a CPU that runs something
+    else. A kernel without schedstat (no CONFIG_SCHED_INFO) has no wait series.
     """
 
     name = "domain"
@@ -118,6 +134,13 @@ class KvmDomainCollector(_KvmCollector):
         vcpu_cpu = counter_family(
             "kvm_vcpu_cpu_seconds_total",
             "CPU time one vCPU thread used, user and system (/proc task stat)",
+            ["domain", "vcpu"],
+            self._series,
+        )
+        vcpu_wait = counter_family(
+            "kvm_vcpu_wait_seconds_total",
+            "Time one vCPU thread was runnable but waited for a host CPU (/proc task schedstat "
+            "run_delay; the guest sees it as steal time)",
             ["domain", "vcpu"],
             self._series,
         )
@@ -148,12 +171,23 @@ class KvmDomainCollector(_KvmCollector):
             cpu.add_metric([vm.name], sum(seconds))
             for vcpu, value in zip(vm.vcpus, seconds, strict=True):
                 vcpu_cpu.add_metric([vm.name, str(vcpu.index)], value)
+            for vcpu, value in self._waits(vm):
+                vcpu_wait.add_metric([vm.name, str(vcpu.index)], value)
             vcpus.add_metric([vm.name], len(vm.vcpus))
             if rss is not None:
                 memory.add_metric([vm.name], rss)
         if vanished:
             log.debug("%d VMs ended while being read", vanished)
-        yield from (info, cpu, vcpu_cpu, vcpus, memory)
+        yield from (info, cpu, vcpu_cpu, vcpu_wait, vcpus, memory)
+
+    def _waits(self, vm: KvmVm) -> list[tuple[VcpuThread, float]]:
+        """Each vCPU's wait; none for a VM whose threads have no schedstat (a kernel without
+        CONFIG_SCHED_INFO, or a thread that ended since its CPU time was read): the VM's
+        other series stand."""
+        try:
+            return [(v, read_thread_wait_seconds(vm.pid, v.tid, self._host.proc)) for v in vm.vcpus]
+        except FileNotFoundError:
+            return []
 
 
 class KvmNetworkCollector(_KvmCollector):

@@ -17,8 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,15 @@ class KvmVm:
     qmp_socket: str | None
     cgroup: str | None
     stats_dir: str | None
+
+
+@dataclass(frozen=True)
+class Schedstat:
+    """A thread's /proc schedstat (fs/proc/base.c `proc_pid_schedstat`), nanoseconds."""
+
+    run_ns: int  # time on a CPU (se.sum_exec_runtime)
+    wait_ns: int  # time runnable on a runqueue, waiting for a CPU (sched_info.run_delay)
+    timeslices: int  # times it was switched in (sched_info.pcount)
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,29 @@ def parse_stat_cpu_ticks(text: str) -> int:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
 
 
+def parse_schedstat(text: str) -> Schedstat:
+    """/proc/<pid>/task/<tid>/schedstat: `run_ns wait_ns timeslices` on one line.
+
+    Documentation/scheduler/sched-stats.rst: "1) time spent on the cpu (in nanoseconds)
+    2) time spent waiting on a runqueue (in nanoseconds) 3) # of timeslices run on this cpu".
+    A kernel without CONFIG_SCHED_INFO has no such file (every KVM host has it: x86 KVM
+    selects SCHED_INFO, its steal time is this very run_delay).
+    """
+    fields = text.split()[:3]  # a field a newer kernel might add is not ours to refuse
+    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+        raise ValueError(f"not a /proc schedstat line: {text[:80]!r}")
+    return Schedstat(int(fields[0]), int(fields[1]), int(fields[2]))
+
+
+def parse_stat_start_ticks(text: str) -> int:
+    """The process's start time (clock ticks after boot, field 22) from /proc/<pid>/stat."""
+    _, paren, rest = text.rpartition(")")
+    fields = rest.split()
+    if not paren or len(fields) < 20:
+        raise ValueError(f"not a /proc stat line: {text[:80]!r}")
+    return int(fields[19])
+
+
 # include/linux/sched.h: the task flag of a kernel thread (field 9 of /proc/<pid>/stat).
 PF_KTHREAD = 0x00200000
 
@@ -355,34 +390,109 @@ def _candidates(proc: str) -> list[str]:
         raise OSError(f"cannot list {proc}: {error}") from error
 
 
+class BoundedCmdlines:
+    """Command lines for `list_vms` in a long-running service: each read once per process, and
+    never waited on longer than `timeout` seconds.
+
+    Reading /proc/<pid>/cmdline takes the process's mmap lock (fs/proc/base.c
+    `get_mm_cmdline` -> `access_remote_vm`): behind a QEMU thread in D state that holds it, or a
+    writer queued behind one (an mmap while a page fault waits on hung storage), the read
+    blocks, with no timeout the kernel offers. A read that has not answered within `timeout`
+    is left to finish in its own thread, and its process is left out of the list (logged
+    once) until it does; a process whose read is pending gets no second thread and no second
+    wait. The other files list_vms reads (fd links, fdinfo, comm, cgroup, stat, debugfs) take
+    no mmap lock. A QEMU's command line does not change, so each is read once, keyed by pid
+    and start time (a reused pid is read afresh).
+    """
+
+    def __init__(self, timeout: float = 1.0) -> None:
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._reads: dict[tuple[int, int], Future[list[str]]] = {}
+
+    def __call__(self, pid_dir: str, pid: int) -> list[str] | None:
+        key = (pid, parse_stat_start_ticks(_text(os.path.join(pid_dir, "stat"))))
+        with self._lock:
+            future = self._reads.get(key)
+            new = future is None
+            if future is None:
+                future = self._reads[key] = Future()
+                thread = threading.Thread(
+                    target=self._read, args=(future, pid_dir), name=f"cmdline-{pid}", daemon=True
+                )
+                thread.start()
+        if not new and not future.done():
+            return None  # still blocked since an earlier call: said then
+        try:
+            return future.result(timeout=self._timeout if new else 0)
+        except FutureTimeout:
+            log.warning(
+                "process %d: its command line did not answer within %.1f s (a thread in D "
+                "state holding its mmap lock?); left out until it does",
+                pid,
+                self._timeout,
+            )
+            return None
+        except OSError:
+            with self._lock:
+                self._reads.pop(key, None)  # read again if the process is still there
+            raise
+
+    @staticmethod
+    def _read(future: Future[list[str]], pid_dir: str) -> None:
+        try:
+            future.set_result(parse_cmdline_bytes(_read(os.path.join(pid_dir, "cmdline"))))
+        except BaseException as error:  # handed to the caller, in its thread
+            future.set_exception(error)
+
+    def keep(self, pids: set[int]) -> None:
+        """Forgets the processes not listed any more (a stuck read's thread ends by itself)."""
+        with self._lock:
+            for key in [key for key in self._reads if key[0] not in pids]:
+                del self._reads[key]
+
+
 def list_vms(
     proc: str = "/proc",
     debugfs: str = "/sys/kernel/debug",
     *,
     is_vm: Callable[[str], bool] = is_vm_link,
+    cmdlines: BoundedCmdlines | None = None,
 ) -> list[KvmVm]:
     """Every process holding a KVM VM fd, sorted by pid.
 
     `is_vm` decides from an fd's link text whether it is the VM's fd (tests on a host without
-    KVM pass their own). A process that exits while being read is left out.
+    KVM pass their own). A process that exits while being read is left out, and so is one
+    whose command line `cmdlines` timed out on; without `cmdlines` (a one-shot command) each
+    is read at once, unbounded.
     """
     vms = []
+    holders = set()
     for pid_text in _candidates(proc):
         pid_dir = os.path.join(proc, pid_text)
         fd = _vm_fd(pid_dir, is_vm)
         if fd is None:
             continue
+        holders.add(int(pid_text))
         try:
-            vm = _read_vm(pid_dir, int(pid_text), fd, debugfs)
-        except OSError as error:
+            if cmdlines is None:
+                argv = parse_cmdline_bytes(_read(os.path.join(pid_dir, "cmdline")))
+            elif (bounded := cmdlines(pid_dir, int(pid_text))) is not None:
+                argv = bounded
+            else:
+                continue
+            vm = _read_vm(pid_dir, int(pid_text), fd, debugfs, argv)
+        except (OSError, ValueError) as error:
             log.debug("process %s vanished while being read: %s", pid_text, error)
             continue
         vms.append(vm)
+    if cmdlines is not None:
+        cmdlines.keep(holders)
     return sorted(vms, key=lambda vm: vm.pid)
 
 
-def _read_vm(pid_dir: str, pid: int, fd: int, debugfs: str) -> KvmVm:
-    cmdline = parse_qemu_cmdline(parse_cmdline_bytes(_read(os.path.join(pid_dir, "cmdline"))))
+def _read_vm(pid_dir: str, pid: int, fd: int, debugfs: str, argv: list[str]) -> KvmVm:
+    cmdline = parse_qemu_cmdline(argv)
     path = os.path.join(debugfs, "kvm", f"{pid}-{fd}")
     # absent when debugfs is not mounted, or KVM could not make the directory
     stats_dir = path if os.path.isdir(path) else None
@@ -406,6 +516,12 @@ def read_thread_cpu_seconds(pid: int, tid: int, proc: str = "/proc") -> float:
     """CPU time the thread used, user and system (utime + stime / CLK_TCK)."""
     text = _text(os.path.join(proc, str(pid), "task", str(tid), "stat"))
     return parse_stat_cpu_ticks(text) / _CLK_TCK
+
+
+def read_thread_wait_seconds(pid: int, tid: int, proc: str = "/proc") -> float:
+    """Time the thread spent runnable but waiting for a CPU (schedstat run_delay), seconds."""
+    text = _text(os.path.join(proc, str(pid), "task", str(tid), "schedstat"))
+    return parse_schedstat(text).wait_ns / 1e9
 
 
 def read_thread_affinity(pid: int, tid: int, proc: str = "/proc") -> str:

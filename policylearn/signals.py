@@ -209,6 +209,10 @@ NOT_LEARNED: dict[tuple[str, str], str] = {
     ("cpu_hog", "min_others_share_of_a_cpu"): "contention evidence, a property of the placement",
     ("cpu_hog", "busy_fraction_of_a_shared_cpu"): "what saturated means, a property of the CPU",
     ("cpu_hog", "min_share_of_a_saturated_cpu"): "a fairness bar (above an equal split)",
+    ("cpu_hog", "kvm_others_vcpu_wait_seconds_per_second"): (
+        "contention evidence on KVM: how long other VMs waited, their habit and the"
+        " placement's, not the guest's own"
+    ),
     ("disk_abuse", "host_grant_table_operations_per_second"): (
         "host-wide (no domain label): the host's I/O pressure, not a guest's habit"
     ),

@@ -84,6 +84,12 @@ def test_domain_collector(host: tuple[KvmHost, str]) -> None:
         'kvm_vcpu_cpu_seconds_total{domain="guest1",vcpu="0"} 1.5\n'
         'kvm_vcpu_cpu_seconds_total{domain="guest1",vcpu="1"} 0.15\n'
         'kvm_vcpu_cpu_seconds_total{domain="web,01",vcpu="0"} 0.0\n'
+        "# HELP kvm_vcpu_wait_seconds_total Time one vCPU thread was runnable but waited for a "
+        "host CPU (/proc task schedstat run_delay; the guest sees it as steal time)\n"
+        "# TYPE kvm_vcpu_wait_seconds_total counter\n"
+        'kvm_vcpu_wait_seconds_total{domain="guest1",vcpu="0"} 0.25\n'
+        'kvm_vcpu_wait_seconds_total{domain="guest1",vcpu="1"} 1.5e-06\n'
+        'kvm_vcpu_wait_seconds_total{domain="web,01",vcpu="0"} 0.0\n'
         "# HELP kvm_domain_vcpus The VM's vCPU threads (named CPU <n>/KVM by QEMU's "
         "debug-threads=on, else from KVM's debugfs)\n"
         "# TYPE kvm_domain_vcpus gauge\n"
@@ -95,6 +101,17 @@ def test_domain_collector(host: tuple[KvmHost, str]) -> None:
         'kvm_domain_memory_bytes{domain="guest1"} 2.68435456e+08\n'
         'kvm_domain_memory_bytes{domain="web,01"} 1.048576e+06\n'
     )
+
+
+def test_without_schedstat_the_vm_has_no_wait_but_everything_else(tmp_path: Path) -> None:
+    """A kernel without CONFIG_SCHED_INFO has no /proc/<pid>/task/<tid>/schedstat."""
+    proc, debug = build(
+        tmp_path, FakeVm(77, ["qemu", "-name", "x"], vcpus={0: (1, 1)}, schedstat=False)
+    )
+    text, success = render(KvmDomainCollector(KvmHost(proc, debug)))
+    assert success == {"domain": "1.0"}
+    assert 'kvm_vcpu_cpu_seconds_total{domain="x",vcpu="0"} 0.02' in text
+    assert "# TYPE kvm_vcpu_wait_seconds_total counter\n# HELP kvm_domain_vcpus" in text
 
 
 def test_network_collector_is_in_the_guests_direction(host: tuple[KvmHost, str]) -> None:
@@ -177,9 +194,9 @@ def test_one_vm_list_per_scrape_and_fresh_families(
     calls = []
     real = kvm.list_vms
 
-    def counted(proc: str, debug: str) -> object:
+    def counted(proc: str, debug: str, **options: object) -> object:
         calls.append(proc)
-        return real(proc, debug)
+        return real(proc, debug, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(kvm, "list_vms", counted)
     collectors = [

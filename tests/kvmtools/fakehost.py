@@ -24,10 +24,10 @@ IO = (
 )
 
 
-def stat_line(tid: int, comm: str, utime: int, stime: int) -> str:
+def stat_line(tid: int, comm: str, utime: int, stime: int, start: int = 6892169) -> str:
     return (
         f"{tid} ({comm}) S 1 {tid} 1 0 -1 138412096 120 0 0 0 {utime} {stime} 0 0 20 0 3 0 "
-        "6892169 441020416 8427 18446744073709551615 1 1 0 0 0 0 0 4100 16963 0 0 0 -1 1 0 0 0\n"
+        f"{start} 441020416 8427 18446744073709551615 1 1 0 0 0 0 0 4100 16963 0 0 0 -1 1 0 0 0\n"
     )
 
 
@@ -58,6 +58,9 @@ class FakeVm:
     write_bytes: int = 8192
     cpus: str = "0-3"
     debugfs: dict[str, tuple[int, int]] | None = None  # stat -> (mode, value)
+    waits_ns: dict[int, int] = field(default_factory=dict)  # vCPU index -> schedstat run_delay
+    schedstat: bool = True  # False: a kernel without CONFIG_SCHED_INFO
+    start_ticks: int = 6892169  # the process's start time (a reused pid has another)
 
 
 def build(root: Path, *vms: FakeVm) -> tuple[str, str]:
@@ -74,6 +77,7 @@ def build(root: Path, *vms: FakeVm) -> tuple[str, str]:
         (base / "cgroup").write_text(vm.cgroup)
         (base / "status").write_text(STATUS.format(pid=vm.pid, rss_kb=vm.rss_kb, cpus=vm.cpus))
         (base / "io").write_text(IO.format(read=vm.read_bytes, write=vm.write_bytes))
+        (base / "stat").write_text(stat_line(vm.pid, "qemu-system-x86", 5, 2, vm.start_ticks))
         os.symlink("/dev/null", base / "fd" / "0")
         os.symlink("/dev/kvm", base / "fd" / "8")
         if vm.vm_fd is not None:
@@ -84,14 +88,19 @@ def build(root: Path, *vms: FakeVm) -> tuple[str, str]:
             (base / "fdinfo" / str(fd)).write_text(
                 f"pos:\t0\nflags:\t0104002\nmnt_id:\t24\nino:\t104\niff:\t{tap}\n"
             )
-        threads = {vm.pid: ("qemu-system-x86", 5, 2)}
+        threads = {vm.pid: ("qemu-system-x86", 5, 2, 0)}
         for index, (utime, stime) in vm.vcpus.items():
-            threads[vm.pid + 10 + index] = (f"CPU {index}/KVM", utime, stime)
-        for tid, (comm, utime, stime) in threads.items():
+            wait = vm.waits_ns.get(index, 0)
+            threads[vm.pid + 10 + index] = (f"CPU {index}/KVM", utime, stime, wait)
+        for tid, (comm, utime, stime, wait) in threads.items():
             task = base / "task" / str(tid)
             task.mkdir(parents=True)
             (task / "comm").write_text(comm + "\n")
             (task / "stat").write_text(stat_line(tid, comm, utime, stime))
+            if vm.schedstat:
+                # run time in ns as the ticks say (CLK_TCK 100), one timeslice per tick
+                run_ns = (utime + stime) * 10_000_000
+                (task / "schedstat").write_text(f"{run_ns} {wait} {utime + stime}\n")
             (task / "status").write_text(STATUS.format(pid=vm.pid, rss_kb=vm.rss_kb, cpus=vm.cpus))
         if vm.debugfs is not None and vm.vm_fd is not None:
             stats = debug / "kvm" / f"{vm.pid}-{vm.vm_fd}"
@@ -120,6 +129,7 @@ def guest1() -> FakeVm:
         vcpus={0: (100, 50), 1: (10, 5)},
         taps=["kvmtap1"],
         debugfs=probe_debugfs(),
+        waits_ns={0: 250_000_000, 1: 1_500},
     )
 
 

@@ -8,12 +8,15 @@ import pytest
 
 from kvmtools.proc import (
     QemuCmdline,
+    Schedstat,
     parse_cgroup_v2,
     parse_cmdline_bytes,
     parse_fdinfo_iff,
     parse_io,
     parse_qemu_cmdline,
+    parse_schedstat,
     parse_stat_cpu_ticks,
+    parse_stat_start_ticks,
     parse_status_field,
     parse_status_rss_bytes,
     parse_vcpu_comm,
@@ -141,9 +144,48 @@ def test_thread_cpu_ticks(fixture: str, ticks: int) -> None:
     assert parse_stat_cpu_ticks((FIXTURES / fixture).read_text()) == ticks
 
 
+def test_stat_start_time() -> None:
+    """Field 22: what tells a reused pid from the process that had it before."""
+    text = (FIXTURES / "captured-pvm-kvm-S-vcpu0-stat.txt").read_text()
+    assert parse_stat_start_ticks(text) == 6892931
+    assert parse_stat_start_ticks((FIXTURES / "handmade-odd-comm-stat.txt").read_text()) > 0
+
+
 def test_stat_without_fields_is_an_error() -> None:
     with pytest.raises(ValueError, match="not a /proc stat line"):
         parse_stat_cpu_ticks("12 (x) S 1")
+    with pytest.raises(ValueError, match="not a /proc stat line"):
+        parse_stat_start_ticks("12 (x) S 1")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("captured-pvm-init-schedstat.txt", Schedstat(262654677, 83336841, 1416)),
+        ("handmade-vcpu-waited-schedstat.txt", Schedstat(812345678901, 3456789012, 291004)),
+    ],
+)
+def test_schedstat(fixture: str, expected: Schedstat) -> None:
+    assert parse_schedstat((FIXTURES / fixture).read_text()) == expected
+
+
+def test_schedstat_takes_the_first_three_fields() -> None:
+    assert parse_schedstat("1 2 3 4\n") == Schedstat(1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "1 2\n",  # two fields: not this file
+        "1 -2 3\n",
+        "a b c\n",
+    ],
+    ids=repr,
+)
+def test_schedstat_odd_lines_are_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="not a /proc schedstat line"):
+        parse_schedstat(text)
 
 
 def test_status_and_io_captured() -> None:
@@ -186,3 +228,8 @@ def test_every_captured_cmdline_has_a_name(path: Path) -> None:
 @pytest.mark.parametrize("path", [p for p in CAPTURES if p.name.endswith("-stat.txt")])
 def test_every_captured_thread_stat_parses(path: Path) -> None:
     assert parse_stat_cpu_ticks(path.read_text()) >= 0
+
+
+@pytest.mark.parametrize("path", [p for p in CAPTURES if p.name.endswith("-schedstat.txt")])
+def test_every_captured_schedstat_parses(path: Path) -> None:
+    assert parse_schedstat(path.read_text()).timeslices >= 0

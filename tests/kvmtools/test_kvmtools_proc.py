@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
+from kvmtools import proc as kvmproc
 from kvmtools.proc import (
+    BoundedCmdlines,
     KvmVm,
     VcpuThread,
     list_vms,
@@ -13,6 +19,7 @@ from kvmtools.proc import (
     read_rss_bytes,
     read_thread_affinity,
     read_thread_cpu_seconds,
+    read_thread_wait_seconds,
 )
 from tests.kvmtools.fakehost import FakeVm, build, guest1, probe_debugfs, read_args
 
@@ -80,10 +87,74 @@ def test_a_process_that_vanishes_is_left_out(tmp_path: Path) -> None:
 def test_thread_and_process_readers(tmp_path: Path) -> None:
     proc, _ = build(
         tmp_path,
-        FakeVm(50, ["qemu"], vcpus={0: (250, 150)}, cpus="2-3", read_bytes=7, write_bytes=9),
+        FakeVm(
+            50,
+            ["qemu"],
+            vcpus={0: (250, 150)},
+            cpus="2-3",
+            read_bytes=7,
+            write_bytes=9,
+            waits_ns={0: 1_250_000_000},
+        ),
     )
     assert read_thread_cpu_seconds(50, 60, proc) == 4.0  # (250 + 150) / CLK_TCK 100
+    assert read_thread_wait_seconds(50, 60, proc) == 1.25
     assert read_thread_affinity(50, 60, proc) == "2-3"
     assert read_rss_bytes(50, proc) == 262144 * 1024
     io = read_io(50, proc)
     assert (io["read_bytes"], io["write_bytes"]) == (7, 9)
+
+
+def test_a_bounded_reader_reads_each_command_line_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, debug = build(tmp_path, guest1(), FakeVm(5100, ["qemu", "-name", "web"], vm_fd=14))
+    reads: list[str] = []
+    real = kvmproc._read
+
+    def counted(path: str) -> bytes:
+        if path.endswith("cmdline"):
+            reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(kvmproc, "_read", counted)
+    cmdlines = BoundedCmdlines()
+    unbounded = list_vms(proc, debug)
+    assert len(reads) == 2
+    assert list_vms(proc, debug, cmdlines=cmdlines) == unbounded
+    assert list_vms(proc, debug, cmdlines=cmdlines) == unbounded
+    assert len(reads) == 4  # once more per VM, then from memory
+    shutil.rmtree(Path(proc) / "5100")  # web ended; a new process takes its pid
+    build(tmp_path, FakeVm(5100, ["qemu", "-name", "db"], vm_fd=14, start_ticks=7000000))
+    assert [vm.name for vm in list_vms(proc, debug, cmdlines=cmdlines)] == ["guest1", "db"]
+
+
+def test_a_command_line_that_blocks_leaves_only_its_vm_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of /proc/<pid>/cmdline behind a held mmap lock blocks: bounded, not repeated."""
+    proc, debug = build(tmp_path, guest1(), FakeVm(5100, ["qemu", "-name", "web"], vm_fd=14))
+    release = threading.Event()
+    started: list[str] = []
+    real = kvmproc._read
+
+    def blocking(path: str) -> bytes:
+        if path.endswith("5100/cmdline"):
+            started.append(path)
+            release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(kvmproc, "_read", blocking)
+    cmdlines = BoundedCmdlines(timeout=0.1)
+    try:
+        assert [vm.name for vm in list_vms(proc, debug, cmdlines=cmdlines)] == ["guest1"]
+        begun = time.monotonic()
+        assert [vm.name for vm in list_vms(proc, debug, cmdlines=cmdlines)] == ["guest1"]
+        assert time.monotonic() - begun < 0.1  # not waited on again
+        assert len(started) == 1  # and no second thread
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while len(list_vms(proc, debug, cmdlines=cmdlines)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [vm.name for vm in list_vms(proc, debug, cmdlines=cmdlines)] == ["guest1", "web"]
