@@ -20,6 +20,7 @@ WINDOWS = (
 COLUMNS = (
     ("sent_kbit_s", "sent kbit/s"),
     ("sent_pps", "sent pkt/s"),
+    ("received_kbit_s", "received kbit/s"),
     ("received_pps", "received pkt/s"),
     ("irq_injections", "KVM injections/s"),
     ("halt_wakeup", "halt wake-ups/s"),
@@ -64,11 +65,13 @@ def _window_rows(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def sent_kbit_s(results: Mapping[str, Any], window: str) -> float | None:
-    """What the attacker sent in a window, kbit/s."""
+def delivered_kbit_s(results: Mapping[str, Any], window: str) -> float | None:
+    """What the flood delivered to the victim in a window (its tap's transmit), kbit/s. Not
+    the attacker's tap's receive: a tap counts what its guest sent before the ingress qdisc
+    redirects it to the shaper, so that count goes on at the guest's own pace."""
     found = (results.get("windows") or {}).get(window) or results.get(window)
     try:
-        return float(found["guests"]["l2a"]["sent_kbit_s"])  # type: ignore[index]
+        return float(found["guests"]["l2b"]["received_kbit_s"])  # type: ignore[index]
     except (KeyError, TypeError):
         return None
 
@@ -82,7 +85,9 @@ def render(results: Mapping[str, Any]) -> str:
     faults = results.get("faults") or []
     actions = results.get("kvmctl_actions") or {}
     timings = results.get("timings") or {}
-    unshaped, until, shaped = (sent_kbit_s(results, w) for w in ("flood", "until_shaped", "shaped"))
+    unshaped, until, shaped = (
+        delivered_kbit_s(results, w) for w in ("flood", "until_shaped", "shaped")
+    )
     lines = [
         "# Judicator on real KVM guests (nested under QEMU): the published experiment",
         "",
@@ -113,10 +118,9 @@ def render(results: Mapping[str, Any]) -> str:
         f"- after the flood started: pending {_fmt(timeline.get('pending_after_s'))} s, firing "
         f"{_fmt(timeline.get('firing_after_s'))} s, l2a's tap shaped "
         f"{_fmt(timeline.get('shaped_after_s'))} s (through {timeline.get('shaper') or '-'})",
-        f"- l2a's sending rate: unshaped {_fmt(unshaped)} kbit/s with L1 quiet, "
+        f"- what the flood delivers to l2b: {_fmt(unshaped)} kbit/s unshaped with L1 quiet, "
         f"{_fmt(until)} kbit/s with the exporter and remediator running in L1 until shaped, "
-        f"{_fmt(shaped)} kbit/s shaped (shipped rate 1mbit): shaped / unshaped "
-        f"{_fmt(_ratio(shaped, unshaped), 2)}, shaped / until shaped "
+        f"{_fmt(shaped)} kbit/s shaped (the policy's rate: 1mbit); shaped / until shaped "
         f"{_fmt(_ratio(shaped, until), 2)}",
         f"- the victim l2b shaped: {results.get('victim_shaped_by') or 'no'}",
         "",
@@ -167,7 +171,11 @@ def _figure(results: Mapping[str, Any], path: Path) -> None:
     start = timeline["flood_start"]
     fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     panels = (
-        (axes[0], "sent_kbit_s", "kbit/s sent (tap, 10 s rate)"),
+        (
+            axes[0],
+            "sent_kbit_s",
+            "kbit/s each guest sends (its tap, 10 s rate): l2b answers what reaches it",
+        ),
         (axes[1], "irq_injections", "KVM interrupt injections per s (10 s rate)"),
     )
     for ax, key, title in panels:
