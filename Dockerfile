@@ -21,6 +21,7 @@ WORKDIR /src
 # Only the product: the simulator (xensim/) and the tests stay out of the image.
 COPY pyproject.toml README.md ./
 COPY xentools/ xentools/
+COPY kvmtools/ kvmtools/
 COPY exporter/ exporter/
 COPY remediator/ remediator/
 # The distribution also declares the simulator's judicator-sim and the operators' judicator-policy

@@ -32,6 +32,9 @@ from kvmtools.proc import KvmVm, is_vm_link, list_vms, valid_name
 from xentools.cpulist import parse_cpulist
 
 log = logging.getLogger(__name__)
+# Spelled as Prometheus and the other judicator-* programs spell them.
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
+LOG_LEVELS["error"] = logging.ERROR
 
 PROG = "judicator-kvmctl"
 # PID_MAX_LIMIT on 64-bit Linux (include/linux/threads.h)
@@ -87,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--qmp.timeout", dest="qmp_timeout", type=float, default=qmp.DEFAULT_TIMEOUT
     )
+    parser.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="warn")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the VMs as JSON")
     for verb, what in (
@@ -195,7 +199,7 @@ def _pin(vm: KvmVm, vcpu: int | str, cpus: frozenset[int]) -> None:
 def main(argv: Sequence[str] | None = None, *, is_vm: Callable[[str], bool] = is_vm_link) -> int:
     """`is_vm`: which fd link makes a process a KVM VM (`kvmtools.proc.list_vms`)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    logging.basicConfig(level=LOG_LEVELS[args.log_level], format=f"{PROG}: %(message)s")
     try:
         if args.command == "list":
             _list(args, is_vm)

@@ -33,8 +33,9 @@ GENERATORS: dict[str, Callable[[], dict[str, str]]] = {
     "tests/fixtures/xl": lambda: {f"{s}.txt": t for s, t in fakexl_sample.captures().items()},
 }
 
-# Values too common to mean a machine when seen as a whole word in a fixture.
-GENERIC = {"localhost", "x86_64", "root", "debian", "linux", "ubuntu"}
+# Values too common to mean a machine when seen as a whole word in a fixture ("vm": a host
+# name of many sandboxes, and a word of KVM's own vocabulary, QMP's `"target": "vm"`).
+GENERIC = {"localhost", "x86_64", "root", "debian", "linux", "ubuntu", "vm"}
 
 
 def cpu_model() -> str | None:

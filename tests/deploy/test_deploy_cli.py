@@ -8,7 +8,13 @@ from tests.deploy.deploy_support import cli_help, console_scripts
 
 # Prometheus's own spelling of the flag and of its values (prometheus --help).
 LOG_LEVEL_USAGE = "--log.level {debug,info,warn,error}"
-SCRIPTS = ["judicator-exporter", "judicator-remediator", "judicator-sim", "judicator-policy"]
+SCRIPTS = [
+    "judicator-exporter",
+    "judicator-remediator",
+    "judicator-sim",
+    "judicator-policy",
+    "judicator-kvmctl",
+]
 
 
 def test_every_console_script_is_checked() -> None:
