@@ -30,7 +30,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import yaml
 
 from kvmlab.paths import KvmLabPaths
 from kvmlab.vm import BRIDGE, EmulationFault, KvmLab, L2Spec, booted, standard_guests
-from xenlab.demo import host_stack, remediator_shaping
+from xenlab.demo import Timeline, host_stack, query_series, throttle_on_device, watch_detection
 from xenlab.vm import EXPORTER_PORT, REMEDIATOR_PORT, LabError
 from xensim.stack import SHIPPED_REMEDIATOR_CONFIG, Prometheus, wait_until
 
@@ -89,16 +88,6 @@ EXPORTER_FLAGS = (
 KVMCTL = "/usr/bin/judicator-kvmctl"
 KVMCTL_SCRIPT = '#!/bin/sh\nexec python3 -m kvmtools.ctl "$@"\n'
 RUN_ATTEMPTS = 2
-
-
-@dataclass
-class Timeline:
-    flood_start: float = 0.0
-    pending: float | None = None
-    firing: float | None = None
-    shaped: float | None = None
-    alert: str | None = None
-    shaper: str | None = None
 
 
 # --- measuring ----------------------------------------------------------------------------
@@ -218,37 +207,6 @@ def start_services(lab: KvmLab, token: str) -> None:
                              f"--web.listen-address=0.0.0.0:{REMEDIATOR_PORT}"])  # fmt: skip
 
 
-def throttle_on_tap(lab: KvmLab, tap: str) -> str | None:
-    """The device the remediator's redirect on `tap` leads to, if that device shapes."""
-    filters = lab.run("tc", "-j", "filter", "show", "dev", tap, "parent", "ffff:").stdout
-    if not filters.strip() or filters.strip() == "[]":
-        return None
-    return remediator_shaping(filters, lab.run("tc", "-j", "qdisc", "show").stdout)
-
-
-def watch_detection(lab: KvmLab, prometheus: Prometheus, timeline: Timeline) -> None:
-    tap = lab.guest(ATTACKER).tap
-    deadline = time.monotonic() + DETECT_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        now = time.time()
-        for alert in prometheus.alerts():
-            labels = alert["labels"]
-            if labels.get("alertname") in FLOOD_ALERTS and labels.get("domain") == ATTACKER:
-                timeline.alert = timeline.alert or labels["alertname"]
-                if timeline.pending is None:
-                    timeline.pending = now
-                if alert["state"] == "firing" and timeline.firing is None:
-                    timeline.firing = now
-        shaper = throttle_on_tap(lab, tap)
-        if shaper is not None:
-            timeline.shaped = time.time()
-            timeline.shaper = shaper
-            return
-        lab.check_l1()
-        time.sleep(POLL_SECONDS)
-    raise LabError(f"no throttle on {tap} within {DETECT_TIMEOUT_SECONDS:.0f}s: {timeline}")
-
-
 def exercise_kvmctl(lab: KvmLab, guest: str) -> dict[str, Any]:
     """The remediator's other KVM actions on `guest`, through `judicator-kvmctl` as its plans
     call it: a CPU cap (cpu.max of the VM's cgroup) and a pause (QMP stop / cont)."""
@@ -276,28 +234,14 @@ def _listed_paused(lab: KvmLab) -> Any:
 # --- the run ------------------------------------------------------------------------------
 
 
-def _after(moment: float | None, start: float) -> float | None:
-    return None if moment is None else round(moment - start, 1)
-
-
-def _series(prometheus: Prometheus, start: float) -> dict[str, Any]:
-    end = time.time()
-    queries = {
-        "sent_kbit_s": "instance_domain:domain_network_transmit_bytes:rate10s * 8 / 1000",
-        "sent_packets": "instance_domain:domain_network_transmit_packets:rate10s",
-        "irq_injections": "instance_domain:kvm_vm_irq_injections:rate10s",
-        "halt_wakeups": "instance_domain:kvm_vm_halt_wakeup:rate10s",
-        "initiated": "instance_domain:domain_network_transmit_initiated_packets:rate10s",
-        "scrape_duration": f'scrape_duration_seconds{{job="{EXPORTER_JOB}"}}',
-    }
-    series: dict[str, Any] = {}
-    for key, expr in queries.items():
-        with contextlib.suppress(Exception):
-            series[key] = {
-                labels.get("domain", "?"): points
-                for labels, points in prometheus.query_range(expr, start, end, step=2)
-            }
-    return series
+FIGURE_QUERIES = {
+    "sent_kbit_s": "instance_domain:domain_network_transmit_bytes:rate10s * 8 / 1000",
+    "sent_packets": "instance_domain:domain_network_transmit_packets:rate10s",
+    "irq_injections": "instance_domain:kvm_vm_irq_injections:rate10s",
+    "halt_wakeups": "instance_domain:kvm_vm_halt_wakeup:rate10s",
+    "initiated": "instance_domain:domain_network_transmit_initiated_packets:rate10s",
+    "scrape_duration": f'scrape_duration_seconds{{job="{EXPORTER_JOB}"}}',
+}
 
 
 def _experiment(
@@ -317,17 +261,14 @@ def _experiment(
     start_flood(lab)
     pre = snapshot(lab, dirs)
     try:
-        watch_detection(lab, prometheus, timeline)
+        watch_detection(lab, prometheus, lab.guest(ATTACKER).tap, timeline, domain=ATTACKER,
+                        alerts=FLOOD_ALERTS, timeout=DETECT_TIMEOUT_SECONDS,
+                        check=lab.check_l1)  # fmt: skip
     finally:
-        results["figure_series"] = _series(prometheus, timeline.flood_start - 60)
-        results["timeline"] = {
-            "alert": timeline.alert,
-            "pending_after_s": _after(timeline.pending, timeline.flood_start),
-            "firing_after_s": _after(timeline.firing, timeline.flood_start),
-            "shaped_after_s": _after(timeline.shaped, timeline.flood_start),
-            "shaper": timeline.shaper,
-            "flood_start": timeline.flood_start,
-        }
+        results["figure_series"] = query_series(
+            prometheus, FIGURE_QUERIES, timeline.flood_start - 60, step=2
+        )
+        results["timeline"] = timeline.summary()
     results["until_shaped"] = rates(pre, snapshot(lab, dirs))
     time.sleep(3)
     shaped0 = snapshot(lab, dirs)
@@ -335,7 +276,7 @@ def _experiment(
     results["shaped"] = rates(shaped0, snapshot(lab, dirs))
     stop_flood(lab)
     lab.check_alive("shaped flood")
-    results["victim_shaped_by"] = throttle_on_tap(lab, lab.guest(VICTIM).tap)
+    results["victim_shaped_by"] = throttle_on_device(lab, lab.guest(VICTIM).tap)
     results["tc"] = {
         "qdiscs": lab.run("tc", "qdisc", "show").stdout,
         "ingress_filters": lab.run(
@@ -343,7 +284,9 @@ def _experiment(
         ).stdout,
     }
     results["alerts"] = prometheus.alerts()
-    results["figure_series"] = _series(prometheus, timeline.flood_start - 60)
+    results["figure_series"] = query_series(
+        prometheus, FIGURE_QUERIES, timeline.flood_start - 60, step=2
+    )
 
 
 def run_once(

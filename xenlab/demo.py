@@ -24,7 +24,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from xenlab.paths import REPO_ROOT, LabPaths
 from xenlab.vm import (
     EXPORTER_PORT,
     REMEDIATOR_PORT,
+    AgentClient,
     Lab,
     LabError,
     LabState,
@@ -201,12 +202,25 @@ def host_stack(
 
 @dataclass
 class Timeline:
+    """When a flood's alert went pending and firing and its sender was shaped (time.time())."""
+
     flood_start: float = 0.0
     pending: float | None = None
     firing: float | None = None
     shaped: float | None = None
     alert: str | None = None
     shaper: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """For results.json: each moment in seconds after the flood started."""
+        return {
+            "flood_start": self.flood_start,
+            "alert": self.alert,
+            "pending_after_s": _after(self.pending, self.flood_start),
+            "firing_after_s": _after(self.firing, self.flood_start),
+            "shaped_after_s": _after(self.shaped, self.flood_start),
+            "shaper": self.shaper,
+        }
 
 
 SHAPING_KINDS = ("tbf", "htb")
@@ -230,32 +244,49 @@ def remediator_shaping(filters: str, qdiscs: str) -> str | None:
     return None
 
 
-def _throttle_on_vif(lab: Lab, vif: str) -> str | None:
-    filters = lab.run("tc", "-j", "filter", "show", "dev", vif, "parent", "ffff:").stdout
+def throttle_on_device(lab: AgentClient, device: str) -> str | None:
+    """The device the remediator's redirect on a guest's `device` (a vif, a tap) leads to, if
+    that device shapes; read in the lab's host."""
+    filters = lab.run("tc", "-j", "filter", "show", "dev", device, "parent", "ffff:").stdout
     if not filters.strip() or filters.strip() == "[]":
         return None
     return remediator_shaping(filters, lab.run("tc", "-j", "qdisc", "show").stdout)
 
 
-def watch_detection(lab: Lab, prometheus: Prometheus, vif: str, timeline: Timeline) -> None:
-    deadline = time.monotonic() + DETECT_TIMEOUT_SECONDS
+def watch_detection(
+    lab: AgentClient,
+    prometheus: Prometheus,
+    device: str,
+    timeline: Timeline,
+    *,
+    domain: str = ATTACKER,
+    alerts: Sequence[str] = FLOOD_ALERTS,
+    timeout: float = DETECT_TIMEOUT_SECONDS,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Fills `timeline` from Prometheus's alerts on `domain` until the remediator's shaping
+    shows on its `device`; LabError after `timeout`. `check` runs at every look (a lab's
+    liveness check, which raises when the lab died)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = time.time()
         for alert in prometheus.alerts():
             labels = alert["labels"]
-            if labels.get("alertname") in FLOOD_ALERTS and labels.get("domain") == ATTACKER:
+            if labels.get("alertname") in alerts and labels.get("domain") == domain:
                 timeline.alert = timeline.alert or labels["alertname"]
                 if timeline.pending is None:
                     timeline.pending = now
                 if alert["state"] == "firing" and timeline.firing is None:
                     timeline.firing = now
-        shaper = _throttle_on_vif(lab, vif)
+        shaper = throttle_on_device(lab, device)
         if shaper is not None:
             timeline.shaped = time.time()
             timeline.shaper = shaper
             return
+        if check is not None:
+            check()
         time.sleep(POLL_SECONDS)
-    raise LabError(f"no throttle on {vif} within {DETECT_TIMEOUT_SECONDS:.0f}s: {timeline}")
+    raise LabError(f"no throttle on {device} within {timeout:.0f}s: {timeline}")
 
 
 def exercise_xl_actions(lab: Lab) -> dict[str, Any]:
@@ -463,21 +494,14 @@ def _experiment(
         results["figure_series"] = _series(prometheus, timeline.flood_start - 60)
     detected = take_snapshot(lab, vifs)
     windows["flood_until_shaped"] = window(pre, detected, vifs)
-    results["timeline"] = {
-        "flood_start": timeline.flood_start,
-        "alert": timeline.alert,
-        "pending_after_s": _after(timeline.pending, timeline.flood_start),
-        "firing_after_s": _after(timeline.firing, timeline.flood_start),
-        "shaped_after_s": _after(timeline.shaped, timeline.flood_start),
-        "shaper": timeline.shaper,
-    }
+    results["timeline"] = timeline.summary()
     time.sleep(3)
     shaped0 = take_snapshot(lab, vifs)
     time.sleep(SHAPED_SECONDS)
     shaped1 = take_snapshot(lab, vifs)
     windows["shaped"] = window(shaped0, shaped1, vifs)
     lab.guest_command(ATTACKER, "stop")
-    results["victim_shaped_by"] = _throttle_on_vif(lab, vifs[VICTIM])
+    results["victim_shaped_by"] = throttle_on_device(lab, vifs[VICTIM])
     results["tc_on_attacker_vif"] = {
         "qdiscs": lab.run("tc", "qdisc", "show").stdout,
         "ingress_filters": lab.run(
@@ -528,23 +552,33 @@ def _after(moment: float | None, start: float) -> float | None:
     return None if moment is None else round(moment - start, 1)
 
 
+FIGURE_QUERIES = {
+    "sent_packets": "instance_domain:domain_network_transmit_packets:rate10s",
+    "interrupts": "instance_domain:xen_perfc_interrupts:rate10s",
+    "context_switches": "instance_domain:xen_perfc_sched_context_switches:rate10s",
+    "initiated": "instance_domain:domain_network_transmit_initiated_packets:rate10s",
+    "page_table_operations": "instance_domain:xen_perfc_page_table_operations:rate10s",
+    "scrape_duration": 'scrape_duration_seconds{job="xen"}',
+    "up": 'up{job="xen"}',
+}
+
+
 def _series(prometheus: Prometheus, start: float) -> dict[str, Any]:
+    return query_series(prometheus, FIGURE_QUERIES, start, step=5)
+
+
+def query_series(
+    prometheus: Prometheus, queries: Mapping[str, str], start: float, step: float
+) -> dict[str, Any]:
+    """Each query's points per domain from `start` until now, for the report's figure; a query
+    that fails is left out (the figure is drawn from what there is)."""
     end = time.time()
-    queries = {
-        "sent_packets": "instance_domain:domain_network_transmit_packets:rate10s",
-        "interrupts": "instance_domain:xen_perfc_interrupts:rate10s",
-        "context_switches": "instance_domain:xen_perfc_sched_context_switches:rate10s",
-        "initiated": "instance_domain:domain_network_transmit_initiated_packets:rate10s",
-        "page_table_operations": "instance_domain:xen_perfc_page_table_operations:rate10s",
-        "scrape_duration": 'scrape_duration_seconds{job="xen"}',
-        "up": 'up{job="xen"}',
-    }
     series: dict[str, Any] = {}
     for key, expr in queries.items():
         with contextlib.suppress(Exception):
             series[key] = {
                 labels.get("domain", "?"): points
-                for labels, points in prometheus.query_range(expr, start, end, step=5)
+                for labels, points in prometheus.query_range(expr, start, end, step=step)
             }
     return series
 
