@@ -30,7 +30,7 @@ TAP_COUNTERS = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped"
 IDLE_SECONDS = 10.0
 FLOOD_COUNT, FLOOD_SECONDS = 2500, 15
 SHAPE_SIZE, SHAPE_SECONDS = 1000, 10  # ICMP payload bytes: ~1.3 Mbit/s at ~160 pps
-SHAPE_RATE_KBIT = 100
+SHAPE_RATE_KBIT = 50
 IFB = "kvmlabifb0"
 
 

@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from kvmlab.paths import KvmLabPaths
 from xenlab.vm import (
@@ -181,6 +182,18 @@ class KvmLab(AgentClient):
         self.guests = [L2Spec(**g) for g in state.guests]
         self.timings: dict[str, float] = {}
 
+    def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The agent's call; an agent that does not answer in time (L1 stalled or dead under
+        emulation) is an EmulationFault."""
+        try:
+            return super()._post(path, body, timeout)
+        except OSError as error:  # URLError, TimeoutError, ConnectionError
+            alive = qemu_alive(self.state.pid)
+            raise EmulationFault(
+                f"L1's agent did not answer {path} within {timeout:.0f}s ({error}); L1's QEMU "
+                f"{'runs' if alive else 'is gone'}:\n{self.console_tail(1500)}"
+            ) from error
+
     def guest(self, name: str) -> L2Spec:
         for spec in self.guests:
             if spec.name == name:
@@ -296,7 +309,8 @@ class KvmLab(AgentClient):
                 return result.stdout
             time.sleep(1)
         why = result.stderr.strip() if result else ""
-        raise LabError(f"guest {name} did not answer {line.strip()!r}: {why}")
+        # a guest that stops answering is stalled or dead under emulation
+        raise EmulationFault(f"guest {name} did not answer {line.strip()!r}: {why}")
 
     # --- what the checks read ------------------------------------------------------------
     def stats_dir(self, name: str) -> str | None:

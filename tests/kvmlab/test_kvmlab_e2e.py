@@ -22,8 +22,17 @@ from xenlab.vm import qemu_alive
 pytestmark = [pytest.mark.slow]
 
 PATHS = KvmLabPaths(DEFAULT_CACHE)
-# Each stat's rate in the flood over its rate when idle, for the flooder and its target.
-STATS_RISE = {"exits": 3.0, "irq_injections": 3.0, "halt_exits": 2.0}
+# Per guest and stat: its rate in the flood over its rate when idle, and what each flood packet
+# adds beyond the idle rate (these hold on a quiet machine and at load ~8, where the flood
+# itself is 4 times slower: ~16 against ~60 packets/s). The flooder's halt_exits are left out:
+# a flooder starved of CPU (load) never halts, so they rise only on a quiet machine.
+STATS_RISE = {
+    ("l2a", "exits"): (3.0, 4.0),
+    ("l2a", "irq_injections"): (3.0, 2.0),
+    ("l2b", "exits"): (2.0, 1.5),
+    ("l2b", "irq_injections"): (2.0, 0.8),
+    ("l2b", "halt_exits"): (1.5, 0.3),
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +62,21 @@ def test_each_guest_has_its_scope_and_its_debugfs_stats_dir(run: dict[str, Any])
 
 def test_the_flood_is_real_and_bounded(run: dict[str, Any]) -> None:
     ping = run["flood"]["ping"]
+    assert ping["transmitted"] >= 100, ping  # ~60/s on a quiet machine, ~16/s at load ~8
     assert ping["received"] >= 0.9 * ping["transmitted"]
-    assert ping["pps"] > 20, ping  # ~150-170 pps on a quiet machine, ~45 under load
     assert ping["seconds"] <= 16
 
 
-@pytest.mark.parametrize("stat", sorted(STATS_RISE))
-def test_kvm_stats_rise_under_the_flood(run: dict[str, Any], stat: str) -> None:
+@pytest.mark.parametrize(("guest", "stat"), sorted(STATS_RISE))
+def test_kvm_stats_rise_under_the_flood(run: dict[str, Any], guest: str, stat: str) -> None:
     idle, flood = run["idle"], run["flood"]
-    for guest in ("l2a", "l2b"):
-        idle_rate = max(_rate(idle, guest, stat), 1.0)
-        assert _rate(flood, guest, stat) > STATS_RISE[stat] * idle_rate, (
-            guest, stat, idle["stats"][guest], flood["stats"][guest]
-        )  # fmt: skip
+    ratio, per_packet = STATS_RISE[guest, stat]
+    idle_rate = max(_rate(idle, guest, stat), 1.0)
+    flood_rate = _rate(flood, guest, stat)
+    excess = (flood_rate - idle_rate) * float(flood["seconds"]) / flood["ping"]["transmitted"]
+    detail = (guest, stat, idle_rate, flood_rate, excess)
+    assert flood_rate > ratio * idle_rate, detail
+    assert excess > per_packet, detail
 
 
 def test_the_taps_count_the_flood(run: dict[str, Any]) -> None:
