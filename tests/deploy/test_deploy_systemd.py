@@ -30,6 +30,12 @@ UNITS = {
     "judicator-exporter.service": "judicator-exporter",
     "judicator-remediator.service": "judicator-remediator",
 }
+# A KVM host's (docs/kvm.md): the same programs, another platform and sandbox.
+KVM_UNITS = {
+    "judicator-exporter-kvm.service": "judicator-exporter",
+    "judicator-remediator-kvm.service": "judicator-remediator",
+}
+ALL_UNITS = {**UNITS, **KVM_UNITS}
 PORTS = {"judicator-exporter": 10170, "judicator-remediator": 10171}
 # The weekly re-learning of per-domain thresholds: a oneshot service and its timer.
 LEARN = "judicator-policy-learn"
@@ -50,7 +56,7 @@ def _own_exec_lines(unit: str) -> list[list[str]]:
 
 
 def test_every_shipped_unit_is_checked() -> None:
-    assert {p.name for p in SYSTEMD_DIR.glob("*.service")} == {*UNITS, f"{LEARN}.service"}
+    assert {p.name for p in SYSTEMD_DIR.glob("*.service")} == {*ALL_UNITS, f"{LEARN}.service"}
     assert {p.name for p in SYSTEMD_DIR.glob("*.timer")} == {f"{LEARN}.timer"}
     assert {p.suffix for p in SYSTEMD_DIR.iterdir()} == {".service", ".timer"}
 
@@ -76,7 +82,7 @@ def test_relearning_writes_a_candidate_and_its_backtest_never_the_rules_in_servi
     assert unit_file(f"{LEARN}.timer")["Install"]["WantedBy"] == ["timers.target"]
 
 
-@pytest.mark.parametrize(("unit", "script"), UNITS.items())
+@pytest.mark.parametrize(("unit", "script"), ALL_UNITS.items())
 def test_unit_runs_the_console_script_from_the_install_prefix(unit: str, script: str) -> None:
     argv = _exec_start(unit)
     assert argv[0] == INSTALL_PREFIX + script
@@ -84,7 +90,7 @@ def test_unit_runs_the_console_script_from_the_install_prefix(unit: str, script:
     assert "$" not in " ".join(argv), "flags are changed with `systemctl edit`, not variables"
 
 
-@pytest.mark.parametrize(("unit", "script"), UNITS.items())
+@pytest.mark.parametrize(("unit", "script"), ALL_UNITS.items())
 def test_unit_flags_are_flags_the_cli_accepts(unit: str, script: str) -> None:
     for argv in _own_exec_lines(unit):
         assert argv[0] == INSTALL_PREFIX + script
@@ -119,7 +125,7 @@ def test_systemd_accepts_the_units() -> None:
     analyze = require_binary("systemd-analyze")
     with tempfile.TemporaryDirectory(prefix="judicator-deploy-units-") as scratch:
         copies = []
-        scripts = {**UNITS, f"{LEARN}.service": LEARN_SCRIPT, f"{LEARN}.timer": LEARN_SCRIPT}
+        scripts = {**ALL_UNITS, f"{LEARN}.service": LEARN_SCRIPT, f"{LEARN}.timer": LEARN_SCRIPT}
         for unit, script in scripts.items():
             text = (SYSTEMD_DIR / unit).read_text(encoding="utf-8")
             # systemd checks that ExecStart's program exists: point it at this venv's script.
@@ -138,7 +144,7 @@ def test_systemd_accepts_the_units() -> None:
     assert result.returncode == 0 and not complaints, complaints
 
 
-@pytest.mark.parametrize(("unit", "script"), UNITS.items())
+@pytest.mark.parametrize(("unit", "script"), ALL_UNITS.items())
 def test_a_configuration_error_is_not_restarted_in_a_loop(unit: str, script: str) -> None:
     # Both CLIs exit 2 on a bad flag or config (argparse's convention, kept by the remediator).
     result = subprocess.run(
@@ -166,3 +172,22 @@ def test_remediator_config_errors_exit_2() -> None:
             )
             assert result.returncode == 2, (subcommand, result.stderr)
             assert "no_such_setting" in result.stderr
+
+
+def test_kvm_units_run_the_kvm_platform_with_what_reading_other_users_vms_needs() -> None:
+    exporter = unit_file("judicator-exporter-kvm.service")["Service"]
+    assert flag_values(exec_argv(exporter["ExecStart"][0]))["--platform"] == "kvm"
+    assert set(exporter["CapabilityBoundingSet"][0].split()) == {
+        "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE", "CAP_NET_ADMIN",
+    }  # fmt: skip
+    remediator = unit_file("judicator-remediator-kvm.service")["Service"]
+    assert set(remediator["CapabilityBoundingSet"][0].split()) == {
+        "CAP_NET_ADMIN", "CAP_SYS_PTRACE", "CAP_SYS_NICE", "CAP_DAC_OVERRIDE",
+    }  # fmt: skip
+    # the CPU caps are cgroup files: the tree must stay writable
+    assert "ProtectControlGroups" not in remediator
+    assert remediator["ReadWritePaths"] == ["/sys/fs/cgroup"]
+    # the same ExecStart as the Xen unit's: the platform is in the configuration
+    assert (
+        remediator["ExecStart"] == unit_file("judicator-remediator.service")["Service"]["ExecStart"]
+    )
