@@ -87,7 +87,7 @@ EXPORTER_FLAGS = (
 )
 KVMCTL = "/usr/bin/judicator-kvmctl"
 KVMCTL_SCRIPT = '#!/bin/sh\nexec python3 -m kvmtools.ctl "$@"\n'
-RUN_ATTEMPTS = 2
+RUN_ATTEMPTS = 3
 
 
 # --- measuring ----------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""The product on real KVM guests: the published experiment of the KVM lab (kvmlab.demo, one
-boot of L1 with two KVM guests) run once, then judged. The exporter (`--platform=kvm`) and
-the remediator (`platform: kvm`) run in L1 as on a KVM host, Prometheus and Alertmanager on
-this machine with the shipped rules and the lab's thresholds: KVM's counters move under a
-real flood, a shipped policy fires for the flooder alone, the remediator shapes its tap for
-real, and its other KVM actions (a cgroup cap, a QMP pause) act on a real VM. A run that hit an
-emulation fault is retried once from a fresh L1 and counted (results' "runs", "faults").
+"""The product on real KVM guests: the published experiment of the KVM lab (kvmlab.demo, one boot
+of L1 with two KVM guests) run once, then judged. The exporter (`--platform=kvm`) and the
+remediator (`platform: kvm`) run in L1 as on a KVM host, Prometheus and Alertmanager on this
+machine with the shipped rules and the lab's thresholds: KVM's counters move under a real flood,
+a shipped policy fires for the flooder alone, the remediator shapes its tap for real, and its
+other KVM actions (a cgroup cap, a QMP pause) act on a real VM. A run that hit an emulation
+fault is run again from a fresh L1, up to three runs, and counted (results' "runs", "faults").
 About 7-9 minutes on a quiet 2-core machine (docs/kvm-lab.md).
 """
 

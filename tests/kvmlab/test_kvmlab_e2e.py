@@ -1,11 +1,11 @@
 """Real KVM guests, nested: one boot of the KVM lab (L1 = a KVM host under QEMU's software
 emulation, two L2 guests under KVM in it), then on the real hypervisor: each guest's per-VM
-debugfs statistics rise under a bounded ping flood from l2a to l2b far more than when idle;
-the taps' counters move; the remediator's tc chain on the flooder's tap shapes it; nothing is
-left running afterwards. A run that hits an emulation fault (an L1 panic, a dead L2 QEMU) is
-retried once from a fresh L1 and reported (kvmlab.flood; the session's summary prints the
-record). About 4-6 minutes on a quiet 2-core machine (docs/kvm-lab.md). Needs
-`make kvmlab-deps` (Debian's kernel, which `make lab-deps` also fetches).
+debugfs statistics rise under a bounded ping flood from l2a to l2b far more than when idle; the
+taps' counters move; the remediator's tc chain on the flooder's tap shapes it; nothing is left
+running afterwards. A run that hits an emulation fault (an L1 panic, a dead L2 QEMU) is retried
+from a fresh L1, up to three runs, and reported (kvmlab.flood; the session's summary prints the
+record). About 4-6 minutes on a quiet 2-core machine (docs/kvm-lab.md). Needs `make kvmlab-deps`
+(Debian's kernel, which `make lab-deps` also fetches).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def run() -> dict[str, Any]:
     from kvmlab.images import build
 
     build(PATHS)  # seconds when up to date
-    result = run_checks(PATHS, attempts=2)  # stops L1 whatever happens
+    result = run_checks(PATHS, attempts=3)  # stops L1 whatever happens
     print(json.dumps({k: result[k] for k in ("timings", "attempts", "retries", "faults")}))
     return result
 
