@@ -6,6 +6,7 @@ but fails under CI=true: a green CI run that skipped would be a lie.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -102,3 +103,27 @@ def sim(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
     """`xensim.poll.wait_until` at a test's pace: a condition's exceptions fail the test at once."""
     return wait_until(condition, timeout=timeout, what=what, interval=0.05, retry_on=())
+
+
+def project_packages() -> set[str]:
+    """The repository's top-level Python packages."""
+    return {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+
+
+def imported_project_packages(*roots: str) -> set[str]:
+    """`roots` and every project package they import, directly or through one another (read
+    from the sources: what an image must carry for them to start)."""
+    needed = set(roots)
+    pending = list(roots)
+    while pending:
+        found: set[str] = set()
+        for source in (REPO / pending.pop()).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found.add(node.module.split(".")[0])
+        for package in (found & project_packages()) - needed:
+            needed.add(package)
+            pending.append(package)
+    return needed

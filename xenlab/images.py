@@ -54,7 +54,10 @@ PYTHON_STDLIB_SKIP = {
 }  # fmt: skip
 # The distribution whose runtime requirements Dom0 gets (the exporter's and the remediator's).
 DISTRIBUTION = "judicator"
-PROJECT_PACKAGES = ("exporter", "remediator", "xentools", "xenlab")
+# What Dom0 runs: the services, every project package they import (kvmtools too: the exporter
+# and the remediator import both platforms' readers; tests/lab holds the list to the imports),
+# and the lab's agent.
+PROJECT_PACKAGES = ("exporter", "remediator", "xentools", "kvmtools", "xenlab")
 LIB_DIR = "usr/lib/x86_64-linux-gnu"
 
 

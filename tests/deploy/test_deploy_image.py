@@ -3,7 +3,6 @@ build context, and the packages it copies are all the product needs at run time.
 
 from __future__ import annotations
 
-import ast
 import re
 import tomllib
 
@@ -18,6 +17,7 @@ from tests.deploy.deploy_support import (
     dockerignore_patterns,
     dockerignored,
 )
+from tests.support import imported_project_packages
 
 PRODUCT_SCRIPTS = ("judicator-exporter", "judicator-remediator")
 # Debian release -> its python3, for the venv the image builds with Debian's interpreter.
@@ -72,29 +72,9 @@ def test_dockerignore_keeps_the_heavy_and_the_private_out() -> None:
     assert not dockerignored("exporter/cli.py", patterns)
 
 
-def _project_packages() -> set[str]:
-    return {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
-
-
-def _imported_project_packages(package: str) -> set[str]:
-    found: set[str] = set()
-    for source in (REPO / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
-    return found & _project_packages()
-
-
 def test_image_carries_every_package_the_services_import() -> None:
     copied = {source.rstrip("/") for source in _copy_sources()}
-    needed = {"exporter", "remediator"}
-    while True:
-        more = set().union(*(_imported_project_packages(p) for p in needed)) - needed
-        if not more:
-            break
-        needed |= more
+    needed = imported_project_packages("exporter", "remediator")
     assert "xensim" not in needed, "the product must not import the simulator"
     missing = needed - copied
     assert not missing, f"the image lacks packages the services import: {sorted(missing)}"

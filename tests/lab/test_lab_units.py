@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from tests.support import imported_project_packages
 from xenlab import udpsweep
 from xenlab.calibrate import calibrate
 from xenlab.demo import LAB_THRESHOLDS, remediator_shaping, render_thresholds
@@ -133,3 +134,11 @@ def test_the_udp_sweep_charges_each_side_per_datagram_beyond_its_quiet_rate() ->
     assert rows["send"]["context_switches"] == 0.002 and rows["send"]["busy"] == 0.95
     assert rows["receive"]["context_switches"] == 0.1
     assert "| flat out | send | 1000.0 | 0.95 |" in udpsweep.render(list(rows.values()))
+
+
+def test_dom0_carries_every_project_package_its_programs_import() -> None:
+    from xenlab.images import PROJECT_PACKAGES
+
+    # the services, and xenlab for its agent (xenlab.agent: the standard library alone)
+    needed = imported_project_packages("exporter", "remediator") | {"xenlab"}
+    assert needed <= set(PROJECT_PACKAGES), sorted(needed - set(PROJECT_PACKAGES))
