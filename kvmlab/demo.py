@@ -95,14 +95,7 @@ RUN_ATTEMPTS = 3
 
 def snapshot(lab: KvmLab, dirs: Mapping[str, str]) -> dict[str, Any]:
     """KVM's statistics of every guest's VM and its tap's counters, at one moment."""
-    return {
-        "at": time.monotonic(),
-        "stats": {name: lab.read_counters(d, STATS) for name, d in dirs.items()},
-        "taps": {
-            g.name: lab.read_counters(f"/sys/class/net/{g.tap}/statistics", TAP_COUNTERS)
-            for g in lab.guests
-        },
-    }
+    return lab.snapshot(dirs, STATS, TAP_COUNTERS)
 
 
 def rates(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,14 +57,7 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def _snapshot(lab: KvmLab, dirs: dict[str, str]) -> dict[str, Any]:
-    return {
-        "at": time.monotonic(),
-        "stats": {n: lab.read_counters(d, STATS) for n, d in dirs.items()},
-        "taps": {
-            g.name: lab.read_counters(f"/sys/class/net/{g.tap}/statistics", TAP_COUNTERS)
-            for g in lab.guests
-        },
-    }
+    return lab.snapshot(dirs, STATS, TAP_COUNTERS)
 
 
 def _window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

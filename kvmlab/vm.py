@@ -21,22 +21,20 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from kvmlab.paths import KvmLabPaths
 from xenlab.vm import (
-    AGENT_PORT,
-    EXPORTER_PORT,
     QEMU,
-    REMEDIATOR_PORT,
     AgentClient,
     LabError,
     LabState,
     Result,
     _children,
     free_port,
+    host_forwards,
     qemu_alive,
     stop_state,
 )
@@ -101,14 +99,7 @@ def standard_guests(count: int) -> list[L2Spec]:
 
 
 def l1_argv(paths: KvmLabPaths, state: LabState) -> list[str]:
-    forwards = ",".join(
-        f"hostfwd=tcp:127.0.0.1:{host}-:{guest}"
-        for host, guest in (
-            (state.agent_port, AGENT_PORT),
-            (state.exporter_port, EXPORTER_PORT),
-            (state.remediator_port, REMEDIATOR_PORT),
-        )
-    )
+    forwards = host_forwards(state)
     return [
         QEMU,
         "-accel", "tcg,thread=multi",
@@ -324,6 +315,20 @@ class KvmLab(AgentClient):
     def read_counters(self, directory: str, names: Sequence[str]) -> dict[str, int]:
         files = " ".join(f"{directory}/{n}" for n in names)
         return parse_counters(self.sh(f"grep -H . {files}").stdout)
+
+    def snapshot(
+        self, dirs: Mapping[str, str], stats: Sequence[str], tap_counters: Sequence[str]
+    ) -> dict[str, Any]:
+        """At one moment: `stats` of each guest's VM (`dirs`: guest -> its debugfs directory)
+        and `tap_counters` of each guest's tap."""
+        return {
+            "at": time.monotonic(),
+            "stats": {name: self.read_counters(d, stats) for name, d in dirs.items()},
+            "taps": {
+                g.name: self.read_counters(f"/sys/class/net/{g.tap}/statistics", tap_counters)
+                for g in self.guests
+            },
+        }
 
 
 def start(paths: KvmLabPaths, *, guests: Sequence[L2Spec]) -> KvmLab:

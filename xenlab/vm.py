@@ -122,9 +122,10 @@ def free_port() -> int:
         return port
 
 
-def qemu_argv(paths: LabPaths, state: LabState, memory_mib: int) -> list[str]:
-    xen = paths.xen_perfc if state.hypervisor == "perfc" else paths.xen_stock
-    forwards = ",".join(
+def host_forwards(state: LabState) -> str:
+    """QEMU's user-network forwards from the host's ports on 127.0.0.1 to the lab host's
+    agent, exporter and remediator (`-netdev user,...,<these>`)."""
+    return ",".join(
         f"hostfwd=tcp:127.0.0.1:{host}-:{guest}"
         for host, guest in (
             (state.agent_port, AGENT_PORT),
@@ -132,6 +133,11 @@ def qemu_argv(paths: LabPaths, state: LabState, memory_mib: int) -> list[str]:
             (state.remediator_port, REMEDIATOR_PORT),
         )
     )
+
+
+def qemu_argv(paths: LabPaths, state: LabState, memory_mib: int) -> list[str]:
+    xen = paths.xen_perfc if state.hypervisor == "perfc" else paths.xen_stock
+    forwards = host_forwards(state)
     xen_args = (
         f"console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus={DOM0_VCPUS} "
         "dom0_vcpus_pin sched=credit2 bootscrub=false loglvl=all guest_loglvl=all"
